@@ -1,0 +1,111 @@
+"""Generate, check and lint the protobuf contracts.
+
+    python scripts/protos.py generate   # write protos/python (checked in)
+    python scripts/protos.py check      # fail if protos/python is stale
+    python scripts/protos.py lint       # buf lint (STANDARD), offline
+
+Generation uses grpcio-tools (no extra binary) with mypy-protobuf stubs. buf
+needs the googleapis protos we import; they ship in googleapis-common-protos,
+so lint builds a throwaway workspace from them instead of fetching a buf module.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOS = ROOT / "protos"
+OUT = PROTOS / "python"
+SITE = Path(sysconfig.get_paths()["purelib"])
+GOOGLE_DEPS = [
+    "google/rpc/status.proto",
+    "google/longrunning/operations_proto.proto",
+    "google/api/annotations.proto",
+    "google/api/client.proto",
+    "google/api/field_behavior.proto",
+    "google/api/http.proto",
+    "google/api/launch_stage.proto",
+]
+
+
+def _sources() -> list[str]:
+    return sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "sagex").rglob("*.proto"))
+
+
+def generate(out: Path) -> None:
+    from grpc_tools import protoc
+
+    out.mkdir(parents=True, exist_ok=True)
+    bin_dir = str(Path(sys.executable).parent)
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{SITE}",
+        f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy={bin_dir}/protoc-gen-mypy",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir}/protoc-gen-mypy_grpc",
+        f"--mypy_out=quiet:{out}",
+        f"--mypy_grpc_out=quiet:{out}",
+        *_sources(),
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    # Regular packages below sagex.api; `sagex` itself stays a namespace shared
+    # with the services and the client.
+    for d in [out / "sagex" / "api", *(p for p in (out / "sagex" / "api").rglob("*") if p.is_dir())]:
+        (d / "__init__.py").touch()
+
+
+def check() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        generate(fresh)
+        stale = _diff(fresh / "sagex", OUT / "sagex")
+    if stale:
+        print("generated protobuf code is stale; run `make proto`:", *stale, sep="\n  ")
+        raise SystemExit(1)
+    print("protos/python is up to date")
+
+
+def _diff(a: Path, b: Path) -> list[str]:
+    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    changed = [str(p) for p in files_a & files_b if not filecmp.cmp(a / p, b / p, shallow=False)]
+    return sorted(changed + [str(p) for p in files_a ^ files_b])
+
+
+def lint() -> None:
+    import yaml
+
+    buf = shutil.which("buf") or str(Path(sys.executable).parent / "buf")
+    if not Path(buf).exists():
+        raise SystemExit("buf not found: `make setup` installs buf-bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp)
+        shutil.copytree(PROTOS / "sagex", ws / "sagex")
+        for dep in GOOGLE_DEPS:
+            (ws / "deps" / dep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(SITE / dep, ws / "deps" / dep)
+        config = yaml.safe_load((PROTOS / "buf.yaml").read_text())
+        config["modules"] = [{"path": ".", "excludes": ["deps"]}, {"path": "deps"}]
+        config["lint"]["ignore"] = ["deps"]
+        (ws / "buf.yaml").write_text(yaml.safe_dump(config))
+        result = subprocess.run([buf, "lint"], cwd=ws)
+    if result.returncode:
+        raise SystemExit(result.returncode)
+    print("buf lint: clean")
+
+
+if __name__ == "__main__":
+    commands = {"generate": lambda: generate(OUT), "check": check, "lint": lint}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        raise SystemExit(f"usage: {sys.argv[0]} {{{','.join(commands)}}}")
+    commands[sys.argv[1]]()

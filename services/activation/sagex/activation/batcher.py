@@ -1,0 +1,175 @@
+"""Dynamic batching: concurrent requests share forward passes under a token budget.
+
+The event loop only enqueues and awaits futures; one worker thread owns the
+model (GPU work never runs on the event loop). Admission is all-or-nothing per
+request and bounded: a full queue answers RESOURCE_EXHAUSTED at once rather
+than letting latency grow without limit. Cancelled or expired work is dropped
+before it reaches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from sagex.activation.encode import SparseRows
+from sagex.activation.engine import WorkItem
+from sagex.server.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+log = structlog.get_logger(__name__)
+
+RunFn = Callable[[Sequence[WorkItem]], list[SparseRows]]
+
+
+@dataclass
+class _Job:
+    item: WorkItem
+    future: asyncio.Future[SparseRows]
+    loop: asyncio.AbstractEventLoop
+    deadline: float | None  # time.monotonic() seconds
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    texts: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+    busy_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class DynamicBatcher:
+    def __init__(self, run: RunFn, token_budget: int, max_queue: int) -> None:
+        self._run = run
+        self._budget = token_budget
+        self._max_queue = max_queue
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._worker, name="sagex-batcher", daemon=True)
+        self.stats = BatcherStats()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            pending = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for job in pending:
+            _resolve(job, error=Unavailable("server is shutting down; retry on another replica"))
+        self._thread.join(timeout=30)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, items: Sequence[WorkItem], timeout: float | None = None) -> list[SparseRows]:
+        """Run ``items`` (possibly alongside other callers' work) and return their rows in order.
+
+        Raises ResourceExhausted when the queue cannot take all of them, DeadlineExceeded
+        when ``timeout`` passes first. Cancelling the awaiting task drops the pending work.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        jobs = [_Job(it, loop.create_future(), loop, deadline) for it in items]
+        with self._cond:
+            if self._closed:
+                raise Unavailable("server is shutting down; retry on another replica")
+            if len(self._queue) + len(jobs) > self._max_queue:
+                raise ResourceExhausted(
+                    f"activation queue is full ({len(self._queue)} texts waiting, limit {self._max_queue}); "
+                    "retry after a short backoff or send smaller batches",
+                    retry_after_s=0.2 + 0.001 * len(self._queue),
+                )
+            self._queue.extend(jobs)
+            self._cond.notify()
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), timeout))
+        except TimeoutError:
+            raise DeadlineExceeded(f"activations not ready within {timeout:.3g}s") from None
+        finally:
+            for job in jobs:  # on cancel or error: whatever has not run is dropped
+                job.future.cancel()
+
+    # --- worker thread -------------------------------------------------------
+
+    def _take_batch(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            batch: list[_Job] = []
+            width = 0
+            now = time.monotonic()
+            while self._queue:
+                job = self._queue[0]
+                if job.future.cancelled():
+                    self._queue.popleft()
+                    self.stats.dropped_cancelled += 1
+                    continue
+                if job.deadline is not None and now > job.deadline:
+                    self._queue.popleft()
+                    self.stats.dropped_expired += 1
+                    _resolve(job, error=DeadlineExceeded("deadline passed while queued"))
+                    continue
+                new_width = max(width, len(job.item.ids))
+                if batch and new_width * (len(batch) + 1) > self._budget:
+                    break
+                batch.append(self._queue.popleft())
+                width = new_width
+            return batch
+
+    def _worker(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            start = time.perf_counter()
+            try:
+                rows = self._run([job.item for job in batch])
+            except Exception as exc:  # noqa: BLE001 - delivered to each waiting caller
+                log.error("batch_failed", exc_info=exc, texts=len(batch))
+                for job in batch:
+                    _resolve(job, error=exc)
+                continue
+            elapsed = time.perf_counter() - start
+            s = self.stats
+            s.batches += 1
+            s.texts += len(batch)
+            s.tokens += sum(len(j.item.ids) for j in batch)
+            s.padded_tokens += len(batch) * max(len(j.item.ids) for j in batch)
+            s.busy_seconds += elapsed
+            if len(s.batch_sizes) < 10_000:
+                s.batch_sizes.append(len(batch))
+            for job, result in zip(batch, rows, strict=True):
+                _resolve(job, result=result)
+
+
+def _resolve(job: _Job, result: SparseRows | None = None, error: BaseException | None = None) -> None:
+    def deliver() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)  # type: ignore[arg-type]
+
+    try:
+        job.loop.call_soon_threadsafe(deliver)
+    except RuntimeError:  # the caller's loop is gone; nobody is waiting
+        pass

@@ -1,0 +1,97 @@
+"""ActivationConfig: the one configuration object of the activation service."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID
+from sagex.server.lifecycle import ServerOptions
+
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class ActivationConfig:
+    """Everything the activation service needs; validated on construction.
+
+    ``model`` is a local transformers folder or a ``.gguf`` file; None means the
+    embedded SmolLM2-135M-Instruct. ``saes`` is the server-side allowlist: id ->
+    SAELens folder. Requests name an id, never a path.
+    """
+
+    model: Path | None = None
+    saes: dict[str, Path] = field(default_factory=lambda: {EMBEDDED_SAE_ID: EMBEDDED_SAE_DIR})
+    device: str = "auto"  # "auto" picks cuda when available
+    dtype: str = "float32"  # LM and SAE weights; bf16 is slower than fp32 on CPU
+    prepend_bos: bool | None = None  # None: the tokenizer's own default
+    corpus_dir: Path | None = None  # None: the embedded corpus in the cache
+    # Limits (each breach gets INVALID_ARGUMENT or RESOURCE_EXHAUSTED, saying which).
+    max_texts_per_batch: int = 256
+    max_chars_per_text: int = 20_000
+    max_tokens_per_text: int = 1024
+    max_feature_ids: int = 1024
+    max_top_k: int = 256
+    max_response_bytes: int = 256 * 1024  # 32-512 KiB messages stream fastest
+    max_inflight_batches_per_stream: int = 8
+    # Dynamic batching.
+    batch_token_budget: int = 4096  # padded tokens per forward pass
+    max_queue_texts: int = 4096  # texts waiting for the GPU; more is RESOURCE_EXHAUSTED
+    # Exemplar mining.
+    window_tokens: int = 64
+    max_mining_tokens: int = 400_000  # per split; bounds the first scan's time
+    mining_batch_windows: int = 32
+    server: ServerOptions = field(default_factory=lambda: ServerOptions(port=DEFAULT_PORT))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.saes:
+            problems.append("saes: configure at least one SAE")
+        for sae_id, path in self.saes.items():
+            if not sae_id or "/" in sae_id:
+                problems.append(f"saes: id {sae_id!r} must be non-empty and contain no '/'")
+            if not Path(path).is_dir():
+                problems.append(f"saes.{sae_id}: {path} is not a folder")
+        if self.model is not None and not Path(self.model).exists():
+            problems.append(f"model: {self.model} does not exist")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device: {self.device!r} is not auto, cpu or cuda[:N]")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            problems.append(f"dtype: {self.dtype!r} is not float32, float16 or bfloat16")
+        for name in ("max_texts_per_batch", "max_chars_per_text", "max_tokens_per_text", "max_feature_ids",
+                     "max_top_k", "batch_token_budget", "max_queue_texts", "window_tokens", "max_mining_tokens"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}: must be > 0")
+        if self.max_response_bytes < 4096:
+            problems.append("max_response_bytes: must be >= 4096")
+        if self.batch_token_budget < self.max_tokens_per_text:
+            problems.append("batch_token_budget: must be >= max_tokens_per_text so every text fits a batch")
+        if problems:
+            raise ValueError("invalid activation config: " + "; ".join(problems))
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides: Any) -> ActivationConfig:
+        """Read ``[activation]`` (and ``[activation.saes]``, ``[activation.server]``) from a TOML file.
+        Relative paths are relative to the file."""
+        data = tomllib.loads(Path(path).read_text()).get("activation", {})
+        base = Path(path).parent
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown activation settings {sorted(unknown)}; known: {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "saes":
+                kwargs["saes"] = {k: base / v for k, v in value.items()}
+            elif key == "server":
+                kwargs["server"] = ServerOptions(**value)
+            elif key in ("model", "corpus_dir"):
+                kwargs[key] = base / value
+            else:
+                kwargs[key] = value
+        return cls(**{**kwargs, **overrides})
+
+    def with_server(self, **changes: Any) -> ActivationConfig:
+        return replace(self, server=replace(self.server, **changes))

@@ -1,0 +1,2 @@
+"""Server kit shared by the activation, agent and scoring services: errors as rich
+gRPC statuses, structured logs with request ids, and the server lifecycle."""
