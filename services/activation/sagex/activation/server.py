@@ -54,7 +54,7 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
         submit=batcher.submit,
         tokenize=engine.lm.encode_text,
         corpus_dir=Path(corpus_dir),
-        cache_root=cache_dir() / "mining",
+        cache_root=config.mining_cache_dir or cache_dir() / "mining",
         model_key=_model_key(engine),
         window_tokens=config.window_tokens,
         max_tokens=config.max_mining_tokens,

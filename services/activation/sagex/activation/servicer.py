@@ -123,9 +123,8 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
                     for msg in text_responses(batch.batch_id, i, self.engine.describe(t), r, self.config.max_response_bytes):
                         msg.batch_complete = i == last and msg.text_complete
                         await out.put(msg)  # a slow reader throttles us here
-            except BaseException as exc:  # noqa: BLE001 - ends the stream with this error
+            except Exception as exc:  # noqa: BLE001 - ends the stream with this error
                 await out.put(exc)
-                raise
             finally:
                 inflight.discard(batch.batch_id)
                 slots.release()
@@ -146,7 +145,9 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
                 if tasks:
                     await asyncio.gather(*list(tasks), return_exceptions=True)
                 await out.put(None)
-            except BaseException as exc:  # noqa: BLE001 - ends the stream with this error
+            except Exception as exc:  # noqa: BLE001 - ends the stream with this error
+                # (CancelledError is not caught: after a cancel nobody reads `out`, and a
+                # put on a full queue would never return.)
                 await out.put(exc)
 
         reader = asyncio.create_task(read_requests())

@@ -1,0 +1,90 @@
+"""Health (NOT_SERVING until loaded), reflection, request ids, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from sagex.activation.assets.paths import EMBEDDED_SAE_ID
+from sagex.activation.server import SERVICE_NAME, activation_service
+from sagex.activation.servicer import ActivationServicer
+from sagex.api.activation.v1 import activation_service_pb2 as pb
+from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.server.lifecycle import start_server
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_not_serving_and_unavailable_until_loaded(activation_config, runtime) -> None:  # type: ignore[no-untyped-def]
+    servicer = ActivationServicer(activation_config)
+    running = await start_server([activation_service(servicer)], activation_config.server)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = lambda name: health.Check(health_pb2.HealthCheckRequest(service=name))  # noqa: E731
+            assert (await check("")).status == health_pb2.HealthCheckResponse.SERVING
+            assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            stub = pb_grpc.ActivationServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetModelInfo(pb.GetModelInfoRequest())
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            servicer.attach(runtime.engine, runtime.batcher, runtime.miner)
+            await running.set_ready()
+            assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.SERVING
+            info_ok = await stub.GetModelInfo(pb.GetModelInfoRequest())
+            assert info_ok.model.loaded_layers == 4 and info_ok.model.num_layers == 30
+    finally:
+        await running.stop(activation_config.server)
+
+
+async def test_reflection_lists_the_service(server) -> None:  # type: ignore[no-untyped-def]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask():  # type: ignore[no-untyped-def]
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        async for resp in stub.ServerReflectionInfo(ask()):
+            names = {s.name for s in resp.list_services_response.service}
+            assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+
+
+async def test_model_info_and_request_id_echo(stub) -> None:  # type: ignore[no-untyped-def]
+    call = stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=(("x-request-id", "req-123"),))
+    info = await call
+    assert ("x-request-id", "req-123") in list(await call.initial_metadata())
+    sae = next(s for s in info.saes if s.id == EMBEDDED_SAE_ID)
+    assert (sae.d_in, sae.d_sae, sae.k, sae.hook_layer) == (576, 4608, 32, 3)
+    assert sae.architecture == pb.SAE_ARCHITECTURE_TOPK and sae.encode_backend == "torch"
+    assert {t.role for t in info.model.special_tokens} >= {"bos", "eos"}
+
+
+async def test_deadline_is_honoured(stub) -> None:  # type: ignore[no-untyped-def]
+    async def gen():  # type: ignore[no-untyped-def]
+        yield pb.StreamActivationsRequest(batch_id="d", sae_id=EMBEDDED_SAE_ID, texts=["slow " * 900] * 8, top_k=pb.TopKSelection(k=2))
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.StreamActivations(gen(), timeout=0.05):
+            pass
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_cancelled_call_stops_its_work(stub, runtime) -> None:  # type: ignore[no-untyped-def]
+    before = runtime.batcher.stats.texts
+    dropped_before = runtime.batcher.stats.dropped_cancelled
+
+    async def gen():  # type: ignore[no-untyped-def]
+        yield pb.StreamActivationsRequest(batch_id="c", sae_id=EMBEDDED_SAE_ID, texts=["cancel me " * 300] * 40, top_k=pb.TopKSelection(k=2))
+        await asyncio.sleep(30)
+
+    call = stub.StreamActivations(gen())
+    await asyncio.sleep(0.3)
+    call.cancel()
+    await asyncio.sleep(1.0)
+    ran = runtime.batcher.stats.texts - before
+    assert ran < 40, f"{ran} of 40 texts ran after cancel"
+    assert runtime.batcher.stats.dropped_cancelled > dropped_before

@@ -1,0 +1,111 @@
+"""Fixtures shared by the suite: one embedded model loaded once per session, a
+real gRPC server on a loopback port, and a small corpus for mining tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID  # noqa: E402
+from sagex.activation.config import ActivationConfig  # noqa: E402
+from sagex.server.lifecycle import ServerOptions  # noqa: E402
+from tests.builders import ARCHITECTURES, save_random_sae  # noqa: E402
+
+D_MODEL = 576  # the embedded SmolLM2-135M
+RANDOM_SAE_HOOKS = {"standard": 1, "topk": 3, "jumprelu": 2, "gated": 3}
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "def parse(path):\n    return open(path).read()",
+    "In the beginning God created the heaven and the earth.",
+    "You will pass the exam if you keep passing the practice tests.",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def random_saes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("saes")
+    return {
+        f"rand-{arch}": save_random_sae(root / arch, arch, D_MODEL, 256, f"model.layers.{RANDOM_SAE_HOOKS[arch]}", seed=i)
+        for i, arch in enumerate(ARCHITECTURES)
+    }
+
+
+@pytest.fixture(scope="session")
+def mining_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small corpus (user file only, no Debian packages) so mining tests are quick."""
+    from sagex.activation.assets.corpus import build_corpus, pydoc_topics
+
+    root = tmp_path_factory.mktemp("corpus")
+    texts = [t for t in pydoc_topics() if len(t) > 200][:160]
+    source = root / "texts.jsonl"
+    import json
+
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    # build_corpus also adds stdlib docstrings and pydoc topics; keep only ours by
+    # building from a sub-folder with Debian sources off and trimming stdlib below.
+    build_corpus(root / "built", extra=[source], use_debian=False)
+    return root / "built"
+
+
+@pytest.fixture(scope="session")
+def activation_config(
+    random_saes: dict[str, Path], mining_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> ActivationConfig:
+    return ActivationConfig(
+        mining_cache_dir=tmp_path_factory.mktemp("mining"),
+        saes={EMBEDDED_SAE_ID: EMBEDDED_SAE_DIR, **random_saes},
+        corpus_dir=mining_corpus,
+        max_mining_tokens=6000,
+        window_tokens=32,
+        server=ServerOptions(port=0, drain_seconds=0.0, grace_seconds=1.0),
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime(activation_config: ActivationConfig) -> Iterator[object]:
+    from sagex.activation.server import build_runtime
+
+    rt = build_runtime(activation_config)
+    yield rt
+    rt.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def server(activation_config: ActivationConfig, runtime: object) -> AsyncIterator[object]:
+    from sagex.activation.server import running_activation_server
+
+    async with running_activation_server(activation_config, runtime) as (running, _):  # type: ignore[arg-type]
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stub(server: object) -> AsyncIterator[object]:
+    from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+    from sagex.server.lifecycle import channel_options
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:  # type: ignore[attr-defined]
+        yield pb_grpc.ActivationServiceStub(channel)
+
+
+def with_config(config: ActivationConfig, **changes: object) -> ActivationConfig:
+    return replace(config, **changes)  # type: ignore[arg-type]
