@@ -159,5 +159,8 @@ def encode_sparse(x: torch.Tensor, p: EncoderParams, selection: Selection, backe
     if use_triton:
         from sagex.activation.kernels import encode_sparse_triton
 
-        return encode_sparse_triton(x, p, selection)
+        try:
+            return encode_sparse_triton(x, p, selection)
+        except NotImplementedError:
+            pass  # a shape beyond the tile kernels (top-k with k > 1024): same contract in torch
     return encode_sparse_torch(x, p, selection)
