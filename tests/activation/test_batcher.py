@@ -59,17 +59,21 @@ async def test_concurrent_callers_share_batches_within_budget() -> None:
 
 async def test_full_queue_is_resource_exhausted_and_admits_nothing() -> None:
     run = SlowEcho()
-    run.gate.clear()  # hold the worker so the queue fills
-    batcher = DynamicBatcher(run, token_budget=1024, max_queue=4)
+    run.gate.clear()  # hold the worker inside the model so the queue fills behind it
+    batcher = DynamicBatcher(run, token_budget=2, max_queue=4)
     batcher.start()
     try:
-        first = asyncio.ensure_future(batcher.submit([_item(2)] * 3))
+        blocker = asyncio.ensure_future(batcher.submit([_item(2)]))
         await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit([_item(2)] * 3))
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 3
         with pytest.raises(ResourceExhausted, match="queue is full"):
-            await batcher.submit([_item(2)] * 3)
-        assert batcher.depth <= 3
+            await batcher.submit([_item(2)] * 2)
+        assert batcher.depth == 3, "a rejected request leaves nothing behind"
         run.gate.set()
-        assert len(await first) == 3
+        await blocker
+        assert len(await queued) == 3
     finally:
         run.gate.set()
         batcher.close()

@@ -82,9 +82,16 @@ async def test_cancelled_call_stops_its_work(stub, runtime) -> None:  # type: ig
         await asyncio.sleep(30)
 
     call = stub.StreamActivations(gen())
-    await asyncio.sleep(0.3)
+    for _ in range(200):  # wait until the work is queued behind the worker
+        if runtime.batcher.depth > 0:
+            break
+        await asyncio.sleep(0.02)
+    assert runtime.batcher.depth > 0
     call.cancel()
-    await asyncio.sleep(1.0)
+    for _ in range(600):  # the batch already on the model finishes; the rest must be dropped
+        if runtime.batcher.depth == 0:
+            break
+        await asyncio.sleep(0.1)
     ran = runtime.batcher.stats.texts - before
     assert ran < 40, f"{ran} of 40 texts ran after cancel"
     assert runtime.batcher.stats.dropped_cancelled > dropped_before

@@ -95,10 +95,15 @@ class DynamicBatcher:
                 )
             self._queue.extend(jobs)
             self._cond.notify()
+        futures = [j.future for j in jobs]
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), timeout))
-        except TimeoutError:
-            raise DeadlineExceeded(f"activations not ready within {timeout:.3g}s") from None
+            done, pending = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+            if pending:
+                raise DeadlineExceeded(f"activations not ready within {timeout:.3g}s")
+            return [f.result() for f in futures]
         finally:
             for job in jobs:  # on cancel or error: whatever has not run is dropped
                 job.future.cancel()

@@ -34,7 +34,6 @@ from sagex.activation.sae import LoadedSae
 log = structlog.get_logger(__name__)
 
 Submit = Callable[[Sequence[WorkItem]], Awaitable[list[SparseRows]]]
-_CHECKPOINT_EVERY = 20  # batches
 
 
 @dataclass
@@ -109,6 +108,7 @@ class ExemplarMiner:
         max_tokens: int,
         batch_windows: int,
         special_ids: set[int],
+        checkpoint_every: int = 20,
     ) -> None:
         self._submit = submit
         self._tokenize = tokenize
@@ -119,6 +119,7 @@ class ExemplarMiner:
         self._max_tokens = max_tokens
         self._batch = batch_windows
         self._special = special_ids
+        self._checkpoint_every = checkpoint_every  # batches between saved partial indexes
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
         self.corpus_hash = json.loads((corpus_dir / "manifest.json").read_text())["hash"]
@@ -192,7 +193,7 @@ class ExemplarMiner:
                 counts.append(np.array([len(f)]))
                 scanned += n_tok
             batches += 1
-            if batches % _CHECKPOINT_EVERY == 0:
+            if batches % self._checkpoint_every == 0:
                 n = start + len(chunk)
                 _save(partial, _assemble(window_ids[:n], tokens[:n], feats, maxes, counts, fire, total, amax, scanned))
         index = _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned)
