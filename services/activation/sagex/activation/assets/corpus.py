@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -121,9 +122,12 @@ def _debian_root(work: Path) -> Path | None:
         log.warning("corpus_debian_skipped", reason="apt-get or dpkg-deb not found")
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            ["apt-get", "download", *DEBIAN_PACKAGES], cwd=tmp, capture_output=True, text=True
-        )
+        download = ["apt-get", "download", *DEBIAN_PACKAGES]
+        result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0 and os.geteuid() == 0:
+            # A fresh machine may have no package lists yet; as root we can fetch them.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
         if result.returncode != 0:
             log.warning("corpus_debian_skipped", reason=result.stderr.strip()[-500:])
             return None
