@@ -17,8 +17,6 @@ the held-out part reserved for scoring is never mined for exemplars.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import re
@@ -26,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +38,6 @@ SPLIT_BOUNDS = (80, 90, 100)
 MIN_CHARS = 80
 MAX_CHARS = 4000
 DEBIAN_PACKAGES = ("python3.11-doc", "fortunes", "fortunes-min", "bible-kjv-text", "bible-kjv")
-# Modules whose import has side effects (GUI, turtle graphics, test suites, antigravity).
-SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3"}
 
 
 @dataclass(frozen=True)
@@ -85,25 +80,12 @@ def _chunks(text: str) -> Iterator[str]:
 
 
 def stdlib_docstrings() -> Iterator[str]:
-    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in SKIP_MODULES)
-    for name in names:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - platform-specific modules fail to import; skip them
-            continue
-        seen: list[object] = [module]
-        for _, member in sorted(inspect.getmembers(module), key=lambda kv: kv[0]):
-            if inspect.isclass(member) or inspect.isfunction(member):
-                if getattr(member, "__module__", None) == name:
-                    seen.append(member)
-                    if inspect.isclass(member):
-                        seen.extend(v for _, v in sorted(vars(member).items()) if inspect.isfunction(v))
-        for obj in seen:
-            doc = inspect.getdoc(obj)
-            if doc:
-                yield doc
+    # In a clean interpreter: imports in this process (transformers patches
+    # logging.Logger, for one) would otherwise change which docstrings appear.
+    script = Path(__file__).with_name("_stdlib_docs.py")
+    out = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        yield json.loads(line)
 
 
 def pydoc_topics() -> Iterator[str]:
