@@ -108,3 +108,10 @@ async def test_bad_mining_and_stats_requests(stub) -> None:  # type: ignore[no-u
 async def test_server_still_serves_after_bad_input(stub) -> None:  # type: ignore[no-untyped-def]
     res = await stub.Tokenize(pb.TokenizeRequest(texts=["still alive"]))
     assert list(res.tokens[0].texts) == ["still", " alive"]
+
+
+async def test_oversize_message_is_resource_exhausted(stub) -> None:  # type: ignore[no-untyped-def]
+    huge = pb.StreamActivationsRequest(batch_id="big", sae_id=SAE, texts=["x" * 1_000_000] * 17, top_k=pb.TopKSelection(k=1))
+    err = await _stream_error(stub, huge)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (err.details() or "")

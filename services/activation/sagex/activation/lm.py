@@ -64,6 +64,7 @@ class TruncatedLM:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         config = model.config
         self.name = Path(model_dir).name
+        self.model_dir = Path(model_dir)
         self.architecture = (config.architectures or [type(model).__name__])[0]
         self.num_layers = int(config.num_hidden_layers)
         self.d_model = int(config.hidden_size)

@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from sagex.activation.assets.corpus import build_corpus
+from sagex.activation.assets.fingerprint import folder_fingerprint
 from sagex.activation.assets.paths import cache_dir
 from sagex.activation.batcher import DynamicBatcher
 from sagex.activation.config import ActivationConfig
@@ -37,8 +38,10 @@ class ActivationRuntime:
 
 
 def _model_key(engine: ActivationEngine) -> str:
+    """Weights and the facts that change activations (dtype, BOS): the mining cache key."""
     lm = engine.lm
-    raw = f"{lm.name}|{lm.architecture}|{lm.num_layers}|{lm.d_model}|{lm.vocab_size}|{lm.dtype}|{lm.prepend_bos}"
+    weights = folder_fingerprint(lm.model_dir, cache_dir() / "model-fingerprints.json")
+    raw = f"{weights}|{lm.architecture}|{lm.dtype}|{lm.prepend_bos}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
