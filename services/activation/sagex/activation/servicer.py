@@ -101,7 +101,7 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:
         texts = validate_tokenize(request, self.config)
-        ids = self.engine.tokenize(texts)
+        ids = await asyncio.to_thread(self.engine.tokenize, texts)
         return pb.TokenizeResponse(tokens=[tokens_to_proto(self.engine.describe(t)) for t in ids])
 
     # --- streaming activations ------------------------------------------------------
@@ -135,7 +135,9 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
                     batch = validate_batch(req, self.engine.saes, self.limits)
                     if batch.batch_id in inflight:
                         raise InvalidArgument.one("batch_id", f"{batch.batch_id!r} is already in flight on this stream")
-                    ids = batch.token_ids if batch.token_ids is not None else self.engine.tokenize(batch.texts or [])
+                    # Tokenizing up to 256 long texts takes long enough to stall other streams; the
+                    # Rust tokenizer releases the GIL, so a thread keeps the event loop responsive.
+                    ids = batch.token_ids or await asyncio.to_thread(self.engine.tokenize, batch.texts or [])
                     check_token_counts(ids, self.config, "texts" if batch.texts else "token_ids")
                     await slots.acquire()  # bounded in-flight batches per stream: backpressure on the client
                     inflight.add(batch.batch_id)
