@@ -61,8 +61,8 @@ def mining_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import json
 
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    # build_corpus also adds stdlib docstrings and pydoc topics; keep only ours by
-    # building from a sub-folder with Debian sources off and trimming stdlib below.
+    # With Debian sources off the corpus is stdlib docstrings, pydoc topics and this
+    # file (whose texts duplicate pydoc topics and are dropped): small and quick to mine.
     build_corpus(root / "built", extra=[source], use_debian=False)
     return root / "built"
 

@@ -15,7 +15,7 @@ import torch
 from sagex.activation.batcher import DynamicBatcher
 from sagex.activation.encode import SparseRows, TopK
 from sagex.activation.engine import WorkItem
-from sagex.server.errors import DeadlineExceeded, ResourceExhausted
+from sagex.server.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -101,4 +101,27 @@ async def test_deadline_and_cancellation_drop_queued_work() -> None:
         batcher.close()
     seen = {ids[0] for batch in run.batches for ids in batch}
     assert 7 not in seen and 9 not in seen, "expired and cancelled work never reaches the model"
-    assert batcher.stats.dropped_cancelled + batcher.stats.dropped_expired == 2
+    # submit() cancels its own jobs at its deadline, so both arrive at the worker cancelled.
+    assert batcher.stats.dropped_cancelled == 2
+
+
+async def test_a_failing_batch_fails_its_callers_and_the_worker_lives_on() -> None:
+    calls = {"n": 0}
+    echo = SlowEcho()
+
+    def flaky(items: Sequence[WorkItem]) -> list[SparseRows]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return echo(items)
+
+    batcher = DynamicBatcher(flaky, token_budget=64, max_queue=10)
+    batcher.start()
+    try:
+        with pytest.raises(ResourceExhausted, match="out of memory"):
+            await batcher.submit([_item(4)])
+        assert len(await batcher.submit([_item(4)])) == 1
+    finally:
+        batcher.close()
+    with pytest.raises(Unavailable):
+        await batcher.submit([_item(4)])

@@ -37,3 +37,28 @@ def test_toml_paths_are_relative_to_the_file_and_unknown_keys_fail(tmp_path: Pat
     bad.write_text("[activation]\nmax_topk = 8\n")
     with pytest.raises(ValueError, match="unknown activation settings.*max_topk"):
         ActivationConfig.from_toml(bad)
+
+
+def test_limits_that_would_deadlock_or_never_admit_are_rejected() -> None:
+    with pytest.raises(ValueError) as info:
+        ActivationConfig(max_inflight_batches_per_stream=0, mining_batch_windows=0, max_queue_texts=10)
+    message = str(info.value)
+    assert "max_inflight_batches_per_stream" in message and "mining_batch_windows" in message
+    assert "max_queue_texts" in message
+
+
+def test_hook_names_must_name_a_decoder_layer() -> None:
+    from sagex.activation.sae import SaeLoadError, hook_layer_of
+
+    assert hook_layer_of("model.layers.3") == 3
+    assert hook_layer_of("transformer.h.11") == 11
+    assert hook_layer_of("blocks.5.hook_resid_post") == 5
+    with pytest.raises(SaeLoadError, match="not a decoder-layer output"):
+        hook_layer_of("model.layers.3.mlp.experts.7")
+
+
+def test_token_limits_beyond_the_models_positions_fail_at_start() -> None:
+    from sagex.activation.engine import ActivationEngine
+
+    with pytest.raises(ValueError, match="positions; lower them"):
+        ActivationEngine(ActivationConfig(max_tokens_per_text=100_000, batch_token_budget=100_000))

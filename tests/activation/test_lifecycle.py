@@ -48,9 +48,8 @@ async def test_reflection_lists_the_service(server) -> None:  # type: ignore[no-
         async def ask():  # type: ignore[no-untyped-def]
             yield reflection_pb2.ServerReflectionRequest(list_services="")
 
-        async for resp in stub.ServerReflectionInfo(ask()):
-            names = {s.name for s in resp.list_services_response.service}
-            assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+        names = {s.name async for resp in stub.ServerReflectionInfo(ask()) for s in resp.list_services_response.service}
+    assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
 
 
 async def test_model_info_and_request_id_echo(stub) -> None:  # type: ignore[no-untyped-def]
@@ -63,14 +62,23 @@ async def test_model_info_and_request_id_echo(stub) -> None:  # type: ignore[no-
     assert {t.role for t in info.model.special_tokens} >= {"bos", "eos"}
 
 
-async def test_deadline_is_honoured(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_deadline_is_honoured(stub, runtime) -> None:  # type: ignore[no-untyped-def]
+    before = runtime.batcher.stats.texts
+    dropped = runtime.batcher.stats.dropped_cancelled
+
     async def gen():  # type: ignore[no-untyped-def]
         yield pb.StreamActivationsRequest(batch_id="d", sae_id=EMBEDDED_SAE_ID, texts=["slow " * 900] * 8, top_k=pb.TopKSelection(k=2))
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in stub.StreamActivations(gen(), timeout=0.05):
+        async for _ in stub.StreamActivations(gen(), timeout=0.5):
             pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(600):  # the server side gives up too: queued texts never reach the model
+        if runtime.batcher.depth == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert runtime.batcher.stats.texts - before < 8
+    assert runtime.batcher.stats.dropped_cancelled > dropped
 
 
 async def test_cancelled_call_stops_its_work(stub, runtime) -> None:  # type: ignore[no-untyped-def]

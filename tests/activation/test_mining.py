@@ -28,7 +28,7 @@ def brute_force(runtime):  # type: ignore[no-untyped-def]
             maxima = np.zeros((index.n_windows, d_sae), np.float32)
             for w, toks in enumerate(index.tokens):
                 dense = engine.run([WorkItem(toks, EMBEDDED_SAE_ID, Threshold(0.0))])[0].to_dense(d_sae).numpy()
-                keep = [t not in engine.lm.special_ids for t in toks]
+                keep = [i > 0 and t not in engine.lm.special_ids for i, t in enumerate(toks)]  # as documented
                 maxima[w] = dense[keep].max(0)
             cache[key] = (index.tokens, maxima)
         return cache[key][1]
@@ -56,7 +56,9 @@ async def test_top_exemplars_match_brute_force(stub, runtime, brute_force) -> No
         for e in resp.top:
             trace = np.frombuffer(e.trace.values, "<f4")
             assert len(trace) == len(e.tokens.ids) == len(e.tokens.texts)
-            assert e.max_activation == pytest.approx(float(trace.max()), rel=1e-5)
+            assert e.max_activation == pytest.approx(float(trace[1:].max()), rel=1e-5)
+            assert e.max_token_index > 0 and trace[e.max_token_index] == pytest.approx(e.max_activation)
+            assert e.text == runtime.engine.lm.decode(e.tokens.ids)
             assert e.max_activation == pytest.approx(float(column[index.window_ids.index(e.window_id)]), rel=1e-4)
 
 
@@ -114,7 +116,7 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
 
     def miner(submit, cache):  # type: ignore[no-untyped-def]
         return ExemplarMiner(
-            submit, runtime.engine.lm.encode_text, activation_config.corpus_dir, cache, "test-model",
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, cache, "test-model",
             window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
             checkpoint_every=3,
         )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+import torch
 
 from sagex.activation.encode import SparseRows
 from sagex.activation.engine import WorkItem
@@ -85,8 +86,8 @@ class DynamicBatcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         jobs = [_Job(it, loop.create_future(), loop, deadline) for it in items]
         with self._cond:
-            if self._closed:
-                raise Unavailable("server is shutting down; retry on another replica")
+            if self._closed or not self._thread.is_alive():
+                raise Unavailable("the activation worker is not running; retry on another replica")
             if len(self._queue) + len(jobs) > self._max_queue:
                 raise ResourceExhausted(
                     f"activation queue is full ({len(self._queue)} texts waiting, limit {self._max_queue}); "
@@ -144,25 +145,35 @@ class DynamicBatcher:
                 return
             if not batch:
                 continue
-            start = time.perf_counter()
             try:
-                rows = self._run([job.item for job in batch])
-            except Exception as exc:  # noqa: BLE001 - delivered to each waiting caller
+                self._run_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - the thread must outlive any one batch
                 log.error("batch_failed", exc_info=exc, texts=len(batch))
+                error: BaseException = exc
+                if isinstance(exc, torch.OutOfMemoryError):
+                    error = ResourceExhausted(
+                        "the accelerator ran out of memory on this batch; retry with fewer or shorter texts",
+                        retry_after_s=1.0,
+                    )
                 for job in batch:
-                    _resolve(job, error=exc)
-                continue
-            elapsed = time.perf_counter() - start
-            s = self.stats
-            s.batches += 1
-            s.texts += len(batch)
-            s.tokens += sum(len(j.item.ids) for j in batch)
-            s.padded_tokens += len(batch) * max(len(j.item.ids) for j in batch)
-            s.busy_seconds += elapsed
-            if len(s.batch_sizes) < 10_000:
-                s.batch_sizes.append(len(batch))
-            for job, result in zip(batch, rows, strict=True):
-                _resolve(job, result=result)
+                    _resolve(job, error=error)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        start = time.perf_counter()
+        rows = self._run([job.item for job in batch])
+        if len(rows) != len(batch):
+            raise RuntimeError(f"engine returned {len(rows)} results for {len(batch)} texts")
+        elapsed = time.perf_counter() - start
+        s = self.stats
+        s.batches += 1
+        s.texts += len(batch)
+        s.tokens += sum(len(j.item.ids) for j in batch)
+        s.padded_tokens += len(batch) * max(len(j.item.ids) for j in batch)
+        s.busy_seconds += elapsed
+        if len(s.batch_sizes) < 10_000:
+            s.batch_sizes.append(len(batch))
+        for job, result in zip(batch, rows, strict=True):
+            _resolve(job, result=result)
 
 
 def _resolve(job: _Job, result: SparseRows | None = None, error: BaseException | None = None) -> None:

@@ -62,11 +62,14 @@ class ActivationConfig:
         if self.dtype not in ("float32", "float16", "bfloat16"):
             problems.append(f"dtype: {self.dtype!r} is not float32, float16 or bfloat16")
         for name in ("max_texts_per_batch", "max_chars_per_text", "max_tokens_per_text", "max_feature_ids",
-                     "max_top_k", "batch_token_budget", "max_queue_texts", "window_tokens", "max_mining_tokens"):
+                     "max_top_k", "batch_token_budget", "max_queue_texts", "window_tokens", "max_mining_tokens",
+                     "max_inflight_batches_per_stream", "mining_batch_windows"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be > 0")
         if self.max_response_bytes < 4096:
             problems.append("max_response_bytes: must be >= 4096")
+        if self.max_queue_texts < max(self.max_texts_per_batch, self.mining_batch_windows):
+            problems.append("max_queue_texts: must hold at least one full batch (max_texts_per_batch, mining_batch_windows)")
         if self.batch_token_budget < self.max_tokens_per_text:
             problems.append("batch_token_budget: must be >= max_tokens_per_text so every text fits a batch")
         if problems:

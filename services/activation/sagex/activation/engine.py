@@ -3,6 +3,7 @@ synchronous, no gRPC: the batcher calls ``run`` from its worker thread."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +46,11 @@ def resolve_model_dir(model: Path | None) -> Path:
     if model is None:
         return ensure_embedded_model()
     if model.suffix == ".gguf":
-        out = cache_dir() / "models" / model.stem
+        # Keyed by the file's identity, so another GGUF of the same name (or this one
+        # replaced in place) never reuses a stale conversion.
+        stat = model.stat()
+        ident = hashlib.sha256(f"{model.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        out = cache_dir() / "models" / f"{model.stem}-{ident}"
         return out if (out / "config.json").is_file() else convert_gguf(model, out)
     return model
 
@@ -73,6 +78,13 @@ class ActivationEngine:
                 raise ValueError(
                     f"SAE {sae.id!r} reads d_in={sae.params.d_in} but the model has d_model={self.lm.d_model}"
                 )
+        limit = self.lm.max_positions
+        longest = max(config.max_tokens_per_text, config.window_tokens + len(self.lm.prefix))
+        if limit is not None and longest > limit:
+            raise ValueError(
+                f"max_tokens_per_text/window_tokens allow {longest} tokens but the model has "
+                f"{limit} positions; lower them"
+            )
         self.encode_backend = "triton" if self.device.type == "cuda" else "torch"
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:

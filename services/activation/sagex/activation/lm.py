@@ -69,6 +69,8 @@ class TruncatedLM:
         self.num_layers = int(config.num_hidden_layers)
         self.d_model = int(config.hidden_size)
         self.vocab_size = int(config.vocab_size)
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.max_positions: int | None = int(positions) if positions else None
         self.device = device
         self.dtype = dtype
         self.hook_layers = sorted(set(hook_layers))
@@ -106,9 +108,20 @@ class TruncatedLM:
 
     # --- tokens ------------------------------------------------------------
 
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        """Tokens every sequence starts with: (BOS,) or ()."""
+        return (self.tokenizer.bos_token_id,) if self.prepend_bos else ()
+
+    def content_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
     def encode_text(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False).input_ids
-        return [self.tokenizer.bos_token_id, *ids] if self.prepend_bos else ids
+        return [*self.prefix, *self.content_ids(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of a whole sequence (single-token decodes lose SentencePiece spaces)."""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def describe(self, ids: Sequence[int]) -> Tokenized:
         texts = self.tokenizer.batch_decode([[i] for i in ids])

@@ -30,6 +30,7 @@ from sagex.activation.assets.corpus import load_documents
 from sagex.activation.encode import FeatureIds, SparseRows, Threshold
 from sagex.activation.engine import WorkItem
 from sagex.activation.sae import LoadedSae
+from sagex.server.errors import ResourceExhausted
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +109,7 @@ class ExemplarMiner:
         max_tokens: int,
         batch_windows: int,
         special_ids: set[int],
+        prefix: tuple[int, ...] = (),
         checkpoint_every: int = 20,
     ) -> None:
         self._submit = submit
@@ -119,6 +121,7 @@ class ExemplarMiner:
         self._max_tokens = max_tokens
         self._batch = batch_windows
         self._special = special_ids
+        self._prefix = prefix  # BOS when the model uses one: every window starts alike
         self._checkpoint_every = checkpoint_every  # batches between saved partial indexes
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
@@ -149,7 +152,7 @@ class ExemplarMiner:
         for doc in load_documents(self._corpus_dir, split):
             doc_tokens = self._tokenize(doc.text)
             for off in range(0, len(doc_tokens), self._window):
-                window = tuple(doc_tokens[off : off + self._window])
+                window = self._prefix + tuple(doc_tokens[off : off + self._window])
                 if len(window) < 4 or window in seen:  # drop stubs and repeated windows
                     continue
                 seen.add(window)
@@ -163,13 +166,13 @@ class ExemplarMiner:
     async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
         path = self._cache_root / f"{key}.pt"
         if path.is_file():
-            return _load(path).finish()
+            return await asyncio.to_thread(lambda: _load(path).finish())
         window_ids, tokens = await asyncio.to_thread(self._windows, split)
         if not tokens:
             raise ValueError(f"corpus split {split!r} is empty")
         d_sae = sae.params.d_sae
         partial = self._cache_root / f"{key}.partial.pt"
-        state = _load(partial) if partial.is_file() else None
+        state = await asyncio.to_thread(_load, partial) if partial.is_file() else None
         if state is not None and state.window_ids == window_ids[: state.n_windows]:
             done = state.n_windows
             feats, maxes, counts = [state.win_feat], [state.win_max], [np.diff(state.win_ptr)]
@@ -185,29 +188,48 @@ class ExemplarMiner:
         batches = 0
         for start in range(done, len(tokens), self._batch):
             chunk = tokens[start : start + self._batch]
-            rows_list = await self._submit([WorkItem(t, sae.id, Threshold(0.0)) for t in chunk])
-            for window, rows in zip(chunk, rows_list, strict=True):
-                f, m, n_tok = self._window_maxima(window, rows, d_sae, fire, total, amax)
-                feats.append(f)
-                maxes.append(m)
-                counts.append(np.array([len(f)]))
-                scanned += n_tok
+            rows_list = await self._submit_patiently([WorkItem(t, sae.id, Threshold(0.0)) for t in chunk])
+
+            def absorb(chunk: list[tuple[int, ...]] = chunk, rows_list: list[SparseRows] = rows_list) -> int:
+                n_tokens = 0
+                for window, rows in zip(chunk, rows_list, strict=True):
+                    f, m, n_tok = self._window_maxima(window, rows, d_sae, fire, total, amax)
+                    feats.append(f)
+                    maxes.append(m)
+                    counts.append(np.array([len(f)]))
+                    n_tokens += n_tok
+                return n_tokens
+
+            scanned += await asyncio.to_thread(absorb)
             batches += 1
             if batches % self._checkpoint_every == 0:
                 n = start + len(chunk)
-                _save(partial, _assemble(window_ids[:n], tokens[:n], feats, maxes, counts, fire, total, amax, scanned))
+                snapshot = _assemble(window_ids[:n], tokens[:n], feats, maxes, counts, fire, total, amax, scanned)
+                await asyncio.to_thread(_save, partial, snapshot)
         index = _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save(path, index)
+        await asyncio.to_thread(_save, path, index)
         partial.unlink(missing_ok=True)
         log.info("mining_done", key=key, windows=index.n_windows, tokens=scanned)
-        return index.finish()
+        return await asyncio.to_thread(index.finish)
+
+    async def _submit_patiently(self, items: Sequence[WorkItem]) -> list[SparseRows]:
+        """Background work yields to interactive traffic: a full queue means wait and
+        retry, not abandon a scan that other callers are waiting for."""
+        delay = 0.05
+        while True:
+            try:
+                return await self._submit(items)
+            except ResourceExhausted as exc:
+                await asyncio.sleep(max(delay, exc.retry_after_s))
+                delay = min(delay * 2, 5.0)
 
     def _window_maxima(
         self, window: tuple[int, ...], rows: SparseRows, d_sae: int,
         fire: np.ndarray, total: np.ndarray, amax: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        keep = torch.tensor([t not in self._special for t in window])
+        # Position 0 carries the attention-sink outlier (or BOS); SAEs are trained without it.
+        keep = torch.tensor([i > 0 and t not in self._special for i, t in enumerate(window)])
         lengths = rows.row_offsets.diff()
         entry_keep = torch.repeat_interleave(keep, lengths)
         fids = rows.feature_ids[entry_keep].long()
@@ -239,8 +261,9 @@ class ExemplarMiner:
                 )
         random: list[int] = []
         if n_random:
-            activating = set(wins.tolist())
-            candidates = np.array([w for w in range(index.n_windows) if w not in activating], dtype=np.int64)
+            silent = np.ones(index.n_windows, dtype=bool)
+            silent[wins] = False
+            candidates = np.flatnonzero(silent)
             if len(candidates):
                 random = sorted(int(w) for w in rng.choice(candidates, min(n_random, len(candidates)), replace=False))
         return FeatureWindows(feature, top, band_list, random, len(wins), index.n_windows)
@@ -249,7 +272,10 @@ class ExemplarMiner:
         """Dense per-token activations of ``feature`` in each window."""
         if not windows:
             return []
-        rows = await self._submit([WorkItem(index.tokens[w], sae.id, FeatureIds((feature,))) for w in windows])
+        items = [WorkItem(index.tokens[w], sae.id, FeatureIds((feature,))) for w in windows]
+        rows: list[SparseRows] = []
+        for start in range(0, len(items), self._batch):  # bounded admission, like the scan
+            rows += await self._submit_patiently(items[start : start + self._batch])
         out = []
         for w, r in zip(windows, rows, strict=True):
             dense = np.zeros(len(index.tokens[w]), np.float32)

@@ -149,7 +149,7 @@ def hook_layer_of(hook_name: str) -> int:
     parts = hook_name.split(".")
     if parts[0] == "blocks" and len(parts) == 3 and parts[2] == "hook_resid_post" and parts[1].isdigit():
         return int(parts[1])
-    if len(parts) >= 2 and parts[-1].isdigit():
+    if len(parts) >= 2 and parts[-1].isdigit() and parts[-2] in ("layers", "h", "layer", "blocks"):
         return int(parts[-1])
     raise SaeLoadError(
         f"hook {hook_name!r} is not a decoder-layer output; use an HF module name such as "

@@ -55,7 +55,7 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
         build_corpus(corpus_dir)
     miner = ExemplarMiner(
         submit=batcher.submit,
-        tokenize=engine.lm.encode_text,
+        tokenize=engine.lm.content_ids,
         corpus_dir=Path(corpus_dir),
         cache_root=config.mining_cache_dir or cache_dir() / "mining",
         model_key=_model_key(engine),
@@ -63,6 +63,7 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
         max_tokens=config.max_mining_tokens,
         batch_windows=config.mining_batch_windows,
         special_ids=engine.lm.special_ids,
+        prefix=engine.lm.prefix,
     )
     engine.warmup()
     return ActivationRuntime(engine, batcher, miner)

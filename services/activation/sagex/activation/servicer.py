@@ -31,7 +31,7 @@ from sagex.activation.validation import (
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.common.v1 import types_pb2
-from sagex.server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from sagex.server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 
 ARCH = {
     "standard": pb.SAE_ARCHITECTURE_STANDARD,
@@ -197,10 +197,11 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
         tok = self.engine.describe(index.tokens[window])
         masked = trace.copy()
         masked[tok.special_positions] = -np.inf
+        masked[:1] = -np.inf  # position 0, as in the mining scan
         peak = int(np.argmax(masked)) if len(masked) else 0
         return types_pb2.Exemplar(
             window_id=index.window_ids[window],
-            text="".join(tok.texts),
+            text=self.engine.lm.decode(index.tokens[window]),
             tokens=tokens_to_proto(tok),
             trace=types_pb2.FeatureTrace(feature_id=feature, values=trace.astype("<f4").tobytes()),
             max_activation=float(max(masked[peak], 0.0)) if len(masked) else 0.0,
@@ -208,8 +209,11 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
         )
 
     async def _index(self, sae: LoadedSae, split: str, context: aio.ServicerContext) -> MiningIndex:
+        timeout = _timeout(context, MINING_TIMEOUT_S)
+        if timeout <= 0:
+            raise DeadlineExceeded("the deadline passed before the exemplar index was read")
         try:
-            return await asyncio.wait_for(self.miner.index(sae, split), _timeout(context, MINING_TIMEOUT_S))
+            return await asyncio.wait_for(self.miner.index(sae, split), timeout)
         except TimeoutError:
             raise ResourceExhausted(
                 f"the exemplar index for SAE {sae.id!r} / {split} is still being built; it continues in the "

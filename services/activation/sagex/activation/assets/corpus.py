@@ -214,6 +214,7 @@ def build_corpus(out_dir: Path, extra: Iterable[Path] = (), use_debian: bool = T
             docs.setdefault(doc_id, Document(doc_id, source, split_of(doc_id), chunk))
     ordered = sorted(docs.values(), key=lambda d: d.id)
     digest = hashlib.sha256()
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # no stale hash beside a new corpus
     tmp = out_dir / "corpus.jsonl.partial"
     with tmp.open("w") as f:
         for doc in ordered:
@@ -228,7 +229,10 @@ def build_corpus(out_dir: Path, extra: Iterable[Path] = (), use_debian: bool = T
         "splits": {s: {"documents": sum(d.split == s for d in ordered),
                        "chars": sum(len(d.text) for d in ordered if d.split == s)} for s in SPLITS},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # The manifest's hash keys cached indexes: write it atomically, after the corpus.
+    tmp_manifest = out_dir / "manifest.json.partial"
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp_manifest.replace(out_dir / "manifest.json")
     log.info("corpus_built", hash=manifest["hash"], documents=len(ordered), sources=manifest["sources"])
     return out_dir / "manifest.json"
 

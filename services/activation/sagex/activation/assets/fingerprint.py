@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model", ".txt")  # .txt: BPE merges, vocabularies
 
 
 def _file_digest(path: Path, memo: dict[str, str]) -> str:
@@ -38,7 +39,7 @@ def folder_fingerprint(folder: Path, memo_file: Path) -> str:
         digest.update(path.name.encode())
         digest.update(_file_digest(path, memo).encode())
     memo_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo_file.with_suffix(".tmp")
+    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")  # replicas may share the cache
     tmp.write_text(json.dumps(memo, indent=0))
     tmp.replace(memo_file)
     return digest.hexdigest()[:16]

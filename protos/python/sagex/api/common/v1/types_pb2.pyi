@@ -167,7 +167,9 @@ class Exemplar(_message.Message):
     text: _builtins.str
     """Decoded text of the window."""
     max_activation: _builtins.float
-    """Maximum of trace over non-special tokens."""
+    """Maximum of trace over non-special tokens after position 0 (the attention-sink
+    position, which SAEs are trained without).
+    """
     max_token_index: _builtins.int
     """Token index of that maximum."""
     @_builtins.property
