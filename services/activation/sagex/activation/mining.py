@@ -93,7 +93,8 @@ class FeatureWindows:
 
 
 def _key(model_key: str, sae: LoadedSae, corpus_hash: str, split: str, window: int, max_tokens: int) -> str:
-    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|v1"
+    # Bump the version whenever what an index holds changes meaning.
+    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|v2"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
