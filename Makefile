@@ -44,6 +44,7 @@ demo: setup
 test: setup
 	$(PY) scripts/protos.py check
 	$(PY) scripts/protos.py lint
+	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
 	$(PY) -m pytest -q -m "not gpu and not slow"
 
 test-all: setup
@@ -66,6 +67,7 @@ proto-check: $(STAMP)/venv
 
 lint: $(STAMP)/venv
 	$(PY) scripts/protos.py lint
+	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
 
 assets: $(STAMP)/proto
 	$(VENV)/bin/sage assets prepare

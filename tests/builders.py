@@ -11,7 +11,16 @@ ARCHITECTURES = ("standard", "topk", "jumprelu", "gated")
 
 def random_sae(arch: str, d_in: int, d_sae: int, hook_name: str, seed: int, k: int = 8):  # type: ignore[no-untyped-def]
     """A sae-lens SAE with random weights whose activations are neither all zero nor all on."""
-    from sae_lens import GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    from sae_lens import (
+        GatedSAE,
+        GatedSAEConfig,
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+    )
     from sae_lens.saes.sae import SAEMetadata
 
     meta = SAEMetadata(hook_name=hook_name)

@@ -4,7 +4,6 @@ output buffers (conftest). Under the CPU interpreter unless a GPU is present."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 from grpc import aio
 
-from sagex.activation.config import ActivationConfig
 from sagex.activation.batcher import DynamicBatcher
+from sagex.activation.config import ActivationConfig
 from sagex.activation.engine import ActivationEngine, WorkItem
 from sagex.activation.mining import ExemplarMiner, MiningIndex
 from sagex.activation.packing import text_responses, tokens_to_proto
@@ -180,15 +180,12 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
             picked = self.miner.pick(index, feature, query.top_k, query.bands, query.per_band, query.random, query.seed)
             windows = picked.top + [w for _, _, ws in picked.bands for w in ws] + picked.random
             traces = dict(zip(windows, await self.miner.traces(index, query.sae, feature, windows), strict=True))
-
-            def exemplar(w: int) -> types_pb2.Exemplar:
-                return self._exemplar(index, feature, w, traces[w])
-
+            made = {w: self._exemplar(index, feature, w, traces[w]) for w in windows}
             yield pb.MineExemplarsResponse(
                 feature_id=feature,
-                top=[exemplar(w) for w in picked.top],
-                bands=[pb.QuantileBand(lower=lo, upper=hi, exemplars=[exemplar(w) for w in ws]) for lo, hi, ws in picked.bands],
-                random_non_activating=[exemplar(w) for w in picked.random],
+                top=[made[w] for w in picked.top],
+                bands=[pb.QuantileBand(lower=lo, upper=hi, exemplars=[made[w] for w in ws]) for lo, hi, ws in picked.bands],
+                random_non_activating=[made[w] for w in picked.random],
                 activating_windows=picked.activating_windows,
                 total_windows=picked.total_windows,
             )
