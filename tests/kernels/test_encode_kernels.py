@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton")
 
 from sagex.activation.encode import FeatureIds, Selection, Threshold, TopK, encode_sparse  # noqa: E402
-from sagex.activation.kernels import CapacityOverflow, encode_sparse_triton, launch  # noqa: E402
+from sagex.activation.kernels import BeyondKernelLimits, CapacityOverflow, encode_sparse_triton, launch  # noqa: E402
 from sagex.activation.sae import EncoderParams  # noqa: E402
 from tests.kernels.reference import (  # noqa: E402
     assert_matches,
@@ -128,8 +128,13 @@ def test_large_k_uses_active_set(gen: torch.Generator) -> None:
     x, p = _case("standard", gen, n=6, d_in=16, d_sae=1100)
     _check(x, p, TopK(1050))
     topk_sae = _case("topk", gen, n=2, d_in=16, d_sae=1100, k=1050)[1]
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(BeyondKernelLimits):
         encode_sparse_triton(x, topk_sae, TopK(1050))
+    # The dispatcher serves such shapes with the torch path, same contract.
+    via_dispatch = encode_sparse(x, topk_sae, TopK(1050), backend="triton")
+    via_torch = encode_sparse(x, topk_sae, TopK(1050), backend="torch")
+    assert torch.equal(via_dispatch.row_offsets, via_torch.row_offsets)
+    assert torch.equal(via_dispatch.feature_ids, via_torch.feature_ids)
 
 
 def test_strided_input_and_edge_cases(gen: torch.Generator) -> None:

@@ -157,10 +157,10 @@ def encode_sparse(x: torch.Tensor, p: EncoderParams, selection: Selection, backe
     """
     use_triton = backend == "triton" or (backend == "auto" and x.is_cuda)
     if use_triton:
-        from sagex.activation.kernels import encode_sparse_triton
+        from sagex.activation.kernels import BeyondKernelLimits, encode_sparse_triton
 
         try:
             return encode_sparse_triton(x, p, selection)
-        except NotImplementedError:
+        except BeyondKernelLimits:
             pass  # a shape beyond the tile kernels (top-k with k > 1024): same contract in torch
     return encode_sparse_torch(x, p, selection)

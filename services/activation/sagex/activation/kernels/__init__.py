@@ -2,6 +2,6 @@
 (``sagex.activation.encode``). Importing this package imports triton; set
 ``TRITON_INTERPRET=1`` first to run the kernels on CPU tensors."""
 
-from sagex.activation.kernels.wrapper import CapacityOverflow, encode_sparse_triton
+from sagex.activation.kernels.wrapper import BeyondKernelLimits, CapacityOverflow, encode_sparse_triton
 
-__all__ = ["CapacityOverflow", "encode_sparse_triton"]
+__all__ = ["BeyondKernelLimits", "CapacityOverflow", "encode_sparse_triton"]

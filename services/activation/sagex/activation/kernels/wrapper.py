@@ -30,6 +30,10 @@ OnOverflow = Literal["retry", "raise"]
 _ID_SENTINEL = torch.iinfo(torch.int32).max  # sorts after every real feature id
 
 
+class BeyondKernelLimits(ValueError):
+    """A shape the tile kernels do not cover; ``encode_sparse`` serves it with torch."""
+
+
 class CapacityOverflow(RuntimeError):
     """More active features in some rows than the per-token capacity."""
 
@@ -155,7 +159,7 @@ def _topk_slots(x: torch.Tensor, p: EncoderParams, k: int) -> tuple[torch.Tensor
     """Per-row ``[N, k]`` (ids, activations, present) of the k best scores: pass 1 on
     the GPU leaves chunks x KP candidates per row, pass 2 merges them here."""
     if triton.next_power_of_2(k) > L.MAX_TILE_TOPK:
-        raise NotImplementedError(f"top-k with k={k} > {L.MAX_TILE_TOPK} is beyond the Triton kernels")
+        raise BeyondKernelLimits(f"top-k with k={k} > {L.MAX_TILE_TOPK} is beyond the Triton kernels")
     cand = L.launch_topk_candidates(x, p, k)
     keys = cand.topk(k, dim=1, sorted=False).values
     ids, scores = _unpack(keys)
