@@ -81,15 +81,16 @@ async def running_activation_server(
     A given ``runtime`` is reused and left open (tests share one model)."""
     servicer = ActivationServicer(config)
     running = await start_server([activation_service(servicer)], config.server)
-    owned = runtime is None
+    rt = runtime
     try:
-        rt = runtime or await asyncio.to_thread(build_runtime, config)
+        if rt is None:
+            rt = await asyncio.to_thread(build_runtime, config)
         servicer.attach(rt.engine, rt.batcher, rt.miner)
         await running.set_ready()
         yield running, rt
     finally:
         await running.stop(config.server)
-        if owned and runtime is None and "rt" in locals():
+        if runtime is None and rt is not None:  # we built it, we close it
             rt.close()
 
 
