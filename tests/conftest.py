@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -106,6 +105,3 @@ async def stub(server: object) -> AsyncIterator[object]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:  # type: ignore[attr-defined]
         yield pb_grpc.ActivationServiceStub(channel)
 
-
-def with_config(config: ActivationConfig, **changes: object) -> ActivationConfig:
-    return replace(config, **changes)  # type: ignore[arg-type]

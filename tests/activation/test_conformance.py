@@ -5,6 +5,7 @@ of every architecture; concurrent batched streams equal single requests."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,7 @@ async def test_large_results_arrive_in_chunks_that_reassemble(activation_config,
     from sagex.activation.server import running_activation_server
     from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 
-    small = activation_config.with_server(port=0)
-    small = type(small)(**{**small.__dict__, "max_response_bytes": 4096})
+    small = dataclasses.replace(activation_config.with_server(port=0), max_response_bytes=4096)
     text = " ".join(TEXTS * 3)
     async with running_activation_server(small, runtime) as (running, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

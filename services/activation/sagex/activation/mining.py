@@ -77,12 +77,6 @@ class MiningIndex:
 
 
 @dataclass(frozen=True)
-class WindowPick:
-    window: int
-    band: int | None  # quantile band index, None for top / random
-
-
-@dataclass(frozen=True)
 class FeatureWindows:
     feature: int
     top: list[int]

@@ -61,12 +61,15 @@ def check_token_counts(ids: Sequence[Sequence[int]], config: ActivationConfig, f
         raise InvalidArgument(problems)
 
 
-def check_feature_ids(ids: Sequence[int], sae: LoadedSae, config: ActivationConfig, field: str) -> list[FieldViolation]:
+def check_feature_ids(
+    ids: Sequence[int], sae: LoadedSae, config: ActivationConfig, field: str, limit: int | None = None
+) -> list[FieldViolation]:
+    limit = config.max_feature_ids if limit is None else limit
     problems = []
     if not ids:
         problems.append(FieldViolation(field, "list at least one feature id"))
-    if len(ids) > config.max_feature_ids:
-        problems.append(FieldViolation(field, f"{len(ids)} ids; at most {config.max_feature_ids}"))
+    if len(ids) > limit:
+        problems.append(FieldViolation(field, f"{len(ids)} ids; at most {limit}"))
     bad = sorted({i for i in ids if i >= sae.params.d_sae})
     if bad:
         problems.append(
@@ -169,9 +172,8 @@ def validate_stats(
 ) -> tuple[LoadedSae, str, list[int]]:
     sae = lookup_sae(saes, req.sae_id)
     ids = list(req.feature_ids)
-    problems = check_feature_ids(ids, sae, config, "feature_ids") if ids else []
-    if ids and len(ids) > config.max_feature_ids:
-        problems = [p for p in problems if "at most" not in p.description]  # stats may ask for many
+    # Statistics are cheap per feature, so any number up to d_sae may be asked for.
+    problems = check_feature_ids(ids, sae, config, "feature_ids", limit=sae.params.d_sae) if ids else []
     if req.split not in SPLITS:
         problems.append(FieldViolation("split", f"unknown split {req.split}"))
     if problems:

@@ -14,7 +14,6 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -133,4 +132,4 @@ def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str
     ]
 
 
-__all__ = ["RunningServer", "Service", "ServerOptions", "channel_options", "serve_until_signal", "start_server", "grpc"]
+__all__ = ["RunningServer", "Service", "ServerOptions", "channel_options", "serve_until_signal", "start_server"]
