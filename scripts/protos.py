@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
 OUT = PROTOS / "python"
 SITE = Path(sysconfig.get_paths()["purelib"])
+# googleapis-common-protos ships google/longrunning/operations.proto under the
+# file name operations_proto.proto, but its compiled module registers the real
+# name; we import the real name and stage the file under it.
+RENAMED = {"google/longrunning/operations.proto": "google/longrunning/operations_proto.proto"}
 GOOGLE_DEPS = [
     "google/rpc/status.proto",
-    "google/longrunning/operations_proto.proto",
+    "google/longrunning/operations.proto",
     "google/api/annotations.proto",
     "google/api/client.proto",
     "google/api/field_behavior.proto",
@@ -38,7 +42,19 @@ def _sources() -> list[str]:
     return sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "sagex").rglob("*.proto"))
 
 
+def _stage(dest: Path, names: list[str]) -> None:
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SITE / RENAMED.get(name, name), dest / name)
+
+
 def generate(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as staged:
+        _stage(Path(staged), list(RENAMED))
+        _generate(out, Path(staged))
+
+
+def _generate(out: Path, staged: Path) -> None:
     from grpc_tools import protoc
 
     out.mkdir(parents=True, exist_ok=True)
@@ -46,6 +62,7 @@ def generate(out: Path) -> None:
     args = [
         "protoc",
         f"-I{PROTOS}",
+        f"-I{staged}",
         f"-I{SITE}",
         f"-I{Path(protoc.__file__).parent / '_proto'}",
         f"--python_out={out}",
@@ -91,9 +108,7 @@ def lint() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
         shutil.copytree(PROTOS / "sagex", ws / "sagex")
-        for dep in GOOGLE_DEPS:
-            (ws / "deps" / dep).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(SITE / dep, ws / "deps" / dep)
+        _stage(ws / "deps", GOOGLE_DEPS)
         config = yaml.safe_load((PROTOS / "buf.yaml").read_text())
         config["modules"] = [{"path": ".", "excludes": ["deps"]}, {"path": "deps"}]
         config["lint"]["ignore"] = ["deps"]

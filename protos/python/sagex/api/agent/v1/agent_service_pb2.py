@@ -22,13 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.longrunning import operations_proto_pb2 as google_dot_longrunning_dot_operations__proto__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from sagex.api.common.v1 import types_pb2 as sagex_dot_api_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sagex/api/agent/v1/agent_service.proto\x12\x12sagex.api.agent.v1\x1a)google/longrunning/operations_proto.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fsagex/api/common/v1/types.proto\"\x82\x01\n\x06\x42udget\x12\x12\n\nmax_rounds\x18\x01 \x01(\r\x12!\n\x19max_probes_per_hypothesis\x18\x02 \x01(\r\x12\x16\n\x0emax_llm_tokens\x18\x03 \x01(\x04\x12\x14\n\x0cmax_cost_usd\x18\x04 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x05 \x01(\x01\"+\n\nPolicySpec\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\xac\x01\n\x15\x45xplainFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12.\n\x06policy\x18\x03 \x01(\x0b\x32\x1e.sagex.api.agent.v1.PolicySpec\x12*\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1a.sagex.api.agent.v1.Budget\x12\x13\n\x0bskip_triage\x18\x05 \x01(\x08\"\x81\x01\n\nHypothesis\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nis_control\x18\x03 \x01(\x08\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.sagex.api.agent.v1.HypothesisStatus\x12\x0f\n\x07history\x18\x05 \x03(\t\"\x85\x02\n\x05Probe\x12\x15\n\rhypothesis_id\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x35\n\x08\x65xpected\x18\x04 \x01(\x0e\x32#.sagex.api.agent.v1.ExpectedOutcome\x12\x32\n\x06tokens\x18\x05 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12\x30\n\x05trace\x18\x06 \x01(\x0b\x32!.sagex.api.common.v1.FeatureTrace\x12\x16\n\x0emax_activation\x18\x07 \x01(\x02\x12\x13\n\x0b\x61s_expected\x18\x08 \x01(\x08\"*\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"W\n\x08\x45vidence\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nactivation\x18\x02 \x01(\x02\x12\x15\n\rhypothesis_id\x18\x03 \x01(\r\x12\x10\n\x08supports\x18\x04 \x01(\x08\"^\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x11\n\tllm_calls\x18\x04 \x01(\r\"\xb2\x03\n\x0b\x45xplanation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x12\n\nfeature_id\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12)\n\x06labels\x18\x05 \x03(\x0b\x32\x19.sagex.api.agent.v1.Label\x12.\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x1c.sagex.api.agent.v1.Evidence\x12\x32\n\nhypotheses\x18\x07 \x03(\x0b\x32\x1e.sagex.api.agent.v1.Hypothesis\x12)\n\x06probes\x18\x08 \x03(\x0b\x32\x19.sagex.api.agent.v1.Probe\x12\x14\n\x0ctriage_class\x18\t \x01(\t\x12(\n\x05usage\x18\n \x01(\x0b\x32\x19.sagex.api.agent.v1.Usage\x12\x0e\n\x06policy\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x65rror\x18\r \x01(\x0b\x32\x12.google.rpc.Status\"\xec\x01\n\x16\x45xplainFeatureResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32\x1e.sagex.api.agent.v1.AgentStateH\x00\x12\x34\n\nhypothesis\x18\x02 \x01(\x0b\x32\x1e.sagex.api.agent.v1.HypothesisH\x00\x12*\n\x05probe\x18\x03 \x01(\x0b\x32\x19.sagex.api.agent.v1.ProbeH\x00\x12\x36\n\x0b\x65xplanation\x18\x04 \x01(\x0b\x32\x1f.sagex.api.agent.v1.ExplanationH\x00\x42\x07\n\x05\x65vent\"\xc7\x01\n\x1b\x42\x61tchExplainFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12.\n\x06policy\x18\x03 \x01(\x0b\x32\x1e.sagex.api.agent.v1.PolicySpec\x12*\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1a.sagex.api.agent.v1.Budget\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\"\xd7\x01\n\x1c\x42\x61tchExplainFeaturesMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.sagex.api.agent.v1.Usage\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x1c\x42\x61tchExplainFeaturesResponse\x12\x14\n\x0c\x65xplanations\x18\x01 \x03(\t\"%\n\x15GetExplanationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x16GetExplanationResponse\x12\x34\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32\x1f.sagex.api.agent.v1.Explanation\"e\n\x17ListExplanationsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x18ListExplanationsResponse\x12\x35\n\x0c\x65xplanations\x18\x01 \x03(\x0b\x32\x1f.sagex.api.agent.v1.Explanation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x86\x02\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_TRIAGE\x10\x01\x12!\n\x1d\x41GENT_STATE_READING_EXEMPLARS\x10\x02\x12\"\n\x1e\x41GENT_STATE_FORMING_HYPOTHESES\x10\x03\x12\x17\n\x13\x41GENT_STATE_TESTING\x10\x04\x12\x19\n\x15\x41GENT_STATE_REVIEWING\x10\x05\x12\x1a\n\x16\x41GENT_STATE_CONCLUDING\x10\x06\x12\x14\n\x10\x41GENT_STATE_DONE\x10\x07\x12\x16\n\x12\x41GENT_STATE_FAILED\x10\x08*\xb3\x01\n\x10HypothesisStatus\x12!\n\x1dHYPOTHESIS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19HYPOTHESIS_STATUS_PENDING\x10\x01\x12\x1f\n\x1bHYPOTHESIS_STATUS_CONFIRMED\x10\x02\x12\x1d\n\x19HYPOTHESIS_STATUS_REFUTED\x10\x03\x12\x1d\n\x19HYPOTHESIS_STATUS_REFINED\x10\x04*l\n\x0f\x45xpectedOutcome\x12 \n\x1c\x45XPECTED_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPECTED_OUTCOME_FIRES\x10\x01\x12\x1b\n\x17\x45XPECTED_OUTCOME_SILENT\x10\x02\x32\xfb\x03\n\x0c\x41gentService\x12i\n\x0e\x45xplainFeature\x12).sagex.api.agent.v1.ExplainFeatureRequest\x1a*.sagex.api.agent.v1.ExplainFeatureResponse0\x01\x12\xa7\x01\n\x14\x42\x61tchExplainFeatures\x12/.sagex.api.agent.v1.BatchExplainFeaturesRequest\x1a\x1d.google.longrunning.Operation\"?\xca\x41<\n\x1c\x42\x61tchExplainFeaturesResponse\x12\x1c\x42\x61tchExplainFeaturesMetadata\x12g\n\x0eGetExplanation\x12).sagex.api.agent.v1.GetExplanationRequest\x1a*.sagex.api.agent.v1.GetExplanationResponse\x12m\n\x10ListExplanations\x12+.sagex.api.agent.v1.ListExplanationsRequest\x1a,.sagex.api.agent.v1.ListExplanationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sagex/api/agent/v1/agent_service.proto\x12\x12sagex.api.agent.v1\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fsagex/api/common/v1/types.proto\"\x82\x01\n\x06\x42udget\x12\x12\n\nmax_rounds\x18\x01 \x01(\r\x12!\n\x19max_probes_per_hypothesis\x18\x02 \x01(\r\x12\x16\n\x0emax_llm_tokens\x18\x03 \x01(\x04\x12\x14\n\x0cmax_cost_usd\x18\x04 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x05 \x01(\x01\"C\n\nPolicySpec\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0enum_hypotheses\x18\x03 \x01(\r\"\xac\x01\n\x15\x45xplainFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12.\n\x06policy\x18\x03 \x01(\x0b\x32\x1e.sagex.api.agent.v1.PolicySpec\x12*\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1a.sagex.api.agent.v1.Budget\x12\x13\n\x0bskip_triage\x18\x05 \x01(\x08\"\xb8\x01\n\nHypothesis\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nis_control\x18\x03 \x01(\x08\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.sagex.api.agent.v1.HypothesisStatus\x12\x0f\n\x07history\x18\x05 \x03(\t\x12\x35\n\x07updates\x18\x06 \x03(\x0b\x32$.sagex.api.agent.v1.HypothesisUpdate\"u\n\x10HypothesisUpdate\x12\r\n\x05round\x18\x01 \x01(\r\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.sagex.api.agent.v1.HypothesisStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xbc\x02\n\x05Probe\x12\x15\n\rhypothesis_id\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x35\n\x08\x65xpected\x18\x04 \x01(\x0e\x32#.sagex.api.agent.v1.ExpectedOutcome\x12\x32\n\x06tokens\x18\x05 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12\x30\n\x05trace\x18\x06 \x01(\x0b\x32!.sagex.api.common.v1.FeatureTrace\x12\x16\n\x0emax_activation\x18\x07 \x01(\x02\x12\x13\n\x0b\x61s_expected\x18\x08 \x01(\x08\x12\n\n\x02id\x18\t \x01(\r\x12\x11\n\trationale\x18\n \x01(\t\x12\x16\n\x0e\x66ire_threshold\x18\x0b \x01(\x02\"*\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"W\n\x08\x45vidence\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nactivation\x18\x02 \x01(\x02\x12\x15\n\rhypothesis_id\x18\x03 \x01(\r\x12\x10\n\x08supports\x18\x04 \x01(\x08\"^\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x11\n\tllm_calls\x18\x04 \x01(\r\"\x88\x04\n\x0b\x45xplanation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x12\n\nfeature_id\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12)\n\x06labels\x18\x05 \x03(\x0b\x32\x19.sagex.api.agent.v1.Label\x12.\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x1c.sagex.api.agent.v1.Evidence\x12\x32\n\nhypotheses\x18\x07 \x03(\x0b\x32\x1e.sagex.api.agent.v1.Hypothesis\x12)\n\x06probes\x18\x08 \x03(\x0b\x32\x19.sagex.api.agent.v1.Probe\x12\x14\n\x0ctriage_class\x18\t \x01(\t\x12(\n\x05usage\x18\n \x01(\x0b\x32\x19.sagex.api.agent.v1.Usage\x12\x0e\n\x06policy\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x65rror\x18\r \x01(\x0b\x32\x12.google.rpc.Status\x12\x13\n\x0bstop_reason\x18\x0e \x01(\t\x12\x0e\n\x06rounds\x18\x0f \x01(\r\x12\x17\n\x0f\x65lapsed_seconds\x18\x10 \x01(\x01\x12\x16\n\x0emax_activation\x18\x11 \x01(\x02\"\xec\x01\n\x16\x45xplainFeatureResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32\x1e.sagex.api.agent.v1.AgentStateH\x00\x12\x34\n\nhypothesis\x18\x02 \x01(\x0b\x32\x1e.sagex.api.agent.v1.HypothesisH\x00\x12*\n\x05probe\x18\x03 \x01(\x0b\x32\x19.sagex.api.agent.v1.ProbeH\x00\x12\x36\n\x0b\x65xplanation\x18\x04 \x01(\x0b\x32\x1f.sagex.api.agent.v1.ExplanationH\x00\x42\x07\n\x05\x65vent\"\xdc\x01\n\x1b\x42\x61tchExplainFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12.\n\x06policy\x18\x03 \x01(\x0b\x32\x1e.sagex.api.agent.v1.PolicySpec\x12*\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1a.sagex.api.agent.v1.Budget\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x13\n\x0bskip_triage\x18\x07 \x01(\x08\"\xd7\x01\n\x1c\x42\x61tchExplainFeaturesMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.sagex.api.agent.v1.Usage\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x1c\x42\x61tchExplainFeaturesResponse\x12\x14\n\x0c\x65xplanations\x18\x01 \x03(\t\"%\n\x15GetExplanationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x16GetExplanationResponse\x12\x34\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32\x1f.sagex.api.agent.v1.Explanation\"e\n\x17ListExplanationsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x18ListExplanationsResponse\x12\x35\n\x0c\x65xplanations\x18\x01 \x03(\x0b\x32\x1f.sagex.api.agent.v1.Explanation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x86\x02\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_TRIAGE\x10\x01\x12!\n\x1d\x41GENT_STATE_READING_EXEMPLARS\x10\x02\x12\"\n\x1e\x41GENT_STATE_FORMING_HYPOTHESES\x10\x03\x12\x17\n\x13\x41GENT_STATE_TESTING\x10\x04\x12\x19\n\x15\x41GENT_STATE_REVIEWING\x10\x05\x12\x1a\n\x16\x41GENT_STATE_CONCLUDING\x10\x06\x12\x14\n\x10\x41GENT_STATE_DONE\x10\x07\x12\x16\n\x12\x41GENT_STATE_FAILED\x10\x08*\xb3\x01\n\x10HypothesisStatus\x12!\n\x1dHYPOTHESIS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19HYPOTHESIS_STATUS_PENDING\x10\x01\x12\x1f\n\x1bHYPOTHESIS_STATUS_CONFIRMED\x10\x02\x12\x1d\n\x19HYPOTHESIS_STATUS_REFUTED\x10\x03\x12\x1d\n\x19HYPOTHESIS_STATUS_REFINED\x10\x04*l\n\x0f\x45xpectedOutcome\x12 \n\x1c\x45XPECTED_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPECTED_OUTCOME_FIRES\x10\x01\x12\x1b\n\x17\x45XPECTED_OUTCOME_SILENT\x10\x02\x32\xfb\x03\n\x0c\x41gentService\x12i\n\x0e\x45xplainFeature\x12).sagex.api.agent.v1.ExplainFeatureRequest\x1a*.sagex.api.agent.v1.ExplainFeatureResponse0\x01\x12\xa7\x01\n\x14\x42\x61tchExplainFeatures\x12/.sagex.api.agent.v1.BatchExplainFeaturesRequest\x1a\x1d.google.longrunning.Operation\"?\xca\x41<\n\x1c\x42\x61tchExplainFeaturesResponse\x12\x1c\x42\x61tchExplainFeaturesMetadata\x12g\n\x0eGetExplanation\x12).sagex.api.agent.v1.GetExplanationRequest\x1a*.sagex.api.agent.v1.GetExplanationResponse\x12m\n\x10ListExplanations\x12+.sagex.api.agent.v1.ListExplanationsRequest\x1a,.sagex.api.agent.v1.ListExplanationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +37,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['BatchExplainFeatures']._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['BatchExplainFeatures']._serialized_options = b'\312A<\n\034BatchExplainFeaturesResponse\022\034BatchExplainFeaturesMetadata'
-  _globals['_AGENTSTATE']._serialized_start=2655
-  _globals['_AGENTSTATE']._serialized_end=2917
-  _globals['_HYPOTHESISSTATUS']._serialized_start=2920
-  _globals['_HYPOTHESISSTATUS']._serialized_end=3099
-  _globals['_EXPECTEDOUTCOME']._serialized_start=3101
-  _globals['_EXPECTEDOUTCOME']._serialized_end=3209
-  _globals['_BUDGET']._serialized_start=197
-  _globals['_BUDGET']._serialized_end=327
-  _globals['_POLICYSPEC']._serialized_start=329
-  _globals['_POLICYSPEC']._serialized_end=372
-  _globals['_EXPLAINFEATUREREQUEST']._serialized_start=375
-  _globals['_EXPLAINFEATUREREQUEST']._serialized_end=547
-  _globals['_HYPOTHESIS']._serialized_start=550
-  _globals['_HYPOTHESIS']._serialized_end=679
-  _globals['_PROBE']._serialized_start=682
-  _globals['_PROBE']._serialized_end=943
-  _globals['_LABEL']._serialized_start=945
-  _globals['_LABEL']._serialized_end=987
-  _globals['_EVIDENCE']._serialized_start=989
-  _globals['_EVIDENCE']._serialized_end=1076
-  _globals['_USAGE']._serialized_start=1078
-  _globals['_USAGE']._serialized_end=1172
-  _globals['_EXPLANATION']._serialized_start=1175
-  _globals['_EXPLANATION']._serialized_end=1609
-  _globals['_EXPLAINFEATURERESPONSE']._serialized_start=1612
-  _globals['_EXPLAINFEATURERESPONSE']._serialized_end=1848
-  _globals['_BATCHEXPLAINFEATURESREQUEST']._serialized_start=1851
-  _globals['_BATCHEXPLAINFEATURESREQUEST']._serialized_end=2050
-  _globals['_BATCHEXPLAINFEATURESMETADATA']._serialized_start=2053
-  _globals['_BATCHEXPLAINFEATURESMETADATA']._serialized_end=2268
-  _globals['_BATCHEXPLAINFEATURESRESPONSE']._serialized_start=2270
-  _globals['_BATCHEXPLAINFEATURESRESPONSE']._serialized_end=2322
-  _globals['_GETEXPLANATIONREQUEST']._serialized_start=2324
-  _globals['_GETEXPLANATIONREQUEST']._serialized_end=2361
-  _globals['_GETEXPLANATIONRESPONSE']._serialized_start=2363
-  _globals['_GETEXPLANATIONRESPONSE']._serialized_end=2441
-  _globals['_LISTEXPLANATIONSREQUEST']._serialized_start=2443
-  _globals['_LISTEXPLANATIONSREQUEST']._serialized_end=2544
-  _globals['_LISTEXPLANATIONSRESPONSE']._serialized_start=2546
-  _globals['_LISTEXPLANATIONSRESPONSE']._serialized_end=2652
-  _globals['_AGENTSERVICE']._serialized_start=3212
-  _globals['_AGENTSERVICE']._serialized_end=3719
+  _globals['_AGENTSTATE']._serialized_start=3009
+  _globals['_AGENTSTATE']._serialized_end=3271
+  _globals['_HYPOTHESISSTATUS']._serialized_start=3274
+  _globals['_HYPOTHESISSTATUS']._serialized_end=3453
+  _globals['_EXPECTEDOUTCOME']._serialized_start=3455
+  _globals['_EXPECTEDOUTCOME']._serialized_end=3563
+  _globals['_BUDGET']._serialized_start=191
+  _globals['_BUDGET']._serialized_end=321
+  _globals['_POLICYSPEC']._serialized_start=323
+  _globals['_POLICYSPEC']._serialized_end=390
+  _globals['_EXPLAINFEATUREREQUEST']._serialized_start=393
+  _globals['_EXPLAINFEATUREREQUEST']._serialized_end=565
+  _globals['_HYPOTHESIS']._serialized_start=568
+  _globals['_HYPOTHESIS']._serialized_end=752
+  _globals['_HYPOTHESISUPDATE']._serialized_start=754
+  _globals['_HYPOTHESISUPDATE']._serialized_end=871
+  _globals['_PROBE']._serialized_start=874
+  _globals['_PROBE']._serialized_end=1190
+  _globals['_LABEL']._serialized_start=1192
+  _globals['_LABEL']._serialized_end=1234
+  _globals['_EVIDENCE']._serialized_start=1236
+  _globals['_EVIDENCE']._serialized_end=1323
+  _globals['_USAGE']._serialized_start=1325
+  _globals['_USAGE']._serialized_end=1419
+  _globals['_EXPLANATION']._serialized_start=1422
+  _globals['_EXPLANATION']._serialized_end=1942
+  _globals['_EXPLAINFEATURERESPONSE']._serialized_start=1945
+  _globals['_EXPLAINFEATURERESPONSE']._serialized_end=2181
+  _globals['_BATCHEXPLAINFEATURESREQUEST']._serialized_start=2184
+  _globals['_BATCHEXPLAINFEATURESREQUEST']._serialized_end=2404
+  _globals['_BATCHEXPLAINFEATURESMETADATA']._serialized_start=2407
+  _globals['_BATCHEXPLAINFEATURESMETADATA']._serialized_end=2622
+  _globals['_BATCHEXPLAINFEATURESRESPONSE']._serialized_start=2624
+  _globals['_BATCHEXPLAINFEATURESRESPONSE']._serialized_end=2676
+  _globals['_GETEXPLANATIONREQUEST']._serialized_start=2678
+  _globals['_GETEXPLANATIONREQUEST']._serialized_end=2715
+  _globals['_GETEXPLANATIONRESPONSE']._serialized_start=2717
+  _globals['_GETEXPLANATIONRESPONSE']._serialized_end=2795
+  _globals['_LISTEXPLANATIONSREQUEST']._serialized_start=2797
+  _globals['_LISTEXPLANATIONSREQUEST']._serialized_end=2898
+  _globals['_LISTEXPLANATIONSRESPONSE']._serialized_start=2900
+  _globals['_LISTEXPLANATIONSRESPONSE']._serialized_end=3006
+  _globals['_AGENTSERVICE']._serialized_start=3566
+  _globals['_AGENTSERVICE']._serialized_end=4073
 # @@protoc_insertion_point(module_scope)

@@ -138,18 +138,22 @@ class PolicySpec(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    NUM_HYPOTHESES_FIELD_NUMBER: _builtins.int
     policy: _builtins.str
     model: _builtins.str
     """Model name for the "openai" policy; empty uses the server default."""
+    num_hypotheses: _builtins.int
+    """Initial hypotheses to form, control included, 3..8; 0 = server default."""
     def __init__(
         self,
         *,
         policy: _builtins.str = ...,
         model: _builtins.str = ...,
+        num_hypotheses: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "num_hypotheses", b"num_hypotheses", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,6 +202,7 @@ class Hypothesis(_message.Message):
     IS_CONTROL_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    UPDATES_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     text: _builtins.str
     is_control: _builtins.bool
@@ -207,6 +212,10 @@ class Hypothesis(_message.Message):
     def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Earlier texts of a refined hypothesis, oldest first."""
 
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___HypothesisUpdate]:
+        """Every verdict given to this hypothesis, oldest first."""
+
     def __init__(
         self,
         *,
@@ -215,14 +224,47 @@ class Hypothesis(_message.Message):
         is_control: _builtins.bool = ...,
         status: Global___HypothesisStatus.ValueType = ...,
         history: _abc.Iterable[_builtins.str] | None = ...,
+        updates: _abc.Iterable[Global___HypothesisUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "id", b"id", "is_control", b"is_control", "status", b"status", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "id", b"id", "is_control", b"is_control", "status", b"status", "text", b"text", "updates", b"updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Hypothesis: _TypeAlias = Hypothesis  # noqa: Y015
+
+@_typing.final
+class HypothesisUpdate(_message.Message):
+    """One verdict on a hypothesis after a round of probes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    status: Global___HypothesisStatus.ValueType
+    reason: _builtins.str
+    """Why, citing the probes that decided it."""
+    text: _builtins.str
+    """The hypothesis text after this update (changed when REFINED)."""
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        status: Global___HypothesisStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "round", b"round", "status", b"status", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HypothesisUpdate: _TypeAlias = HypothesisUpdate  # noqa: Y015
 
 @_typing.final
 class Probe(_message.Message):
@@ -236,6 +278,9 @@ class Probe(_message.Message):
     TRACE_FIELD_NUMBER: _builtins.int
     MAX_ACTIVATION_FIELD_NUMBER: _builtins.int
     AS_EXPECTED_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    RATIONALE_FIELD_NUMBER: _builtins.int
+    FIRE_THRESHOLD_FIELD_NUMBER: _builtins.int
     hypothesis_id: _builtins.int
     round: _builtins.int
     text: _builtins.str
@@ -243,6 +288,12 @@ class Probe(_message.Message):
     max_activation: _builtins.float
     as_expected: _builtins.bool
     """Whether the measured activation matched the expectation."""
+    id: _builtins.int
+    """Position of this probe in the run, from 1."""
+    rationale: _builtins.str
+    """Why the probe was designed: what it isolates."""
+    fire_threshold: _builtins.float
+    """The activation counted as firing for this feature (a fraction of its maximum)."""
     @_builtins.property
     def tokens(self) -> _types_pb2.TokenSequence: ...
     @_builtins.property
@@ -258,10 +309,13 @@ class Probe(_message.Message):
         trace: _types_pb2.FeatureTrace | None = ...,
         max_activation: _builtins.float = ...,
         as_expected: _builtins.bool = ...,
+        id: _builtins.int = ...,
+        rationale: _builtins.str = ...,
+        fire_threshold: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_expected", b"as_expected", "expected", b"expected", "hypothesis_id", b"hypothesis_id", "max_activation", b"max_activation", "round", b"round", "text", b"text", "tokens", b"tokens", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_expected", b"as_expected", "expected", b"expected", "fire_threshold", b"fire_threshold", "hypothesis_id", b"hypothesis_id", "id", b"id", "max_activation", b"max_activation", "rationale", b"rationale", "round", b"round", "text", b"text", "tokens", b"tokens", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,6 +418,10 @@ class Explanation(_message.Message):
     POLICY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_ACTIVATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"explanations/{sae_id}/{feature_id}/{run_id}"."""
     sae_id: _builtins.str
@@ -372,6 +430,14 @@ class Explanation(_message.Message):
     triage_class: _builtins.str
     """Set when triage labelled the feature without the loop (e.g. "dead")."""
     policy: _builtins.str
+    stop_reason: _builtins.str
+    """What ended the loop: "converged", "max_rounds", "max_llm_tokens", "max_cost_usd",
+    "max_seconds", "max_probes" or "triage".
+    """
+    rounds: _builtins.int
+    elapsed_seconds: _builtins.float
+    max_activation: _builtins.float
+    """The feature's maximum activation over the exemplar corpus, the scale of every threshold."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
     @_builtins.property
@@ -404,10 +470,14 @@ class Explanation(_message.Message):
         policy: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         error: _status_pb2.Status | None = ...,
+        stop_reason: _builtins.str = ...,
+        rounds: _builtins.int = ...,
+        elapsed_seconds: _builtins.float = ...,
+        max_activation: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "error", b"error", "evidence", b"evidence", "feature_id", b"feature_id", "hypotheses", b"hypotheses", "labels", b"labels", "name", b"name", "policy", b"policy", "probes", b"probes", "sae_id", b"sae_id", "triage_class", b"triage_class", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "elapsed_seconds", b"elapsed_seconds", "error", b"error", "evidence", b"evidence", "feature_id", b"feature_id", "hypotheses", b"hypotheses", "labels", b"labels", "max_activation", b"max_activation", "name", b"name", "policy", b"policy", "probes", b"probes", "rounds", b"rounds", "sae_id", b"sae_id", "stop_reason", b"stop_reason", "triage_class", b"triage_class", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,11 +526,13 @@ class BatchExplainFeaturesRequest(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SKIP_TRIAGE_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     request_id: _builtins.str
     """Idempotency key: a second request with the same key returns the first operation."""
     concurrency: _builtins.int
-    """Features explained at once, 1..64."""
+    """Features explained at once, 1..64; 0 = server default."""
+    skip_triage: _builtins.bool
     @_builtins.property
     def feature_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -476,10 +548,11 @@ class BatchExplainFeaturesRequest(_message.Message):
         budget: Global___Budget | None = ...,
         request_id: _builtins.str = ...,
         concurrency: _builtins.int = ...,
+        skip_triage: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "concurrency", b"concurrency", "feature_ids", b"feature_ids", "policy", b"policy", "request_id", b"request_id", "sae_id", b"sae_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "concurrency", b"concurrency", "feature_ids", b"feature_ids", "policy", b"policy", "request_id", b"request_id", "sae_id", b"sae_id", "skip_triage", b"skip_triage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

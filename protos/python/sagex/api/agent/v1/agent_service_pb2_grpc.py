@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from google.longrunning import operations_proto_pb2 as google_dot_longrunning_dot_operations__proto__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from sagex.api.agent.v1 import agent_service_pb2 as sagex_dot_api_dot_agent_dot_v1_dot_agent__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -46,7 +46,7 @@ class AgentServiceStub:
         self.BatchExplainFeatures = channel.unary_unary(
                 '/sagex.api.agent.v1.AgentService/BatchExplainFeatures',
                 request_serializer=sagex_dot_api_dot_agent_dot_v1_dot_agent__service__pb2.BatchExplainFeaturesRequest.SerializeToString,
-                response_deserializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.GetExplanation = channel.unary_unary(
                 '/sagex.api.agent.v1.AgentService/GetExplanation',
@@ -109,7 +109,7 @@ def add_AgentServiceServicer_to_server(servicer, server):
             'BatchExplainFeatures': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchExplainFeatures,
                     request_deserializer=sagex_dot_api_dot_agent_dot_v1_dot_agent__service__pb2.BatchExplainFeaturesRequest.FromString,
-                    response_serializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'GetExplanation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExplanation,
@@ -178,7 +178,7 @@ class AgentService:
             target,
             '/sagex.api.agent.v1.AgentService/BatchExplainFeatures',
             sagex_dot_api_dot_agent_dot_v1_dot_agent__service__pb2.BatchExplainFeaturesRequest.SerializeToString,
-            google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

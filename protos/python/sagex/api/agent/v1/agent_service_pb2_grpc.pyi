@@ -4,7 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.longrunning import operations_proto_pb2 as _operations_proto_pb2
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from sagex.api.agent.v1 import agent_service_pb2 as _agent_service_pb2
 import abc as _abc_1
@@ -41,7 +41,7 @@ class AgentServiceStub:
     """Explains one feature, streaming every state change, hypothesis, probe,
     verdict and finally the explanation.
     """
-    BatchExplainFeatures: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.BatchExplainFeaturesRequest, _operations_proto_pb2.Operation]
+    BatchExplainFeatures: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.BatchExplainFeaturesRequest, _operations_pb2.Operation]
     """Explains many features as a long-running operation (AIP-151).
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -64,7 +64,7 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Explains one feature, streaming every state change, hypothesis, probe,
     verdict and finally the explanation.
     """
-    BatchExplainFeatures: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.BatchExplainFeaturesRequest, _operations_proto_pb2.Operation]  # type: ignore[assignment]
+    BatchExplainFeatures: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.BatchExplainFeaturesRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Explains many features as a long-running operation (AIP-151).
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -96,7 +96,7 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _agent_service_pb2.BatchExplainFeaturesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operations_proto_pb2.Operation, _abc.Awaitable[_operations_proto_pb2.Operation]]:
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Explains many features as a long-running operation (AIP-151).
         AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from google.longrunning import operations_proto_pb2 as google_dot_longrunning_dot_operations__proto__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from sagex.api.scoring.v1 import scoring_service_pb2 as sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,12 +44,12 @@ class ScoringServiceStub:
         self.BatchScoreExplanations = channel.unary_unary(
                 '/sagex.api.scoring.v1.ScoringService/BatchScoreExplanations',
                 request_serializer=sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.BatchScoreExplanationsRequest.SerializeToString,
-                response_deserializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.CompareExplainers = channel.unary_unary(
                 '/sagex.api.scoring.v1.ScoringService/CompareExplainers',
                 request_serializer=sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.CompareExplainersRequest.SerializeToString,
-                response_deserializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
 
 
@@ -95,12 +95,12 @@ def add_ScoringServiceServicer_to_server(servicer, server):
             'BatchScoreExplanations': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchScoreExplanations,
                     request_deserializer=sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.BatchScoreExplanationsRequest.FromString,
-                    response_serializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'CompareExplainers': grpc.unary_unary_rpc_method_handler(
                     servicer.CompareExplainers,
                     request_deserializer=sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.CompareExplainersRequest.FromString,
-                    response_serializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -157,7 +157,7 @@ class ScoringService:
             target,
             '/sagex.api.scoring.v1.ScoringService/BatchScoreExplanations',
             sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.BatchScoreExplanationsRequest.SerializeToString,
-            google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,
@@ -184,7 +184,7 @@ class ScoringService:
             target,
             '/sagex.api.scoring.v1.ScoringService/CompareExplainers',
             sagex_dot_api_dot_scoring_dot_v1_dot_scoring__service__pb2.CompareExplainersRequest.SerializeToString,
-            google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.longrunning import operations_proto_pb2 as _operations_proto_pb2
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from sagex.api.scoring.v1 import scoring_service_pb2 as _scoring_service_pb2
 import abc as _abc_1
@@ -36,13 +36,13 @@ class ScoringServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ScoringServiceAsyncStub: ...
     ScoreExplanation: _grpc.UnaryUnaryMultiCallable[_scoring_service_pb2.ScoreExplanationRequest, _scoring_service_pb2.ScoreExplanationResponse]
     """Scores one explanation with the chosen scorers."""
-    BatchScoreExplanations: _grpc.UnaryUnaryMultiCallable[_scoring_service_pb2.BatchScoreExplanationsRequest, _operations_proto_pb2.Operation]
+    BatchScoreExplanations: _grpc.UnaryUnaryMultiCallable[_scoring_service_pb2.BatchScoreExplanationsRequest, _operations_pb2.Operation]
     """Scores many explanations as a long-running operation.
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
-    CompareExplainers: _grpc.UnaryUnaryMultiCallable[_scoring_service_pb2.CompareExplainersRequest, _operations_proto_pb2.Operation]
+    CompareExplainers: _grpc.UnaryUnaryMultiCallable[_scoring_service_pb2.CompareExplainersRequest, _operations_pb2.Operation]
     """Explains features with several explainers and scores them on the same held-out data.
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -56,13 +56,13 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ScoreExplanation: _aio.UnaryUnaryMultiCallable[_scoring_service_pb2.ScoreExplanationRequest, _scoring_service_pb2.ScoreExplanationResponse]  # type: ignore[assignment]
     """Scores one explanation with the chosen scorers."""
-    BatchScoreExplanations: _aio.UnaryUnaryMultiCallable[_scoring_service_pb2.BatchScoreExplanationsRequest, _operations_proto_pb2.Operation]  # type: ignore[assignment]
+    BatchScoreExplanations: _aio.UnaryUnaryMultiCallable[_scoring_service_pb2.BatchScoreExplanationsRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Scores many explanations as a long-running operation.
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
-    CompareExplainers: _aio.UnaryUnaryMultiCallable[_scoring_service_pb2.CompareExplainersRequest, _operations_proto_pb2.Operation]  # type: ignore[assignment]
+    CompareExplainers: _aio.UnaryUnaryMultiCallable[_scoring_service_pb2.CompareExplainersRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Explains features with several explainers and scores them on the same held-out data.
     AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -85,7 +85,7 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _scoring_service_pb2.BatchScoreExplanationsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operations_proto_pb2.Operation, _abc.Awaitable[_operations_proto_pb2.Operation]]:
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Scores many explanations as a long-running operation.
         AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -97,7 +97,7 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _scoring_service_pb2.CompareExplainersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operations_proto_pb2.Operation, _abc.Awaitable[_operations_proto_pb2.Operation]]:
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Explains features with several explainers and scores them on the same held-out data.
         AIP-151: long-running methods return google.longrunning.Operation, which buf's naming rules do not expect.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
