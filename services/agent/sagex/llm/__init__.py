@@ -1,0 +1,16 @@
+"""The LLM backend: OpenAI-compatible chat completions for the agent and the scorers."""
+
+from sagex.llm.backend import LLMBackend, LLMConfig
+from sagex.llm.errors import LLMError, LLMUnavailable, MalformedAnswer
+from sagex.llm.types import Completion, TokenLogprob, Usage
+
+__all__ = [
+    "Completion",
+    "LLMBackend",
+    "LLMConfig",
+    "LLMError",
+    "LLMUnavailable",
+    "MalformedAnswer",
+    "TokenLogprob",
+    "Usage",
+]
