@@ -1,6 +1,7 @@
 """`sage`: run SAGE's services and prepare its assets.
 
     sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
+    sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve all
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
@@ -18,7 +19,6 @@ from pathlib import Path
 
 SERVICES = ("activation", "agent", "scoring", "all")
 NOT_BUILT = {
-    "agent": "the agent service is not built yet (issue #4)",
     "scoring": "the scoring service is not built yet (issue #5)",
 }
 
@@ -55,6 +55,29 @@ def _activation_config(args: argparse.Namespace):  # type: ignore[no-untyped-def
     return replace(config, server=replace(config.server, **server))
 
 
+def _agent_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from sagex.agent.config import AgentConfig
+
+    overrides: dict[str, object] = {}
+    if args.activation:
+        overrides["activation"] = tuple(args.activation)
+    if args.database:
+        overrides["database"] = Path(args.database)
+    try:
+        config = AgentConfig.from_toml(Path(args.config), **overrides) if args.config else AgentConfig(**overrides)
+        llm = {k: v for k, v in (("base_url", args.llm_base_url), ("model", args.llm_model)) if v}
+        if llm:
+            config = replace(config, llm=replace(config.llm, **llm))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"sage serve agent: {exc}") from None
+    server = {"host": args.host}
+    if args.port is not None:
+        server["port"] = args.port
+    return replace(config, server=replace(config.server, **server))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from sagex.server.logging import configure_logging
 
@@ -65,6 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.service == "all":
         for name, why in NOT_BUILT.items():
             print(f"sage serve all: skipping {name}: {why}", file=sys.stderr)
+    if args.service == "agent":
+        from sagex.agent.server import serve as serve_agent
+
+        asyncio.run(serve_agent(_agent_config(args)))
+        return 0
     from sagex.activation.server import serve
 
     asyncio.run(serve(_activation_config(args)))
@@ -103,11 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a service on this machine")
     serve.add_argument("service", choices=SERVICES)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 50051 for activation)")
-    serve.add_argument("--config", help="TOML file with an [activation] table")
+    serve.add_argument("--port", type=int, default=None, help="port (default 50051 activation, 50052 agent)")
+    serve.add_argument("--config", help="TOML file with an [activation] or [agent] table")
     serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
     serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
+                       help="agent: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
+    serve.add_argument("--database", help="agent: SQLite file for jobs and explanations")
+    serve.add_argument("--llm-base-url", help="agent: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    serve.add_argument("--llm-model", help="agent: model name for the openai policy")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
     serve.set_defaults(func=cmd_serve)

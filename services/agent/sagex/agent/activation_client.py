@@ -1,0 +1,192 @@
+"""The agent's client of the activation service.
+
+Every call carries a deadline. Calls go round robin over the configured
+replicas; UNAVAILABLE (a replica down or draining) and RESOURCE_EXHAUSTED (a
+full queue) move on to the next replica after a short backoff. Every call here
+is a read, so retrying is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import structlog
+
+from sagex.agent.traces import Trace
+from sagex.api.activation.v1 import activation_service_pb2 as pb
+from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.api.common.v1 import types_pb2
+from sagex.server.lifecycle import channel_options
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    firing_frequency: float  # fraction of tokens
+    window_frequency: float  # fraction of corpus windows with any activation
+    max_activation: float
+    mean_active_activation: float
+
+
+@dataclass(frozen=True)
+class Exemplars:
+    top: list[Trace]
+    bands: list[tuple[float, float, list[Trace]]]
+    non_activating: list[Trace]
+    activating_windows: int
+    total_windows: int
+
+
+@dataclass(frozen=True)
+class SaeDescription:
+    sae_id: str
+    d_sae: int
+    hook_name: str
+
+
+class ActivationUnavailable(Exception):
+    """No replica answered; the message names them and the last status."""
+
+
+def dense_values(activations: types_pb2.SparseActivations, feature_id: int) -> np.ndarray:
+    """One feature's value per token from a CSR chunk."""
+    offsets = np.frombuffer(activations.row_offsets, "<u4")
+    ids = np.frombuffer(activations.feature_ids, "<u4")
+    vals = np.frombuffer(activations.values, "<f4")
+    out = np.zeros(activations.num_tokens, np.float32)
+    rows = np.repeat(np.arange(activations.num_tokens), np.diff(offsets))
+    hit = ids == feature_id
+    out[rows[hit]] = vals[hit]
+    return out
+
+
+def _exemplar_trace(ex: types_pb2.Exemplar) -> Trace:
+    return Trace.from_proto(ex.text, ex.tokens, np.frombuffer(ex.trace.values, "<f4"))
+
+
+class ActivationClient:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        timeout_s: float = 60.0,
+        mining_timeout_s: float = 1800.0,
+        attempts: int = 4,
+        backoff_s: float = 0.2,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one activation address is required")
+        self.addresses = list(addresses)
+        self.timeout_s = timeout_s
+        self.mining_timeout_s = mining_timeout_s
+        self.attempts = max(attempts, len(self.addresses))
+        self.backoff_s = backoff_s
+        self._channels = [grpc.aio.insecure_channel(a, options=channel_options()) for a in self.addresses]
+        self._stubs = [pb_grpc.ActivationServiceStub(c) for c in self._channels]
+        self._next = itertools.count()
+        self._sae_cache: dict[str, SaeDescription] = {}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels))
+
+    async def _call(self, what: str, fn: Callable[[pb_grpc.ActivationServiceStub], Awaitable[T]]) -> T:
+        last: grpc.aio.AioRpcError | None = None
+        for attempt in range(self.attempts):
+            index = next(self._next) % len(self._stubs)
+            try:
+                return await fn(self._stubs[index])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                last = exc
+                log.warning("activation_retry", call=what, replica=self.addresses[index], code=exc.code().name,
+                            attempt=attempt + 1)
+                await asyncio.sleep(self.backoff_s * (2**attempt) / len(self._stubs))
+        assert last is not None
+        raise ActivationUnavailable(
+            f"{what}: no activation replica answered after {self.attempts} attempts "
+            f"({', '.join(self.addresses)}); last status {last.code().name}: {last.details()}"
+        )
+
+    async def sae(self, sae_id: str) -> SaeDescription | None:
+        """The SAE's shape, or None when the activation service does not serve it."""
+        if sae_id not in self._sae_cache:
+            info = await self._call("GetModelInfo", lambda s: s.GetModelInfo(pb.GetModelInfoRequest(),
+                                                                            timeout=self.timeout_s))
+            for sae in info.saes:
+                self._sae_cache[sae.id] = SaeDescription(sae.id, sae.d_sae, sae.hook_name)
+        return self._sae_cache.get(sae_id)
+
+    async def sae_ids(self) -> list[str]:
+        await self.sae("")
+        return sorted(self._sae_cache)
+
+    async def statistics(self, sae_id: str, feature_ids: Sequence[int]) -> dict[int, FeatureStats]:
+        request = pb.GetFeatureStatisticsRequest(sae_id=sae_id, feature_ids=feature_ids)
+        resp = await self._call("GetFeatureStatistics",
+                                lambda s: s.GetFeatureStatistics(request, timeout=self.mining_timeout_s))
+        cols = [np.frombuffer(getattr(resp, name), "<f4") for name in
+                ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
+        ids = np.frombuffer(resp.feature_ids, "<u4") if resp.feature_ids else np.asarray(feature_ids)
+        return {int(f): FeatureStats(*(float(c[i]) for c in cols)) for i, f in enumerate(ids)}
+
+    async def exemplars(
+        self, sae_id: str, feature_id: int, *, top_k: int, bands: int, per_band: int, non_activating: int, seed: int
+    ) -> Exemplars:
+        request = pb.MineExemplarsRequest(
+            sae_id=sae_id, feature_ids=[feature_id], split=types_pb2.CORPUS_SPLIT_EXEMPLAR, top_k=top_k,
+            quantile_bands=bands, per_band=per_band, random_non_activating=non_activating, seed=seed,
+        )
+
+        async def mine(stub: pb_grpc.ActivationServiceStub) -> pb.MineExemplarsResponse:
+            async for resp in stub.MineExemplars(request, timeout=self.mining_timeout_s):
+                return resp
+            raise ActivationUnavailable(f"MineExemplars returned nothing for feature {feature_id}")
+
+        resp = await self._call("MineExemplars", mine)
+        return Exemplars(
+            top=[_exemplar_trace(e) for e in resp.top],
+            bands=[(b.lower, b.upper, [_exemplar_trace(e) for e in b.exemplars]) for b in resp.bands],
+            non_activating=[_exemplar_trace(e) for e in resp.random_non_activating],
+            activating_windows=resp.activating_windows,
+            total_windows=resp.total_windows,
+        )
+
+    async def run(self, sae_id: str, feature_id: int, texts: Sequence[str]) -> list[Trace]:
+        """All texts in one batch; one trace per text, in order."""
+        if not texts:
+            return []
+        request = pb.StreamActivationsRequest(
+            batch_id="probes", sae_id=sae_id, texts=list(texts),
+            features=pb.FeatureIdSelection(feature_ids=[feature_id]),
+        )
+
+        async def requests() -> AsyncIterator[pb.StreamActivationsRequest]:
+            yield request
+
+        async def stream(stub: pb_grpc.ActivationServiceStub) -> list[Trace]:
+            tokens: dict[int, types_pb2.TokenSequence] = {}
+            chunks: dict[int, list[np.ndarray]] = {}
+            async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s):
+                if msg.token_start == 0:
+                    tokens[msg.text_index] = msg.tokens
+                else:
+                    tokens[msg.text_index].ids.extend(msg.tokens.ids)
+                    tokens[msg.text_index].texts.extend(msg.tokens.texts)
+                    tokens[msg.text_index].special_positions.extend(
+                        p + msg.token_start for p in msg.tokens.special_positions)
+                chunks.setdefault(msg.text_index, []).append(dense_values(msg.activations, feature_id))
+                if msg.batch_complete:
+                    break
+            return [Trace.from_proto(texts[i], tokens[i], np.concatenate(chunks[i])) for i in range(len(texts))]
+
+        return await self._call("StreamActivations", stream)

@@ -1,0 +1,220 @@
+"""The LLM policy: each SAGE step is one JSON-answering call to an OpenAI-compatible
+model, built from the structured state. Hypotheses are designed and judged
+concurrently, each in its own context. A malformed answer is re-asked with the
+validator's message; a step that still fails fails the feature, with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sagex.agent.policies import prompts
+from sagex.agent.policies.base import StepFailed
+from sagex.agent.state import (
+    Conclusion,
+    EvidenceItem,
+    Expect,
+    Hypothesis,
+    Label,
+    Probe,
+    ProbeDraft,
+    RunState,
+    Status,
+    Verdict,
+)
+from sagex.llm.backend import LLMBackend, LLMUnavailable, MalformedAnswer, Usage
+
+T = TypeVar("T")
+MAX_PROBE_CHARS = 300
+PROBES_PER_ROUND = 2
+
+_STR = {"type": "string"}
+_EXPECT = {"type": "string", "enum": ["fires", "silent"]}
+_PROBE = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
+          "required": ["text", "expected"]}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "hypotheses": {"type": "object", "required": ["hypotheses"], "properties": {
+        "observations": _STR,
+        "hypotheses": {"type": "array", "items": {"type": "object", "required": ["text", "is_control"],
+                       "properties": {"text": _STR, "is_control": {"type": "boolean"}}}}}},
+    "probes": {"type": "object", "required": ["probes"], "properties": {"probes": {"type": "array", "items": _PROBE}}},
+    "verdict": {"type": "object", "required": ["status", "reason"], "properties": {
+        "status": {"type": "string", "enum": ["CONFIRMED", "REFUTED", "REFINED", "PENDING"]},
+        "reason": _STR, "refined_text": _STR}},
+    "review": {"type": "object", "required": ["probes"], "properties": {
+        "assessment": _STR,
+        "probes": {"type": "array", "items": {**_PROBE, "properties": {**_PROBE["properties"],
+                                                                         "hypothesis_id": {"type": "integer"}},
+                                              "required": ["hypothesis_id", "text", "expected"]}}}},
+    "conclusion": {"type": "object", "required": ["description", "labels"], "properties": {
+        "description": _STR,
+        "labels": {"type": "array", "items": {"type": "object", "required": ["name", "description"],
+                                              "properties": {"name": _STR, "description": _STR}}},
+        "evidence": {"type": "array", "items": {"type": "object", "properties": {
+            "probe_id": {"type": "integer"}, "hypothesis_id": {"type": "integer"}, "supports": {"type": "boolean"}}}}}},
+}
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
+
+
+def _text(value: Any, field: str, limit: int = 2000) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f'"{field}" must be a non-empty string')
+    if len(value) > limit:
+        raise ValueError(f'"{field}" is {len(value)} characters; keep it under {limit}')
+    return value.strip()
+
+
+def _draft(item: Any, hid: int, where: str) -> ProbeDraft:
+    item = _obj(item, where)
+    text = _text(item.get("text"), f"{where}.text", MAX_PROBE_CHARS)
+    expected = item.get("expected")
+    if expected not in ("fires", "silent"):
+        raise ValueError(f'{where}.expected must be "fires" or "silent", got {expected!r}')
+    rationale = item.get("rationale") if isinstance(item.get("rationale"), str) else ""
+    return ProbeDraft(hid, text, Expect(expected), rationale[:300])
+
+
+class LLMPolicy:
+    name = "openai"
+
+    def __init__(self, backend: LLMBackend, model: str, attempts: int = 3) -> None:
+        self.backend = backend
+        self.model = model
+        self.attempts = attempts
+        self._usage = Usage()
+        # Every call's messages and answer, for audits and for comparing prompt
+        # sizes with a whole-history design (benchmarks/agent.py).
+        self.transcript: list[tuple[list[dict[str, str]], str]] = []
+
+    def usage(self) -> Usage:
+        return self._usage
+
+    async def _ask(self, step: str, prompt: str, schema: str, parse: Callable[[Any], T]) -> T:
+        messages = [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": prompt}]
+        answers: list[Any] = []
+
+        def keep(obj: Any) -> T:
+            answers.append(obj)
+            return parse(obj)
+
+        try:
+            value, usage = await self.backend.ask_json(messages, keep, schema=SCHEMAS[schema], schema_name=schema,
+                                                       attempts=self.attempts, model=self.model)
+        except MalformedAnswer as exc:
+            self._usage = self._usage + exc.usage
+            raise StepFailed(step, f"the model gave no valid answer in {exc.attempts} attempts: {exc.reason}") \
+                from None
+        except LLMUnavailable as exc:
+            self._usage = self._usage + exc.usage
+            raise
+        self._usage = self._usage + usage
+        self.transcript.append((messages, json.dumps(answers[-1]) if answers else ""))
+        return value
+
+    # -- steps --------------------------------------------------------------------
+
+    async def hypothesize(self, state: RunState, count: int) -> list[Hypothesis]:
+        def parse(obj: Any) -> list[Hypothesis]:
+            items = _obj(obj, "the answer").get("hypotheses")
+            if not isinstance(items, list) or not 3 <= len(items) <= 8:
+                raise ValueError(f'"hypotheses" must be a list of {count} items (3 to 8)')
+            hyps = []
+            for i, item in enumerate(items, 1):
+                item = _obj(item, f"hypotheses[{i - 1}]")
+                hyps.append(Hypothesis(i, _text(item.get("text"), f"hypotheses[{i - 1}].text", 500),
+                                       item.get("is_control") is True))
+            controls = sum(h.is_control for h in hyps)
+            if controls != 1:
+                raise ValueError(f'mark exactly one hypothesis as the control ("is_control": true); {controls} are')
+            return hyps
+
+        return await self._ask("hypothesize", prompts.hypothesize(state, count), "hypotheses", parse)
+
+    async def design(self, state: RunState, hypotheses: Sequence[Hypothesis], probes_left: dict[int, int]) -> list[
+            ProbeDraft]:
+        async def one(h: Hypothesis) -> list[ProbeDraft]:
+            limit = min(PROBES_PER_ROUND, probes_left.get(h.id, 0))
+            done = {p.draft.text for p in state.probes_of(h.id)}
+
+            def parse(obj: Any) -> list[ProbeDraft]:
+                items = _obj(obj, "the answer").get("probes")
+                if not isinstance(items, list) or not items:
+                    raise ValueError('"probes" must be a non-empty list')
+                drafts = [_draft(item, h.id, f"probes[{i}]") for i, item in enumerate(items[:limit])]
+                if all(d.text in done for d in drafts):
+                    raise ValueError("every probe repeats an earlier one; write new texts")
+                return drafts
+
+            return await self._ask(f"design H{h.id}", prompts.design(state, h, limit), "probes", parse)
+
+        results = await asyncio.gather(*(one(h) for h in hypotheses))
+        return [d for drafts in results for d in drafts]
+
+    async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
+        async def one(h: Hypothesis) -> Verdict:
+            mine = [p for p in new if p.draft.hypothesis_id == h.id]
+
+            def parse(obj: Any) -> Verdict:
+                obj = _obj(obj, "the answer")
+                status = obj.get("status")
+                if status not in ("CONFIRMED", "REFUTED", "REFINED", "PENDING"):
+                    raise ValueError(f'"status" must be CONFIRMED, REFUTED, REFINED or PENDING, got {status!r}')
+                reason = _text(obj.get("reason"), "reason")
+                refined = obj.get("refined_text") if isinstance(obj.get("refined_text"), str) else ""
+                if status == "REFINED" and not refined.strip():
+                    raise ValueError('a REFINED verdict needs the corrected hypothesis in "refined_text"')
+                return Verdict(h.id, Status(status), reason, refined.strip()[:500])
+
+            return await self._ask(f"judge H{h.id}", prompts.judge(state, h, mine), "verdict", parse)
+
+        return list(await asyncio.gather(*(one(h) for h in hypotheses)))
+
+    async def review(self, state: RunState, probes_left: dict[int, int]) -> list[ProbeDraft]:
+        known = {h.id for h in state.hypotheses}
+
+        def parse(obj: Any) -> list[ProbeDraft]:
+            items = _obj(obj, "the answer").get("probes")
+            if not isinstance(items, list):
+                raise ValueError('"probes" must be a list (empty when no more testing is needed)')
+            drafts = []
+            for i, item in enumerate(items):
+                hid = _obj(item, f"probes[{i}]").get("hypothesis_id")
+                if hid not in known:
+                    raise ValueError(f"probes[{i}].hypothesis_id {hid!r} is not one of {sorted(known)}")
+                drafts.append(_draft(item, hid, f"probes[{i}]"))
+            return drafts
+
+        return await self._ask("review", prompts.review(state, probes_left), "review", parse)
+
+    async def conclude(self, state: RunState) -> Conclusion:
+        probes = {p.id: p for p in state.probes}
+
+        def parse(obj: Any) -> Conclusion:
+            obj = _obj(obj, "the answer")
+            description = _text(obj.get("description"), "description")
+            labels_raw = obj.get("labels")
+            if not isinstance(labels_raw, list):
+                raise ValueError('"labels" must be a list')
+            labels = [Label(_text(_obj(x, f"labels[{i}]").get("name"), f"labels[{i}].name", 120),
+                            _text(x.get("description"), f"labels[{i}].description", 600))
+                      for i, x in enumerate(labels_raw)]
+            evidence = []
+            for i, item in enumerate(obj.get("evidence") or []):
+                item = _obj(item, f"evidence[{i}]")
+                p = probes.get(item.get("probe_id"))
+                if p is None:
+                    raise ValueError(f"evidence[{i}].probe_id {item.get('probe_id')!r} is not a probe number "
+                                     f"(1..{len(probes)})")
+                # The activation is the measured one, never a number the model wrote.
+                evidence.append(EvidenceItem(p.draft.text, p.activation, p.draft.hypothesis_id,
+                                             bool(item.get("supports", p.as_expected))))
+            return Conclusion(description, labels, evidence)
+
+        return await self._ask("conclude", prompts.conclude(state), "conclusion", parse)

@@ -1,0 +1,92 @@
+"""Assembly of the agent server: activation client, store, policies, jobs, servicers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from google.longrunning import operations_pb2_grpc
+
+from sagex.activation.assets.paths import cache_dir
+from sagex.agent.activation_client import ActivationClient
+from sagex.agent.config import AgentConfig
+from sagex.agent.explainer import Explainer, RunSpec
+from sagex.agent.jobs import JobManager
+from sagex.agent.policies.base import Policy
+from sagex.agent.policies.heuristic import HeuristicPolicy
+from sagex.agent.policies.llm import LLMPolicy
+from sagex.agent.servicer import AgentServicer, OperationsServicer
+from sagex.agent.store import Store
+from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from sagex.llm.backend import LLMBackend
+from sagex.server.lifecycle import RunningServer, Service, serve_until_signal, start_server
+
+SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+OPERATIONS_NAME = "google.longrunning.Operations"
+
+
+@dataclass
+class AgentRuntime:
+    config: AgentConfig
+    activation: ActivationClient
+    store: Store
+    llm: LLMBackend
+    jobs: JobManager
+
+    async def close(self) -> None:
+        await self.jobs.close()
+        await self.activation.close()
+        await self.llm.aclose()
+        self.store.close()
+
+
+def build_runtime(config: AgentConfig) -> AgentRuntime:
+    activation = ActivationClient(config.activation, config.activation_timeout_s, config.mining_timeout_s)
+    store = Store(config.database or cache_dir() / "agent" / "agent.sqlite3")
+    llm = LLMBackend(config.llm)
+
+    def make_policy(spec: RunSpec) -> Policy:
+        if spec.policy == "openai":
+            return LLMPolicy(llm, spec.model or config.llm.model)
+        return HeuristicPolicy()
+
+    jobs = JobManager(config, store, Explainer(config, activation, make_policy))
+    return AgentRuntime(config, activation, store, llm, jobs)
+
+
+def services(rt: AgentRuntime) -> list[Service]:
+    agent = AgentServicer(rt.config, rt.activation, rt.store, rt.jobs)
+    ops = OperationsServicer(rt.store, rt.jobs)
+    return [
+        Service(SERVICE_NAME, lambda server: agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)),
+        Service(OPERATIONS_NAME, lambda server: operations_pb2_grpc.add_OperationsServicer_to_server(ops, server)),
+    ]
+
+
+@asynccontextmanager
+async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[RunningServer, AgentRuntime]]:
+    """Start a server on ``config.server`` (port 0 picks one), ready and with
+    unfinished jobs resumed when yielded."""
+    rt = build_runtime(config)
+    running = await start_server(services(rt), config.server)
+    try:
+        await rt.jobs.resume()
+        await running.set_ready()
+        yield running, rt
+    finally:
+        await running.stop(config.server)
+        await rt.close()
+
+
+async def serve(config: AgentConfig) -> None:
+    """Run the agent server until SIGTERM/SIGINT; a restart resumes its jobs."""
+    rt = build_runtime(config)
+
+    async def ready() -> None:
+        await rt.jobs.resume()
+
+    await serve_until_signal(services(rt), config.server, ready=ready, on_stop=rt.close)
+
+
+__all__ = ["SERVICE_NAME", "AgentRuntime", "build_runtime", "running_agent_server", "serve"]

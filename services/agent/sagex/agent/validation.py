@@ -1,0 +1,94 @@
+"""Request validation: every client mistake becomes INVALID_ARGUMENT or NOT_FOUND
+with one field violation per problem, each saying what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sagex.agent.activation_client import ActivationClient
+from sagex.agent.budget import Budget
+from sagex.agent.config import POLICIES, AgentConfig
+from sagex.agent.explainer import RunSpec
+from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.server.errors import FieldViolation, InvalidArgument, NotFound
+
+MAX_REQUEST_ID = 128
+
+
+def _budget(config: AgentConfig, msg: pb.Budget, problems: list[FieldViolation]) -> Budget:
+    budget = config.budget.overlay(
+        max_rounds=msg.max_rounds, max_probes_per_hypothesis=msg.max_probes_per_hypothesis,
+        max_llm_tokens=msg.max_llm_tokens, max_cost_usd=msg.max_cost_usd, max_seconds=msg.max_seconds,
+    )
+    if msg.max_cost_usd < 0 or msg.max_seconds < 0:
+        problems.append(FieldViolation("budget", "max_cost_usd and max_seconds must be >= 0 (0 = server default)"))
+    problems += [FieldViolation(f"budget.{f}", why) for f, why in budget.problems()]
+    return budget
+
+
+async def run_spec(
+    config: AgentConfig, activation: ActivationClient, sae_id: str, feature_ids: Sequence[int],
+    policy: pb.PolicySpec, budget: pb.Budget, skip_triage: bool, field: str = "feature_id",
+) -> RunSpec:
+    """The validated run settings shared by every feature of a request (feature_id 0)."""
+    problems: list[FieldViolation] = []
+    name = policy.policy or config.default_policy
+    if name not in POLICIES:
+        problems.append(FieldViolation("policy.policy", f"{name!r} is not one of {', '.join(POLICIES)}"))
+    if policy.model and name != "openai":
+        problems.append(FieldViolation("policy.model", "only the openai policy takes a model name"))
+    if name == "openai" and not (policy.model or config.llm.model):
+        problems.append(FieldViolation("policy.model", "the server has no default LLM model; name one"))
+    count = policy.num_hypotheses or config.num_hypotheses
+    if not 3 <= count <= 8:
+        problems.append(FieldViolation("policy.num_hypotheses", f"{count} is outside 3..8"))
+    run_budget = _budget(config, budget, problems)
+    if not sae_id:
+        problems.append(FieldViolation("sae_id", "required"))
+    if problems:
+        raise InvalidArgument(problems)
+    sae = await activation.sae(sae_id)
+    if sae is None:
+        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(await activation.sae_ids())}")
+    bad = [f for f in feature_ids if f >= sae.d_sae]
+    if bad:
+        raise InvalidArgument.one(field, f"feature ids {bad[:5]} are out of range; {sae_id} has features "
+                                         f"0..{sae.d_sae - 1}")
+    return RunSpec(sae_id, 0, name, policy.model or (config.llm.model if name == "openai" else ""), run_budget,
+                   count, skip_triage)
+
+
+async def explain_request(config: AgentConfig, activation: ActivationClient,
+                          request: pb.ExplainFeatureRequest) -> RunSpec:
+    spec = await run_spec(config, activation, request.sae_id, [request.feature_id], request.policy, request.budget,
+                          request.skip_triage)
+    return replace(spec, feature_id=request.feature_id)
+
+
+async def batch_request(config: AgentConfig, activation: ActivationClient,
+                        request: pb.BatchExplainFeaturesRequest) -> RunSpec:
+    problems = []
+    ids = list(request.feature_ids)
+    if not ids:
+        problems.append(FieldViolation("feature_ids", "list at least one feature id"))
+    elif len(ids) > config.max_features_per_job:
+        problems.append(FieldViolation("feature_ids", f"{len(ids)} features; at most {config.max_features_per_job} "
+                                                      "per job, split it"))
+    elif len(set(ids)) != len(ids):
+        dupes = sorted({f for f in ids if ids.count(f) > 1})[:5]
+        problems.append(FieldViolation("feature_ids", f"duplicates {dupes}; list each feature once"))
+    if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
+        problems.append(FieldViolation("request_id", f"use at most {MAX_REQUEST_ID} printable characters"))
+    if request.concurrency > 64:
+        problems.append(FieldViolation("concurrency", f"{request.concurrency} is above 64"))
+    if problems:
+        raise InvalidArgument(problems)
+    return await run_spec(config, activation, request.sae_id, ids, request.policy, request.budget,
+                          request.skip_triage, field="feature_ids")
+
+
+def page(page_size: int, default: int = 50, limit: int = 500) -> int:
+    if page_size < 0:
+        raise InvalidArgument.one("page_size", "must be >= 0")
+    return min(page_size or default, limit)
