@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
-from sagex.agent.activation_client import ActivationClient, ActivationUnavailable
 from sagex.agent.budget import Budget, Meter
 from sagex.agent.config import AgentConfig
 from sagex.agent.loop import Emit, run_loop, run_probes
 from sagex.agent.policies.base import Policy, StepFailed
 from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, RunState
-from sagex.agent.traces import Trace
 from sagex.agent.triage import triage
 from sagex.llm.backend import LLMUnavailable, Usage
+from sagex.remote.activation import ActivationClient, ActivationUnavailable
+from sagex.remote.traces import Trace
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sagex.agent.budget import Budget, Meter
 from sagex.agent.policies.base import Policy, StepFailed
 from sagex.agent.state import Hypothesis, Phase, Probe, ProbeDraft, RunState, Verdict
-from sagex.agent.traces import Trace
+from sagex.remote.traces import Trace
 
 # Share of the LLM budgets kept back so the conclusion can always be written.
 CONCLUSION_RESERVE = 0.2

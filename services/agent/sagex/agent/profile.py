@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sagex.agent.traces import Trace, normalize_token
+from sagex.remote.traces import Trace, normalize_token
 
 
 def char_class(token: str) -> str:

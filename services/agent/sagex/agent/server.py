@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from google.longrunning import operations_pb2_grpc
 
 from sagex.activation.assets.paths import cache_dir
-from sagex.agent.activation_client import ActivationClient
 from sagex.agent.config import AgentConfig
 from sagex.agent.explainer import Explainer, RunSpec
 from sagex.agent.jobs import JobManager
@@ -20,6 +19,7 @@ from sagex.agent.servicer import AgentServicer, OperationsServicer
 from sagex.agent.store import Store
 from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from sagex.llm.backend import LLMBackend
+from sagex.remote.activation import ActivationClient
 from sagex.server.lifecycle import RunningServer, Service, serve_until_signal, start_server
 
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name

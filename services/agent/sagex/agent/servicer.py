@@ -12,12 +12,12 @@ from google.protobuf import empty_pb2
 from grpc import aio
 
 from sagex.agent import convert, validation
-from sagex.agent.activation_client import ActivationClient
 from sagex.agent.config import AgentConfig
 from sagex.agent.jobs import JobManager
 from sagex.agent.store import StaleRequest, Store, parse_page_token
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.api.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from sagex.remote.activation import ActivationClient
 from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
 OPERATION_PREFIX = "operations/"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sagex.agent.activation_client import Exemplars, FeatureStats
-from sagex.agent.traces import Trace
+from sagex.remote.activation import Exemplars, FeatureStats
+from sagex.remote.traces import Trace
 
 
 class Phase(enum.Enum):

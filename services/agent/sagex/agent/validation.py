@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sagex.agent.activation_client import ActivationClient
 from sagex.agent.budget import Budget
 from sagex.agent.config import POLICIES, AgentConfig
 from sagex.agent.explainer import RunSpec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.remote.activation import ActivationClient
 from sagex.server.errors import FieldViolation, InvalidArgument, NotFound
 
 MAX_REQUEST_ID = 128

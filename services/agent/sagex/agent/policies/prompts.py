@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sagex.agent.state import FeatureView, Hypothesis, Probe, RunState
-from sagex.agent.traces import Trace
+from sagex.remote.traces import Trace
 
 SYSTEM = (
     "You are a careful scientist explaining one feature of a sparse autoencoder trained on a language model's "

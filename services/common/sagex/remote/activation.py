@@ -18,10 +18,10 @@ import grpc
 import numpy as np
 import structlog
 
-from sagex.agent.traces import Trace
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.common.v1 import types_pb2
+from sagex.remote.traces import Trace
 from sagex.server.lifecycle import channel_options
 
 log = structlog.get_logger(__name__)
