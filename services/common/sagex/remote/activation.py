@@ -140,10 +140,13 @@ class ActivationClient:
         return {int(f): FeatureStats(*(float(c[i]) for c in cols)) for i, f in enumerate(ids)}
 
     async def exemplars(
-        self, sae_id: str, feature_id: int, *, top_k: int, bands: int, per_band: int, non_activating: int, seed: int
+        self, sae_id: str, feature_id: int, *, top_k: int, bands: int, per_band: int, non_activating: int, seed: int,
+        split: int = types_pb2.CORPUS_SPLIT_EXEMPLAR,
     ) -> Exemplars:
+        """Exemplars of one feature. ``split`` is EXEMPLAR for explainers; only the
+        scorers read HELDOUT, which explainers must never see."""
         request = pb.MineExemplarsRequest(
-            sae_id=sae_id, feature_ids=[feature_id], split=types_pb2.CORPUS_SPLIT_EXEMPLAR, top_k=top_k,
+            sae_id=sae_id, feature_ids=[feature_id], split=split, top_k=top_k,
             quantile_bands=bands, per_band=per_band, random_non_activating=non_activating, seed=seed,
         )
 
