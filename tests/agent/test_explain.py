@@ -8,31 +8,14 @@ import grpc
 import numpy as np
 import pytest
 
-from sagex.api.activation.v1 import activation_service_pb2 as apb
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from tests.agent.conftest import SAE, AgentClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def token_level_features(stub: object, want: int) -> dict[int, str]:
-    """Features whose top exemplars nearly all peak on one token (measured, not assumed)."""
-    stats = await stub.GetFeatureStatistics(apb.GetFeatureStatisticsRequest(sae_id=SAE))  # type: ignore[attr-defined]
-    wfreq = np.frombuffer(stats.window_frequency, "<f4")
-    candidates = [int(f) for f in np.flatnonzero((wfreq > 0.01) & (wfreq < 0.3))][:120]
-    found: dict[int, str] = {}
-    async for resp in stub.MineExemplars(apb.MineExemplarsRequest(  # type: ignore[attr-defined]
-            sae_id=SAE, feature_ids=candidates, top_k=10)):
-        peaks = Counter(e.tokens.texts[e.max_token_index].strip().lower() for e in resp.top)
-        token, count = peaks.most_common(1)[0] if peaks else ("", 0)
-        if len(resp.top) >= 8 and count >= 0.8 * len(resp.top) and len(token) >= 2 and token.isalpha():
-            found[resp.feature_id] = token
-    assert len(found) >= want, f"only {len(found)} clearly token-level features in the test corpus"
-    return dict(list(found.items())[:want])
-
-
-async def test_explain_streams_the_run_and_stores_it(agent: AgentClient, stub: object) -> None:
-    feature, token = next(iter((await token_level_features(stub, 1)).items()))
+async def test_explain_streams_the_run_and_stores_it(agent: AgentClient, token_features: dict[int, str]) -> None:
+    feature, token = next(iter(token_features.items()))
     events = [e async for e in agent.agent.ExplainFeature(pb.ExplainFeatureRequest(
         sae_id=SAE, feature_id=feature, skip_triage=True))]
     kinds = [e.WhichOneof("event") for e in events]
@@ -64,8 +47,9 @@ async def test_explain_streams_the_run_and_stores_it(agent: AgentClient, stub: o
     assert stored.explanation == ex
 
 
-async def test_batch_job_names_the_tokens_of_token_level_features(agent: AgentClient, stub: object) -> None:
-    features = await token_level_features(stub, 4)
+async def test_batch_job_names_the_tokens_of_token_level_features(agent: AgentClient,
+                                                                  token_features: dict[int, str]) -> None:
+    features = token_features
     op = await agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
         sae_id=SAE, feature_ids=list(features), concurrency=4, request_id="token-features"))
     done = await agent.ops.WaitOperation(_wait(op.name, 300))
@@ -96,8 +80,8 @@ def _wait(name: str, seconds: int):  # type: ignore[no-untyped-def]
     return operations_pb2.WaitOperationRequest(name=name, timeout=duration_pb2.Duration(seconds=seconds))
 
 
-async def test_budgets_bound_rounds_and_probes(agent: AgentClient, stub: object) -> None:
-    feature = next(iter(await token_level_features(stub, 1)))
+async def test_budgets_bound_rounds_and_probes(agent: AgentClient, token_features: dict[int, str]) -> None:
+    feature = next(iter(token_features))
     events = [e async for e in agent.agent.ExplainFeature(pb.ExplainFeatureRequest(
         sae_id=SAE, feature_id=feature, skip_triage=True,
         budget=pb.Budget(max_rounds=1, max_probes_per_hypothesis=1)))]

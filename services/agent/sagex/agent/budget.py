@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 
 from sagex.llm.backend import Usage
 
+# Share of the LLM budgets kept back so the conclusion can always be written.
+CONCLUSION_RESERVE = 0.2
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -96,6 +96,10 @@ class Explainer:
             self._fail(outcome, grpc.StatusCode.UNAVAILABLE, str(exc), "unavailable")
         except grpc.aio.AioRpcError as exc:
             self._fail(outcome, exc.code(), f"activation service: {exc.details()}", "activation_error")
+        except Exception as exc:  # a bug: this feature fails visibly, the job goes on
+            log.exception("feature_crashed", sae_id=spec.sae_id, feature=spec.feature_id)
+            self._fail(outcome, grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc}); "
+                       "please report it with the server log", "internal_error")
         outcome.usage = policy.usage()
         outcome.elapsed = time.monotonic() - started
         await emit(Phase.FAILED if outcome.failed else Phase.DONE)

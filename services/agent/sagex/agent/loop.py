@@ -7,13 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sagex.agent.budget import Budget, Meter
-from sagex.agent.policies.base import Policy, StepFailed
+from sagex.agent.budget import CONCLUSION_RESERVE, Budget, Meter
+from sagex.agent.policies.base import BudgetSpent, Policy, StepFailed
 from sagex.agent.state import Hypothesis, Phase, Probe, ProbeDraft, RunState, Verdict
 from sagex.remote.traces import Trace
-
-# Share of the LLM budgets kept back so the conclusion can always be written.
-CONCLUSION_RESERVE = 0.2
 
 RunProbes = Callable[[Sequence[str]], Awaitable[list[Trace]]]
 Emit = Callable[[object], Awaitable[None]]
@@ -67,6 +64,18 @@ async def run_loop(
     state: RunState, policy: Policy, run: RunProbes, meter: Meter, num_hypotheses: int, emit: Emit
 ) -> LoopResult:
     """Test until every hypothesis is settled and reviewed, or a budget ends it."""
+    try:
+        return await _test(state, policy, run, meter, num_hypotheses, emit)
+    except BudgetSpent as spent:
+        if not state.hypotheses:  # not even the hypotheses fit: nothing to conclude from
+            raise StepFailed("hypothesize", f"the {spent.reason} budget ran out before hypotheses were formed")\
+                from None
+        return LoopResult(spent.reason)
+
+
+async def _test(
+    state: RunState, policy: Policy, run: RunProbes, meter: Meter, num_hypotheses: int, emit: Emit
+) -> LoopResult:
     budget: Budget = meter.budget
 
     def spent() -> str | None:

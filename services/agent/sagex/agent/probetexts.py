@@ -4,6 +4,8 @@ so a hypothesis tested again meets new sentences."""
 
 from __future__ import annotations
 
+import re
+
 # Frames around a word: (before, after). The word carries its own leading space.
 FRAMES = [
     ("I wrote down", " again yesterday."),
@@ -57,8 +59,9 @@ def in_frames(word: str, count: int, salt: int) -> list[str]:
 
 
 def neutral(count: int, salt: int, avoid: str = "") -> list[str]:
-    avoid_n = avoid.strip().lower()
-    pool = [t for t in NEUTRAL if not avoid_n or avoid_n not in t.lower()]
+    """Neutral sentences without the word ``avoid`` (matched as a whole word)."""
+    word = re.compile(rf"\b{re.escape(avoid.strip())}\b", re.IGNORECASE) if avoid.strip() else None
+    pool = [t for t in NEUTRAL if word is None or not word.search(t)] or NEUTRAL
     return [pool[(salt * count + i) % len(pool)] for i in range(count)]
 
 

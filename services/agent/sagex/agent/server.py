@@ -48,7 +48,7 @@ def build_runtime(config: AgentConfig) -> AgentRuntime:
 
     def make_policy(spec: RunSpec) -> Policy:
         if spec.policy == "openai":
-            return LLMPolicy(llm, spec.model or config.llm.model)
+            return LLMPolicy(llm, spec.model or config.llm.model, spec.budget)
         return HeuristicPolicy()
 
     jobs = JobManager(config, store, Explainer(config, activation, make_policy))

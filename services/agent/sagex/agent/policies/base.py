@@ -20,6 +20,15 @@ class StepFailed(Exception):
         self.reason = reason
 
 
+class BudgetSpent(Exception):
+    """A policy refused to start an LLM call because a budget is spent; the loop
+    stops testing and concludes. ``reason`` names the budget ("max_llm_tokens")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Policy(Protocol):
     name: str
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from sagex.agent.budget import CONCLUSION_RESERVE, Budget
 from sagex.agent.policies import prompts
-from sagex.agent.policies.base import StepFailed
+from sagex.agent.policies.base import BudgetSpent, StepFailed
 from sagex.agent.state import (
     Conclusion,
     EvidenceItem,
@@ -81,14 +82,30 @@ def _draft(item: Any, hid: int, where: str) -> ProbeDraft:
     return ProbeDraft(hid, text, Expect(expected), rationale[:300])
 
 
+async def _gather_within_budget(calls: list[Awaitable[T]]) -> list[T]:
+    """Run per-hypothesis calls concurrently; keep what fit in the budget. Only
+    when none fit does the refusal reach the loop (which then concludes)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    kept = [r for r in results if not isinstance(r, BudgetSpent)]
+    for r in kept:
+        if isinstance(r, BaseException):
+            raise r
+    if not kept and results:
+        raise next(r for r in results if isinstance(r, BudgetSpent))
+    return kept  # type: ignore[return-value]
+
+
 class LLMPolicy:
     name = "openai"
 
-    def __init__(self, backend: LLMBackend, model: str, attempts: int = 3) -> None:
+    def __init__(self, backend: LLMBackend, model: str, budget: Budget, attempts: int = 3) -> None:
         self.backend = backend
         self.model = model
+        self.budget = budget
         self.attempts = attempts
         self._usage = Usage()
+        self._inflight = 0  # tokens claimed by calls under way
+        self.spent: str | None = None  # the budget that refused a call, once one has
         # Every call's messages and answer, for audits and for comparing prompt
         # sizes with a whole-history design (benchmarks/agent.py).
         self.transcript: list[tuple[list[dict[str, str]], str]] = []
@@ -96,7 +113,45 @@ class LLMPolicy:
     def usage(self) -> Usage:
         return self._usage
 
+    def _estimate(self, prompt: str) -> int:
+        """Tokens the next call will likely cost: the mean of past calls, or a
+        rough count of the prompt plus the output limit before the first."""
+        if self._usage.calls:
+            return self._usage.total_tokens // self._usage.calls
+        return len(prompt) // 3 + self.backend.config.max_output_tokens // 2
+
+    def _reserve(self, step: str, prompt: str) -> int:
+        """Claim budget for one call, or refuse it. All steps but the conclusion
+        stop at 1 - CONCLUSION_RESERVE of the budgets, so the conclusion can
+        always be written; calls in flight count, so concurrent steps cannot
+        overshoot together."""
+        share = 1.0 if step == "conclude" else 1.0 - CONCLUSION_RESERVE
+        estimate = self._estimate(prompt)
+        reason = self.spent
+        if self._usage.total_tokens + self._inflight + estimate > self.budget.max_llm_tokens * share:
+            reason = reason or "max_llm_tokens"
+        price = self.backend.config.cost_usd(estimate, 0)
+        if self.budget.max_cost_usd and self._usage.cost_usd + price > self.budget.max_cost_usd * share:
+            reason = reason or "max_cost_usd"
+        if reason and step == "conclude":
+            if self._usage.total_tokens < self.budget.max_llm_tokens:  # try: the estimate may be pessimistic
+                reason = None
+            else:
+                raise StepFailed(step, f"the {reason} budget was spent before the conclusion could be written")
+        if reason:
+            self.spent = reason
+            raise BudgetSpent(reason)
+        self._inflight += estimate
+        return estimate
+
     async def _ask(self, step: str, prompt: str, schema: str, parse: Callable[[Any], T]) -> T:
+        claimed = self._reserve(step, prompt)
+        try:
+            return await self._call(step, prompt, schema, parse)
+        finally:
+            self._inflight -= claimed
+
+    async def _call(self, step: str, prompt: str, schema: str, parse: Callable[[Any], T]) -> T:
         messages = [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": prompt}]
         answers: list[Any] = []
 
@@ -154,7 +209,7 @@ class LLMPolicy:
 
             return await self._ask(f"design H{h.id}", prompts.design(state, h, limit), "probes", parse)
 
-        results = await asyncio.gather(*(one(h) for h in hypotheses))
+        results = await _gather_within_budget([one(h) for h in hypotheses])
         return [d for drafts in results for d in drafts]
 
     async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
@@ -174,7 +229,7 @@ class LLMPolicy:
 
             return await self._ask(f"judge H{h.id}", prompts.judge(state, h, mine), "verdict", parse)
 
-        return list(await asyncio.gather(*(one(h) for h in hypotheses)))
+        return await _gather_within_budget([one(h) for h in hypotheses])
 
     async def review(self, state: RunState, probes_left: dict[int, int]) -> list[ProbeDraft]:
         known = {h.id for h in state.hypotheses}

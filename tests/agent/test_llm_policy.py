@@ -1,0 +1,149 @@
+"""The LLM policy over real gRPC, with the LLM played by a fake OpenAI-compatible
+server on a loopback socket: a well-behaved scientist, a broken one, a slow
+recovery, and a spendthrift that the token budget must stop."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from sagex.agent.config import AgentConfig
+from sagex.agent.server import running_agent_server
+from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.server.lifecycle import channel_options
+from tests.agent.conftest import SAE, AgentClient, with_llm
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+OPENAI = pb.PolicySpec(policy="openai")
+
+
+def step(body: dict[str, Any]) -> str:
+    return body.get("response_format", {}).get("json_schema", {}).get("name", "")
+
+
+def scientist(body: dict[str, Any]) -> str:
+    """Valid answers for every step, derived from the prompt like a model would."""
+    prompt = body["messages"][-1]["content"]
+    name = step(body)
+    if name == "hypotheses":
+        return json.dumps({"observations": "peaks on one word", "hypotheses": [
+            {"text": "Fires on the word 'the'.", "is_control": False},
+            {"text": "Fires after punctuation.", "is_control": False},
+            {"text": "Fires on capitalised words.", "is_control": False},
+            {"text": "Silent on plain numbers.", "is_control": True}]})
+    if name == "probes":
+        hid = re.search(r"test H(\d+)", prompt).group(1)
+        return json.dumps({"probes": [{"text": f"Probe {hid}: the cat sat on the mat.", "expected": "fires",
+                                       "rationale": "contains the word"}]})
+    if name == "verdict":
+        return json.dumps({"status": "CONFIRMED", "reason": "probe behaved as predicted", "refined_text": ""})
+    if name == "review":
+        return json.dumps({"assessment": "adequate", "probes": []})
+    if name == "conclusion":
+        return json.dumps({"description": "Fires on 'the'.", "labels": [{"name": "the", "description": "the word"}],
+                           "evidence": [{"probe_id": 1, "hypothesis_id": 1, "supports": True}]})
+    raise AssertionError(f"unexpected step {name!r}")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def llm_agent(agent_config: AgentConfig) -> AsyncIterator[Callable[..., Any]]:
+    """Start an agent whose LLM is a fake driven by ``handler``."""
+    fakes: list[FakeOpenAI] = []
+
+    async def start(handler: Callable[[dict[str, Any]], str | Reply]) -> tuple[AgentClient, FakeOpenAI]:
+        fake = FakeOpenAI(handler).__enter__()
+        fakes.append(fake)
+        config = with_llm(agent_config, base_url=fake.base_url, model="fake-scientist", max_retries=0)
+        ctx = running_agent_server(config)
+        running, _ = await ctx.__aenter__()
+        contexts.append(ctx)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options())
+        channels.append(channel)
+        return AgentClient(channel), fake
+
+    contexts: list[Any] = []
+    channels: list[grpc.aio.Channel] = []
+    yield start
+    for channel in channels:
+        await channel.close()
+    for ctx in contexts:
+        await ctx.__aexit__(None, None, None)
+    for fake in fakes:
+        fake.__exit__(None, None, None)
+
+
+async def explain(client: AgentClient, feature: int = 5, **kwargs: Any) -> list[pb.ExplainFeatureResponse]:
+    request = pb.ExplainFeatureRequest(sae_id=SAE, feature_id=feature, policy=OPENAI, skip_triage=True, **kwargs)
+    return [e async for e in client.agent.ExplainFeature(request)]
+
+
+async def test_every_step_gets_its_own_compact_prompt(llm_agent: Any, token_features: dict[int, str]) -> None:
+    client, fake = await llm_agent(scientist)
+    feature = next(iter(token_features))
+    ex = (await explain(client, feature, budget=pb.Budget(max_rounds=2)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    assert ex.description == "Fires on 'the'." and [lb.name for lb in ex.labels] == ["the"]
+    assert all(h.status == pb.HYPOTHESIS_STATUS_CONFIRMED for h in ex.hypotheses)
+    # Evidence carries the measured activation, not a number the model wrote.
+    assert ex.evidence[0].activation == pytest.approx(ex.probes[0].max_activation)
+    # 1 hypothesize + 4 designs + 4 judgements + 1 review + 1 conclusion; probes ran in one batch.
+    assert [step(b) for b in fake.requests].count("probes") == 4 and len(fake.requests) == 11
+    assert ex.usage.llm_calls == 11 and ex.usage.prompt_tokens > 0
+    assert {p.round for p in ex.probes} == {1}
+    for body in fake.requests:  # system + one user prompt: no chat history, ever
+        assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    design_h2 = next(b["messages"][1]["content"] for b in fake.requests if "test H2" in b["messages"][1]["content"])
+    assert "H1 [" not in design_h2 and "Probe 1:" not in design_h2  # a hypothesis sees only its own evidence
+
+
+async def test_malformed_answers_fail_the_feature_with_the_reason(llm_agent: Any, token_features: dict[int, str]) -> None:
+    client, fake = await llm_agent(lambda body: "The feature seems to be about cats, honestly.")
+    events = await explain(client, next(iter(token_features)))
+    ex = events[-1].explanation
+    assert ex.error.code == grpc.StatusCode.ABORTED.value[0]
+    assert "hypothesize" in ex.error.message and "valid" in ex.error.message
+    assert ex.description == "" and not ex.labels  # nothing made up
+    assert len(fake.requests) == 3 and ex.usage.llm_calls == 3  # re-asked, then gave up
+    assert events[-2].state == pb.AGENT_STATE_FAILED
+    # The failure is stored like any result.
+    stored = await client.agent.GetExplanation(pb.GetExplanationRequest(name=ex.name))
+    assert stored.explanation.error.message == ex.error.message
+
+
+async def test_a_reask_quotes_the_validator_and_recovers(llm_agent: Any, token_features: dict[int, str]) -> None:
+    answers = iter([json.dumps({"hypotheses": [{"text": "only one", "is_control": False}]})])
+
+    def handler(body: dict[str, Any]) -> str:
+        if step(body) == "hypotheses":
+            return next(answers, None) or scientist(body)
+        return scientist(body)
+
+    client, fake = await llm_agent(handler)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    retry = fake.requests[1]["messages"]
+    assert len(retry) == 4 and "3 to 8" in retry[-1]["content"]
+
+
+async def test_the_token_budget_stops_a_spendthrift(llm_agent: Any, token_features: dict[int, str]) -> None:
+    def expensive(body: dict[str, Any]) -> Reply:
+        return Reply(content=scientist(body) if step(body) != "verdict" else json.dumps(
+            {"status": "PENDING", "reason": "need more", "refined_text": ""}), prompt_tokens=2500,
+            completion_tokens=100)
+
+    client, fake = await llm_agent(expensive)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=30, max_llm_tokens=20_000)))[
+        -1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    assert ex.stop_reason == "max_llm_tokens"
+    spent = ex.usage.prompt_tokens + ex.usage.completion_tokens
+    # Testing stops at 80% of the budget; calls in flight and the conclusion may add one step.
+    assert spent <= 20_000 + 4 * 2600 and ex.description
+    assert ex.rounds < 30
