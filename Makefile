@@ -52,6 +52,7 @@ test-all: setup
 
 bench: setup
 	$(PY) benchmarks/activation_cpu.py
+	$(PY) benchmarks/agent.py
 
 bench-gpu: setup
 	$(PY) benchmarks/gpu_encode.py

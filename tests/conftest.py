@@ -19,6 +19,7 @@ from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID  # n
 from sagex.activation.config import ActivationConfig  # noqa: E402
 from sagex.server.lifecycle import ServerOptions  # noqa: E402
 from tests.builders import ARCHITECTURES, save_random_sae  # noqa: E402
+from tests.fakes.transformers_server import transformers_serve_fixture  # noqa: E402
 
 D_MODEL = 576  # the embedded SmolLM2-135M
 RANDOM_SAE_HOOKS = {"standard": 1, "topk": 3, "jumprelu": 2, "gated": 3}
@@ -29,6 +30,10 @@ TEXTS = [
     "In the beginning God created the heaven and the earth.",
     "You will pass the exam if you keep passing the practice tests.",
 ]
+
+
+# One real OpenAI-compatible server (transformers serve + SmolLM2) for every test that asks for it.
+transformers_serve = transformers_serve_fixture()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

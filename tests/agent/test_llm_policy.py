@@ -5,7 +5,6 @@ recovery, and a spendthrift that the token budget must stop."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,37 +18,10 @@ from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.server.lifecycle import channel_options
 from tests.agent.conftest import SAE, AgentClient, with_llm
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.scientist import scientist, step
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 OPENAI = pb.PolicySpec(policy="openai")
-
-
-def step(body: dict[str, Any]) -> str:
-    return body.get("response_format", {}).get("json_schema", {}).get("name", "")
-
-
-def scientist(body: dict[str, Any]) -> str:
-    """Valid answers for every step, derived from the prompt like a model would."""
-    prompt = body["messages"][-1]["content"]
-    name = step(body)
-    if name == "hypotheses":
-        return json.dumps({"observations": "peaks on one word", "hypotheses": [
-            {"text": "Fires on the word 'the'.", "is_control": False},
-            {"text": "Fires after punctuation.", "is_control": False},
-            {"text": "Fires on capitalised words.", "is_control": False},
-            {"text": "Silent on plain numbers.", "is_control": True}]})
-    if name == "probes":
-        hid = re.search(r"test H(\d+)", prompt).group(1)
-        return json.dumps({"probes": [{"text": f"Probe {hid}: the cat sat on the mat.", "expected": "fires",
-                                       "rationale": "contains the word"}]})
-    if name == "verdict":
-        return json.dumps({"status": "CONFIRMED", "reason": "probe behaved as predicted", "refined_text": ""})
-    if name == "review":
-        return json.dumps({"assessment": "adequate", "probes": []})
-    if name == "conclusion":
-        return json.dumps({"description": "Fires on 'the'.", "labels": [{"name": "the", "description": "the word"}],
-                           "evidence": [{"probe_id": 1, "hypothesis_id": 1, "supports": True}]})
-    raise AssertionError(f"unexpected step {name!r}")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -100,7 +72,7 @@ async def test_every_step_gets_its_own_compact_prompt(llm_agent: Any, token_feat
     for body in fake.requests:  # system + one user prompt: no chat history, ever
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
     design_h2 = next(b["messages"][1]["content"] for b in fake.requests if "test H2" in b["messages"][1]["content"])
-    assert "H1 [" not in design_h2 and "Probe 1:" not in design_h2  # a hypothesis sees only its own evidence
+    assert "H1 [" not in design_h2 and "Probe 1." not in design_h2  # a hypothesis sees only its own evidence
 
 
 async def test_malformed_answers_fail_the_feature_with_the_reason(llm_agent: Any, token_features: dict[int, str]) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagex.llm import LLMBackend, LLMConfig, MalformedAnswer
-from tests.fakes.transformers_server import TransformersServe, transformers_serve_fixture
-
-transformers_serve = transformers_serve_fixture()
+from tests.fakes.transformers_server import TransformersServe
 
 
 def _config(server: TransformersServe) -> LLMConfig:

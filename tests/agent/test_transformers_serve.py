@@ -1,0 +1,43 @@
+"""The LLM policy against a real OpenAI-compatible server: transformers serve with
+SmolLM2-135M-Instruct on CPU. Its answers are weak and messy; the loop must stay
+within its budgets, handle what it gets, and finish."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from sagex.agent.config import AgentConfig
+from sagex.agent.server import running_agent_server
+from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.server.lifecycle import channel_options
+from tests.agent.conftest import SAE, AgentClient, with_llm
+from tests.fakes.transformers_server import TransformersServe
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_weak_real_model_finishes_within_budget(
+    agent_config: AgentConfig, transformers_serve: TransformersServe, token_features: dict[int, str]
+) -> None:
+    config = with_llm(replace(agent_config, default_policy="heuristic"), base_url=transformers_serve.base_url,
+                      model=transformers_serve.model, max_output_tokens=96, timeout_s=120, max_retries=0)
+    budget = pb.Budget(max_rounds=1, max_llm_tokens=6000, max_seconds=240)
+    async with running_agent_server(config) as (running, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
+            client = AgentClient(channel)
+            request = pb.ExplainFeatureRequest(sae_id=SAE, feature_id=next(iter(token_features)), skip_triage=True,
+                                               policy=pb.PolicySpec(policy="openai"), budget=budget)
+            events = [e async for e in client.agent.ExplainFeature(request, timeout=300)]
+    ex = events[-1].explanation
+    assert ex.usage.llm_calls >= 1 and ex.usage.prompt_tokens > 0
+    assert ex.elapsed_seconds < 240 and ex.rounds <= 1
+    # Testing stops at 80% of the tokens; calls in flight and the conclusion may add one step each.
+    assert ex.usage.prompt_tokens + ex.usage.completion_tokens <= 6000 + 4 * 1500
+    if ex.HasField("error"):  # the usual outcome with a 135M model: no valid JSON, said plainly
+        assert ex.error.code == grpc.StatusCode.ABORTED.value[0] and "valid answer" in ex.error.message
+        assert not ex.description and not ex.labels
+    else:
+        assert ex.description and ex.stop_reason
