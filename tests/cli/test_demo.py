@@ -1,5 +1,5 @@
-"""`sage demo` end to end: a real server process on loopback, health, triage,
-mining, probing, and a clean SIGTERM shutdown."""
+"""`sage demo` end to end: real server processes on loopback, health, triage,
+mining, probing, an agent batch job, and a clean SIGTERM shutdown."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ def test_demo_runs_end_to_end() -> None:
     assert "4 of 30 layers loaded" in out
     assert "top exemplars of" in out and "[[" in out
     assert "probing feature" in out
-    assert "server stopped cleanly (exit code 0)" in out
+    assert "8/8 features done (0 failed)" in out and "held" in out
+    assert "servers stopped cleanly (exit codes 0, 0)" in out
 
 
-def test_cli_reports_unbuilt_services_and_bad_flags() -> None:
-    agent = subprocess.run([sys.executable, "-m", "sagex.cli.main", "serve", "agent"], capture_output=True, text=True)
-    assert agent.returncode == 2 and "not built yet" in agent.stderr
+def test_cli_reports_bad_flags() -> None:
+    agent = subprocess.run([sys.executable, "-m", "sagex.cli.main", "serve", "agent", "--activation", "nowhere"],
+                           capture_output=True, text=True)
+    assert agent.returncode != 0 and "host:port" in agent.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "sagex.cli.main", "serve", "activation", "--sae", "oops"], capture_output=True, text=True
     )

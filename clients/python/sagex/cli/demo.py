@@ -1,9 +1,11 @@
 """`sage demo`: the main job end to end on the embedded default.
 
-Starts a real activation server on 127.0.0.1 in its own process, waits for it
-to report SERVING, triages the embedded SAE's features from corpus statistics,
-mines exemplars for a sample of them, probes one with new texts, prints what it
-found, and stops the server with SIGTERM. No network, GPU or API key needed.
+Starts a real activation server and a SAGE agent on 127.0.0.1, each in its own
+process, waits for both to report SERVING, triages the embedded SAE's features
+from corpus statistics, mines exemplars for a sample of them, probes one with
+new texts, has the agent explain the sample as one batch job (hypotheses,
+probes, verdicts; heuristic policy, no LLM), prints what it found, and stops
+both servers with SIGTERM. No network, GPU or API key needed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 
 SERVICE = "sagex.api.activation.v1.ActivationService"
+AGENT_SERVICE = "sagex.api.agent.v1.AgentService"
 SAMPLE = 8
+
 
 
 def _free_port() -> int:
@@ -35,19 +40,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_serving(channel: grpc.Channel, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+def _wait_serving(channel: grpc.Channel, proc: subprocess.Popen[bytes], service: str = SERVICE,
+                  timeout: float = 300) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the activation server exited with code {proc.returncode}; see its log above")
+            raise SystemExit(f"{service} exited with code {proc.returncode}; see its log above")
         try:
-            if health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=2).status == 1:
+            if health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status == 1:
                 return
         except grpc.RpcError:
             pass
         time.sleep(0.5)
-    raise SystemExit("the activation server did not become ready in time")
+    raise SystemExit(f"{service} did not become ready in time")
+
+
+def _serve(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", *args, "--log-level", "warning"],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def _context(ex: pb.MineExemplarsResponse, width: int = 4) -> str:
@@ -59,34 +70,79 @@ def _context(ex: pb.MineExemplarsResponse, width: int = 4) -> str:
 
 
 def run_demo(mining_tokens: int = 60_000) -> int:
-    port = _free_port()
+    port, agent_port = _free_port(), _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "demo.toml"
         config.write_text(f"[activation]\nmax_mining_tokens = {mining_tokens}\n")
-        print(f"starting the activation server on 127.0.0.1:{port} (embedded SmolLM2-135M + TopK SAE) ...")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sagex.cli.main", "serve", "activation", "--port", str(port), "--config", str(config),
-             "--log-level", "warning"],
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
+        print(f"starting the activation server on 127.0.0.1:{port} (embedded SmolLM2-135M + TopK SAE) "
+              f"and the SAGE agent on 127.0.0.1:{agent_port} ...")
+        procs = [_serve(["activation", "--port", str(port), "--config", str(config)]),
+                 _serve(["agent", "--port", str(agent_port), "--activation", f"127.0.0.1:{port}",
+                         "--database", str(Path(tmp) / "agent.sqlite3")])]
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                _wait_serving(channel, proc)
-                _explore(pb_grpc.ActivationServiceStub(channel))
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, \
+                    grpc.insecure_channel(f"127.0.0.1:{agent_port}") as agent_channel:
+                _wait_serving(channel, procs[0])
+                _wait_serving(agent_channel, procs[1], AGENT_SERVICE)
+                sample = _explore(pb_grpc.ActivationServiceStub(channel))
+                _explain(agent_channel, sample)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=60)
-    print(f"\nserver stopped cleanly (exit code {code}).")
+            for proc in reversed(procs):
+                proc.send_signal(signal.SIGTERM)
+            codes = [proc.wait(timeout=60) for proc in procs]
+    print(f"\nservers stopped cleanly (exit codes {codes[0]}, {codes[1]}).")
     print(textwrap.dedent("""
         Next steps
           * your own model and SAE:  sage serve activation --model /path/to/hf-folder-or.gguf --sae my-sae=/path/to/saelens-folder
-          * a config file:           sage serve activation --config sage.toml   ([activation] table; see README)
-          * the SAGE agent and the scorers (OpenAI-compatible endpoints) arrive with issues #4 and #5.
+          * a config file:           sage serve activation --config sage.toml   ([activation] and [agent] tables; see README)
+          * an LLM for the agent:    sage serve agent --llm-base-url http://127.0.0.1:8000/v1 --llm-model NAME
+                                     (any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY), then
+                                     request policy "openai"
+          * the scorers arrive with issue #5.
         """))
-    return 0 if code == 0 else 1
+    return 0 if codes == [0, 0] else 1
 
 
-def _explore(stub: pb_grpc.ActivationServiceStub) -> None:
+def _explain(channel: grpc.Channel, features: list[int]) -> None:
+    from google.longrunning import operations_pb2, operations_pb2_grpc
+
+    from sagex.api.agent.v1 import agent_service_pb2 as apb
+    from sagex.api.agent.v1 import agent_service_pb2_grpc as apb_grpc
+
+    agent, ops = apb_grpc.AgentServiceStub(channel), operations_pb2_grpc.OperationsStub(channel)
+    print(f"\nthe SAGE agent explains the {len(features)} sampled features (heuristic policy: hypotheses, "
+          "probes, verdicts; no LLM) ...")
+    start = time.perf_counter()
+    op = agent.BatchExplainFeatures(apb.BatchExplainFeaturesRequest(
+        sae_id=EMBEDDED_SAE_ID, feature_ids=features, concurrency=4, request_id=f"demo-{os.getpid()}"), timeout=60)
+    meta = apb.BatchExplainFeaturesMetadata()
+    while not op.done:
+        op = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name, timeout=_seconds(2)), timeout=30)
+        op.metadata.Unpack(meta)
+        print(f"  {meta.done + meta.failed}/{meta.total} features done ({meta.failed} failed)", flush=True)
+    if op.HasField("error"):
+        raise SystemExit(f"the batch job failed: {op.error.message}")
+    response = apb.BatchExplainFeaturesResponse()
+    op.response.Unpack(response)
+    print(f"  {len(features)} features in {time.perf_counter() - start:.1f}s\n")
+    print(f"  {'feature':>7}  {'verdicts':<10} {'probes':>6}  {'stop':<10} labels / description")
+    for name in response.explanations:
+        ex = agent.GetExplanation(apb.GetExplanationRequest(name=name), timeout=30).explanation
+        held = sum(h.status == apb.HYPOTHESIS_STATUS_CONFIRMED for h in ex.hypotheses)
+        verdicts = f"{held}/{len(ex.hypotheses)} held" if ex.hypotheses else ex.triage_class or "-"
+        labels = ", ".join(lb.name for lb in ex.labels) or "(no label)"
+        print(f"  {ex.feature_id:>7}  {verdicts:<10} {len(ex.probes):>6}  {ex.stop_reason:<10} {labels}")
+        print(f"  {'':>7}  {(ex.error.message or ex.description)[:150]}")
+
+
+def _seconds(value: float):  # type: ignore[no-untyped-def]
+    from google.protobuf import duration_pb2
+
+    return duration_pb2.Duration(seconds=int(value))
+
+
+def _explore(stub: pb_grpc.ActivationServiceStub) -> list[int]:
+    """Model facts, triage from statistics, exemplars and one probe; returns the sampled features."""
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
     sae = info.saes[0]
     print(f"model {info.model.name}: {info.model.loaded_layers} of {info.model.num_layers} layers loaded "
@@ -135,3 +191,4 @@ def _explore(stub: pb_grpc.ActivationServiceStub) -> None:
                 values[t] = vals[offsets[t]]
         shown = "".join(f"[[{t}]]({v:.1f})" if v > 0 else t for t, v in zip(msg.tokens.texts, values, strict=True))
         print(f"  max {values.max():5.2f}: {shown}")
+    return sample

@@ -26,6 +26,7 @@ from sagex.agent.state import (
     Verdict,
 )
 from sagex.llm.backend import Usage
+from sagex.remote.traces import normalize_token
 
 PROBES_PER_ROUND = 3
 SECOND_TOKEN_SHARE = 0.2  # a second peak token this common is a second behaviour
@@ -225,11 +226,15 @@ class HeuristicPolicy:
         view = state.view
         confirmed = [h for h in state.hypotheses if not h.is_control and self._holds(state, h)]
         labels: list[Label] = []
+        # Hypotheses about one behaviour merge into one label: a confirmed family covers
+        # its member words, and a context reading is more specific than the bare token.
+        covered = {normalize_token(w) for h in confirmed if h.facts.get("kind") == "family"
+                   for w in h.facts["words"].split("\t")}
         seen_tokens: set[str] = set()
-        # A confirmed context reading is more specific than the bare token: it wins the merge.
-        for h in sorted(confirmed, key=lambda h: h.facts.get("kind") != "context"):
-            token = h.facts.get("token", "")
-            if token and token in seen_tokens and h.facts.get("kind") in ("token", "context", "piece"):
+        rank = {"family": 0, "context": 1}
+        for h in sorted(confirmed, key=lambda h: rank.get(h.facts.get("kind", ""), 2)):
+            kind, token = h.facts.get("kind"), normalize_token(h.facts.get("token", ""))
+            if kind in ("token", "context", "piece") and token and (token in seen_tokens or any(token in w for w in covered)):
                 continue
             seen_tokens.add(token)
             labels.append(Label(self._label_name(h), h.text))
