@@ -110,7 +110,10 @@ async def test_bad_explain_requests_say_what_to_fix(agent: AgentClient, request_
         async for _ in agent.agent.ExplainFeature(pb.ExplainFeatureRequest(**request_kwargs)):
             pass
     assert err.value.code() == code
-    assert field in err.value.details() and "configured" not in err.value.details().lower() or code != grpc.StatusCode.INVALID_ARGUMENT
+    if code == grpc.StatusCode.NOT_FOUND:
+        assert SAE in err.value.details()  # names what is served
+    else:
+        assert err.value.details().startswith(field)
 
 
 @pytest.mark.parametrize(("request_kwargs", "field"), [
@@ -124,3 +127,20 @@ async def test_bad_batch_requests_say_what_to_fix(agent: AgentClient, request_kw
         await agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(sae_id=SAE, **request_kwargs))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(field)
+
+
+async def test_an_unreachable_activation_service_is_unavailable_not_internal(agent_config: object) -> None:
+    from dataclasses import replace
+
+    from sagex.agent.server import running_agent_server
+    from sagex.server.lifecycle import channel_options
+    from tests.agent.test_activation_client import dead_address
+
+    config = replace(agent_config, activation=(dead_address(),), activation_timeout_s=2)  # type: ignore[type-var]
+    async with running_agent_server(config) as (running, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
+            client = AgentClient(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(sae_id=SAE, feature_ids=[1]))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no activation replica answered" in err.value.details()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -29,10 +30,10 @@ async def llm_agent(agent_config: AgentConfig) -> AsyncIterator[Callable[..., An
     """Start an agent whose LLM is a fake driven by ``handler``."""
     fakes: list[FakeOpenAI] = []
 
-    async def start(handler: Callable[[dict[str, Any]], str | Reply]) -> tuple[AgentClient, FakeOpenAI]:
+    async def start(handler: Callable[[dict[str, Any]], str | Reply], **llm: Any) -> tuple[AgentClient, FakeOpenAI]:
         fake = FakeOpenAI(handler).__enter__()
         fakes.append(fake)
-        config = with_llm(agent_config, base_url=fake.base_url, model="fake-scientist", max_retries=0)
+        config = with_llm(agent_config, base_url=fake.base_url, model="fake-scientist", max_retries=0, **llm)
         ctx = running_agent_server(config)
         running, _ = await ctx.__aenter__()
         contexts.append(ctx)
@@ -57,22 +58,25 @@ async def explain(client: AgentClient, feature: int = 5, **kwargs: Any) -> list[
 
 
 async def test_every_step_gets_its_own_compact_prompt(llm_agent: Any, token_features: dict[int, str]) -> None:
-    client, fake = await llm_agent(scientist)
+    client, fake = await llm_agent(partial(scientist, settle_after=2))
     feature = next(iter(token_features))
-    ex = (await explain(client, feature, budget=pb.Budget(max_rounds=2)))[-1].explanation
+    ex = (await explain(client, feature, budget=pb.Budget(max_rounds=3)))[-1].explanation
     assert not ex.HasField("error"), ex.error.message
     assert ex.description == "Fires on 'the'." and [lb.name for lb in ex.labels] == ["the"]
     assert all(h.status == pb.HYPOTHESIS_STATUS_CONFIRMED for h in ex.hypotheses)
+    assert all([u.status for u in h.updates] == [pb.HYPOTHESIS_STATUS_PENDING, pb.HYPOTHESIS_STATUS_CONFIRMED]
+               for h in ex.hypotheses)
     # Evidence carries the measured activation, not a number the model wrote.
     assert ex.evidence[0].activation == pytest.approx(ex.probes[0].max_activation)
-    # 1 hypothesize + 4 designs + 4 judgements + 1 review + 1 conclusion; probes ran in one batch.
-    assert [step(b) for b in fake.requests].count("probes") == 4 and len(fake.requests) == 11
-    assert ex.usage.llm_calls == 11 and ex.usage.prompt_tokens > 0
-    assert {p.round for p in ex.probes} == {1}
+    # 1 hypothesize + 2 rounds x (4 designs + 4 judgements) + 1 review + 1 conclusion; one probe batch per round.
+    assert [step(b) for b in fake.requests].count("probes") == 8 and len(fake.requests) == 19
+    assert ex.usage.llm_calls == 19 and ex.usage.prompt_tokens > 0
+    assert sorted({p.round for p in ex.probes}) == [1, 2] and ex.rounds == 2
     for body in fake.requests:  # system + one user prompt: no chat history, ever
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    design_h2 = next(b["messages"][1]["content"] for b in fake.requests if "test H2" in b["messages"][1]["content"])
-    assert "H1 [" not in design_h2 and "Probe 1." not in design_h2  # a hypothesis sees only its own evidence
+    # A hypothesis sees its own evidence and no one else's.
+    design_h2 = [b["messages"][1]["content"] for b in fake.requests if "test H2" in b["messages"][1]["content"]]
+    assert "Probe 2.0" in design_h2[1] and "Probe 1." not in design_h2[1] and "H1 [" not in design_h2[1]
 
 
 async def test_malformed_answers_fail_the_feature_with_the_reason(llm_agent: Any, token_features: dict[int, str]) -> None:
@@ -101,7 +105,7 @@ async def test_a_reask_quotes_the_validator_and_recovers(llm_agent: Any, token_f
     ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
     assert not ex.HasField("error"), ex.error.message
     retry = fake.requests[1]["messages"]
-    assert len(retry) == 4 and "3 to 8" in retry[-1]["content"]
+    assert len(retry) == 4 and "exactly 4 items" in retry[-1]["content"]
 
 
 async def test_the_token_budget_stops_a_spendthrift(llm_agent: Any, token_features: dict[int, str]) -> None:
@@ -119,3 +123,32 @@ async def test_the_token_budget_stops_a_spendthrift(llm_agent: Any, token_featur
     # Testing stops at 80% of the budget; calls in flight and the conclusion may add one step.
     assert spent <= 20_000 + 4 * 2600 and ex.description
     assert ex.rounds < 30
+
+
+async def test_a_cached_run_replays_exactly_without_the_llm(llm_agent: Any, token_features: dict[int, str],
+                                                            tmp_path: Any) -> None:
+    feature = next(iter(token_features))
+    client, fake = await llm_agent(scientist, cache_dir=tmp_path / "llm-cache")
+    first = (await explain(client, feature, budget=pb.Budget(max_rounds=2)))[-1].explanation
+
+    def unreachable(body: dict[str, Any]) -> Reply:
+        raise AssertionError("a replay must not call the LLM")
+
+    replay_client, replay_fake = await llm_agent(unreachable, cache_dir=tmp_path / "llm-cache")
+    replay = (await explain(replay_client, feature, budget=pb.Budget(max_rounds=2)))[-1].explanation
+    assert not replay.HasField("error") and not replay_fake.requests
+    for field in ("description", "labels", "hypotheses", "evidence"):
+        assert getattr(replay, field) == getattr(first, field)
+    assert [(p.text, p.max_activation) for p in replay.probes] == [(p.text, p.max_activation) for p in first.probes]
+    assert replay.usage.prompt_tokens == first.usage.prompt_tokens  # budgets replay identically too
+
+
+async def test_the_wall_clock_budget_ends_a_slow_run(llm_agent: Any, token_features: dict[int, str]) -> None:
+    client, _ = await llm_agent(lambda body: Reply(content=scientist(body, settle_after=99), delay_s=0.4))
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=30, max_seconds=4)))[
+        -1].explanation
+    assert ex.elapsed_seconds < 4 + 1
+    if ex.HasField("error"):  # the conclusion itself did not fit
+        assert ex.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and ex.stop_reason == "max_seconds"
+    else:
+        assert ex.stop_reason == "max_seconds" and ex.description

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from google.longrunning import operations_pb2
+from google.protobuf import duration_pb2
 
 from sagex.agent.config import AgentConfig
 from sagex.agent.server import running_agent_server
@@ -28,10 +30,15 @@ async def test_a_weak_real_model_finishes_within_budget(
     async with running_agent_server(config) as (running, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
             client = AgentClient(channel)
-            request = pb.ExplainFeatureRequest(sae_id=SAE, feature_id=next(iter(token_features)), skip_triage=True,
-                                               policy=pb.PolicySpec(policy="openai"), budget=budget)
-            events = [e async for e in client.agent.ExplainFeature(request, timeout=300)]
-    ex = events[-1].explanation
+            op = await client.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
+                sae_id=SAE, feature_ids=[next(iter(token_features))], skip_triage=True,
+                policy=pb.PolicySpec(policy="openai"), budget=budget))
+            done = await client.ops.WaitOperation(operations_pb2.WaitOperationRequest(
+                name=op.name, timeout=duration_pb2.Duration(seconds=290)), timeout=300)
+            assert done.done and not done.HasField("error"), done  # the job finishes, whatever the model says
+            response = pb.BatchExplainFeaturesResponse()
+            done.response.Unpack(response)
+            ex = (await client.agent.GetExplanation(pb.GetExplanationRequest(name=response.explanations[0]))).explanation
     assert ex.usage.llm_calls >= 1 and ex.usage.prompt_tokens > 0
     assert ex.elapsed_seconds < 240 and ex.rounds <= 1
     # Testing stops at 80% of the tokens; calls in flight and the conclusion may add one step each.

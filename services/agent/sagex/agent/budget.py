@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -29,9 +30,9 @@ class Budget:
             out.append(("max_probes_per_hypothesis", f"{self.max_probes_per_hypothesis} is outside 1..64"))
         if self.max_llm_tokens < 1_000:
             out.append(("max_llm_tokens", f"{self.max_llm_tokens} is below 1000, too few for one step"))
-        if self.max_cost_usd < 0:
-            out.append(("max_cost_usd", "must be >= 0"))
-        if not 1 <= self.max_seconds <= 24 * 3600:
+        if not math.isfinite(self.max_cost_usd) or self.max_cost_usd < 0:
+            out.append(("max_cost_usd", "must be finite and >= 0"))
+        if not 1 <= self.max_seconds <= 24 * 3600:  # also false for NaN
             out.append(("max_seconds", f"{self.max_seconds} is outside 1..86400"))
         if not 0 <= self.max_reviews <= 3:
             out.append(("max_reviews", f"{self.max_reviews} is outside 0..3"))

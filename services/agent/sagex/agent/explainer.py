@@ -83,13 +83,17 @@ class Explainer:
         started = time.monotonic()
         policy = self.make_policy(spec)
         outcome = Outcome(spec, policy.name, None)
+        deadline = asyncio.timeout(spec.budget.max_seconds)
         try:
-            async with asyncio.timeout(spec.budget.max_seconds):
-                await self._run(spec, policy, outcome, emit)
+            async with deadline:
+                await self._run(spec, policy, outcome, emit, started)
         except TimeoutError:
-            self._fail(outcome, grpc.StatusCode.DEADLINE_EXCEEDED,
-                       f"the wall-clock budget of {spec.budget.max_seconds:g}s ran out before a conclusion",
-                       "max_seconds")
+            if deadline.expired():
+                self._fail(outcome, grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"the wall-clock budget of {spec.budget.max_seconds:g}s ran out before a conclusion",
+                           "max_seconds")
+            else:  # a socket or client timeout inside, not our budget
+                self._fail(outcome, grpc.StatusCode.UNAVAILABLE, "a call timed out", "unavailable")
         except StepFailed as exc:
             self._fail(outcome, grpc.StatusCode.ABORTED, str(exc), "step_failed")
         except (LLMUnavailable, ActivationUnavailable) as exc:
@@ -113,7 +117,7 @@ class Explainer:
         outcome.error_code, outcome.error, outcome.stop_reason = code, message, stop
         outcome.conclusion = None
 
-    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit) -> None:
+    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit, started: float) -> None:
         await emit(Phase.TRIAGE)
         view = await self.view(spec.sae_id, spec.feature_id)
         state = RunState(view)
@@ -125,7 +129,7 @@ class Explainer:
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
             return
         await emit(Phase.READING_EXEMPLARS)
-        meter = Meter(spec.budget)
+        meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
         result = await run_loop(state, policy, run, meter, spec.num_hypotheses, emit)
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)

@@ -24,7 +24,7 @@ from sagex.agent.config import AgentConfig
 from sagex.agent.explainer import Explainer, Outcome, RunSpec
 from sagex.agent.loop import Emit
 from sagex.agent.store import JobRow, Store
-from sagex.agent.validation import batch_request
+from sagex.agent.validation import stored_batch_spec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -98,6 +98,7 @@ class JobManager:
         return await self.operation(job_id)
 
     async def operation(self, job_id: str) -> operations_pb2.Operation:
+        """Raises KeyError for an unknown (or just deleted) job."""
         row = await asyncio.to_thread(self.store.job, job_id)
         if row is None:
             raise KeyError(job_id)
@@ -107,11 +108,12 @@ class JobManager:
         row = await asyncio.to_thread(self.store.job, job_id)
         if row is None:
             return False
+        # Recorded first: if this call is interrupted, a restart must not resume the job.
+        await asyncio.to_thread(self.store.finish_job, job_id, "CANCELLED")
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(self.store.finish_job, job_id, "CANCELLED")
         await self._notify(job_id)
         return True
 
@@ -137,14 +139,21 @@ class JobManager:
                 cond.notify_all()
 
     def _spawn(self, job_id: str, request: pb.BatchExplainFeaturesRequest, spec: RunSpec | None = None) -> None:
+        if job_id in self._tasks:  # one runner per job, however it was started
+            return
         task = asyncio.create_task(self._run(job_id, request, spec), name=f"job-{job_id}")
         self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(job_id) is done:
+                del self._tasks[job_id]
+
+        task.add_done_callback(forget)
 
     async def _run(self, job_id: str, request: pb.BatchExplainFeaturesRequest, spec: RunSpec | None) -> None:
         try:
-            if spec is None:  # resumed: check the request against the current servers again
-                spec = await batch_request(self.config, self.explainer.activation, request)
+            if spec is None:  # resumed: validated when it was submitted
+                spec = stored_batch_spec(self.config, request)
             limit = asyncio.Semaphore(request.concurrency or self.config.default_concurrency)
             pending = await asyncio.to_thread(self.store.pending_features, job_id)
 
@@ -153,30 +162,46 @@ class JobManager:
                     await self.run_feature(replace(spec, feature_id=feature_id), job_id=job_id, position=position)
                 await self._notify(job_id)
 
-            await asyncio.gather(*(one(p, f) for p, f in pending))
+            # A TaskGroup: if the store fails under one feature, the others stop spending.
+            async with asyncio.TaskGroup() as group:
+                for position, feature in pending:
+                    group.create_task(one(position, feature))
             await asyncio.to_thread(self.store.finish_job, job_id, "SUCCEEDED")
             log.info("job_done", job=job_id)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug or a store failure: the job fails visibly, its state kept
+        except Exception as exc:  # the store failed: the job fails visibly, finished features kept
+            if isinstance(exc, ExceptionGroup):
+                exc = exc.exceptions[0]
             log.exception("job_failed", job=job_id)
             await asyncio.to_thread(self.store.finish_job, job_id, "FAILED", f"{type(exc).__name__}: {exc}")
         await self._notify(job_id)
 
     async def run_feature(self, spec: RunSpec, emit: Emit | None = None, job_id: str | None = None,
                           position: int | None = None) -> pb.Explanation:
-        """Explain one feature and commit the result. Features that failed only
-        because a service was unavailable are retried a few times first."""
+        """Explain one feature and commit the result. A feature that failed only
+        because a service was unavailable, before spending anything, is retried
+        a few times first."""
         async with self.slots:
             outcome: Outcome | None = None
             for delay in (*RETRY_DELAYS_S, None):
                 outcome = await (self.explainer.explain(spec, emit) if emit else self.explainer.explain(spec))
-                if outcome.error_code is not grpc.StatusCode.UNAVAILABLE or delay is None or emit is not None:
+                retry = (outcome.error_code is grpc.StatusCode.UNAVAILABLE and outcome.usage.total_tokens == 0
+                         and delay is not None and emit is None)
+                if not retry:
                     break
                 log.warning("feature_retry", feature=spec.feature_id, job=job_id, error=outcome.error, delay=delay)
                 await asyncio.sleep(delay)
         assert outcome is not None
-        explanation = convert.explanation(outcome, explanation_name(spec.sae_id, spec.feature_id), _timestamp())
+        name = explanation_name(spec.sae_id, spec.feature_id)
+        try:
+            explanation = convert.explanation(outcome, name, _timestamp())
+        except Exception as exc:  # a bug in what a run produced: record the failure, not the run
+            log.exception("explanation_unstorable", feature=spec.feature_id, job=job_id)
+            failed = Outcome(spec, outcome.policy, None, usage=outcome.usage, elapsed=outcome.elapsed,
+                             error_code=grpc.StatusCode.INTERNAL, stop_reason="internal_error",
+                             error=f"internal error ({type(exc).__name__}: {exc}); please report it")
+            explanation = convert.explanation(failed, name, _timestamp())
         recorded = await asyncio.to_thread(self.store.record, explanation, job_id, position)
         if not recorded:
             log.warning("duplicate_result_dropped", job=job_id, feature=spec.feature_id)

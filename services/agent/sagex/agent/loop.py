@@ -53,8 +53,8 @@ async def _apply(state: RunState, verdicts: Sequence[Verdict], emit: Emit) -> No
 
 def _check_hypotheses(hyps: list[Hypothesis], count: int) -> None:
     controls = sum(h.is_control for h in hyps)
-    if len(hyps) < 3 or controls != 1:
-        raise StepFailed("hypothesize", f"need at least 3 hypotheses with exactly one control; got {len(hyps)} "
+    if len(hyps) != count or controls != 1:
+        raise StepFailed("hypothesize", f"need {count} hypotheses with exactly one control; got {len(hyps)} "
                          f"with {controls} controls")
     if len({h.id for h in hyps}) != len(hyps):
         raise StepFailed("hypothesize", "hypothesis ids are not unique")

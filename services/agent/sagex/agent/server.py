@@ -69,9 +69,9 @@ async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[Runni
     """Start a server on ``config.server`` (port 0 picks one), ready and with
     unfinished jobs resumed when yielded."""
     rt = build_runtime(config)
+    await rt.jobs.resume()  # before serving, so a job submitted now cannot be started twice
     running = await start_server(services(rt), config.server)
     try:
-        await rt.jobs.resume()
         await running.set_ready()
         yield running, rt
     finally:
@@ -82,11 +82,8 @@ async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[Runni
 async def serve(config: AgentConfig) -> None:
     """Run the agent server until SIGTERM/SIGINT; a restart resumes its jobs."""
     rt = build_runtime(config)
-
-    async def ready() -> None:
-        await rt.jobs.resume()
-
-    await serve_until_signal(services(rt), config.server, ready=ready, on_stop=rt.close)
+    await rt.jobs.resume()  # before serving, so a job submitted now cannot be started twice
+    await serve_until_signal(services(rt), config.server, on_stop=rt.close)
 
 
 __all__ = ["SERVICE_NAME", "AgentRuntime", "build_runtime", "running_agent_server", "serve"]

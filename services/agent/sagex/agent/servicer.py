@@ -125,7 +125,12 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             raise InvalidArgument.one("filter", "filters are not supported; leave it empty")
         size = validation.page(request.page_size)
         ids, token = await asyncio.to_thread(self.store.list_jobs, size, _after(request.page_token))
-        ops = [await self.jobs.operation(i) for i in ids]
+        ops = []
+        for job_id in ids:
+            try:
+                ops.append(await self.jobs.operation(job_id))
+            except KeyError:  # deleted since it was listed
+                continue
         return operations_pb2.ListOperationsResponse(operations=ops, next_page_token=token)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: aio.ServicerContext
@@ -146,13 +151,18 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
                             ) -> operations_pb2.Operation:
         await self._get(request.name)
-        timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else MAX_WAIT_S
+        timeout = MAX_WAIT_S
+        if request.HasField("timeout"):
+            timeout = request.timeout.seconds + request.timeout.nanos / 1e9
+        if timeout < 0:
+            raise InvalidArgument.one("timeout", "must be >= 0")
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(remaining - 0.5, 0.0))  # answer before the caller's deadline
-        if timeout < 0:
-            raise InvalidArgument.one("timeout", "must be >= 0")
-        return await self.jobs.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+        try:
+            return await self.jobs.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+        except KeyError:
+            raise NotFound("operation", request.name, "it was deleted") from None
 
 
 __all__ = ["AgentServicer", "OperationsServicer"]

@@ -15,14 +15,16 @@ from sagex.agent.state import Expect, FeatureView, Label, Probe, ProbeDraft
 @dataclass(frozen=True)
 class TriageConfig:
     enabled: bool = True
-    dense_window_frequency: float = 0.5  # fires somewhere in more than half of all windows
+    # Fires on more than this share of all tokens. Token share, not window share: a
+    # feature for "." or " the" is in most windows and still one specific thing.
+    dense_firing_frequency: float = 0.3
     single_token_share: float = 0.9  # of top exemplars peaking on one token
     positional_share: float = 0.9  # of top exemplars peaking at one position, on varied tokens
     min_exemplars: int = 5
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("dense_window_frequency", "single_token_share", "positional_share"):
+        for name in ("dense_firing_frequency", "single_token_share", "positional_share"):
             if not 0 < getattr(self, name) <= 1:
                 out.append(f"triage.{name}: must be in (0, 1]")
         if self.min_exemplars < 2:
@@ -53,7 +55,7 @@ def triage(view: FeatureView, config: TriageConfig) -> TriageResult | None:
             "dead", f"Dead feature: it never fired on {ex.total_windows} windows of the exemplar corpus.",
             [Label("dead", "never activates on the exemplar corpus")], [],
         )
-    if stats.window_frequency > config.dense_window_frequency:
+    if stats.firing_frequency > config.dense_firing_frequency:
         return TriageResult(
             "dense",
             f"Near-always-on feature: active in {stats.window_frequency:.0%} of corpus windows and "

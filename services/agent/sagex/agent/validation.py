@@ -3,15 +3,19 @@ with one field violation per problem, each saying what to fix."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+
+import grpc
 
 from sagex.agent.budget import Budget
 from sagex.agent.config import POLICIES, AgentConfig
 from sagex.agent.explainer import RunSpec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
-from sagex.remote.activation import ActivationClient
-from sagex.server.errors import FieldViolation, InvalidArgument, NotFound
+from sagex.remote.activation import ActivationClient, ActivationUnavailable
+from sagex.server.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 
 MAX_REQUEST_ID = 128
 
@@ -21,18 +25,18 @@ def _budget(config: AgentConfig, msg: pb.Budget, problems: list[FieldViolation])
         max_rounds=msg.max_rounds, max_probes_per_hypothesis=msg.max_probes_per_hypothesis,
         max_llm_tokens=msg.max_llm_tokens, max_cost_usd=msg.max_cost_usd, max_seconds=msg.max_seconds,
     )
-    if msg.max_cost_usd < 0 or msg.max_seconds < 0:
-        problems.append(FieldViolation("budget", "max_cost_usd and max_seconds must be >= 0 (0 = server default)"))
+    if not (math.isfinite(msg.max_cost_usd) and math.isfinite(msg.max_seconds)) \
+            or msg.max_cost_usd < 0 or msg.max_seconds < 0:
+        problems.append(FieldViolation("budget", "max_cost_usd and max_seconds must be finite and >= 0 "
+                                                 "(0 = server default)"))
+        return config.budget
     problems += [FieldViolation(f"budget.{f}", why) for f, why in budget.problems()]
     return budget
 
 
-async def run_spec(
-    config: AgentConfig, activation: ActivationClient, sae_id: str, feature_ids: Sequence[int],
-    policy: pb.PolicySpec, budget: pb.Budget, skip_triage: bool, field: str = "feature_id",
-) -> RunSpec:
-    """The validated run settings shared by every feature of a request (feature_id 0)."""
-    problems: list[FieldViolation] = []
+def _spec(config: AgentConfig, sae_id: str, policy: pb.PolicySpec, budget: pb.Budget, skip_triage: bool,
+          problems: list[FieldViolation]) -> RunSpec:
+    """The run settings a request asks for, from the request alone."""
     name = policy.policy or config.default_policy
     if name not in POLICIES:
         problems.append(FieldViolation("policy.policy", f"{name!r} is not one of {', '.join(POLICIES)}"))
@@ -46,17 +50,45 @@ async def run_spec(
     run_budget = _budget(config, budget, problems)
     if not sae_id:
         problems.append(FieldViolation("sae_id", "required"))
+    return RunSpec(sae_id, 0, name, policy.model or (config.llm.model if name == "openai" else ""), run_budget,
+                   count, skip_triage)
+
+
+async def run_spec(
+    config: AgentConfig, activation: ActivationClient, sae_id: str, feature_ids: Sequence[int],
+    policy: pb.PolicySpec, budget: pb.Budget, skip_triage: bool, field: str = "feature_id",
+) -> RunSpec:
+    """The validated run settings shared by every feature of a request (feature_id 0),
+    checked against what the activation service serves."""
+    problems: list[FieldViolation] = []
+    spec = _spec(config, sae_id, policy, budget, skip_triage, problems)
     if problems:
         raise InvalidArgument(problems)
-    sae = await activation.sae(sae_id)
+    try:
+        sae = await activation.sae(sae_id)
+        known = await activation.sae_ids() if sae is None else []
+    except ActivationUnavailable as exc:
+        raise Unavailable(f"cannot check the request against the activation service: {exc}") from None
+    except grpc.aio.AioRpcError as exc:
+        raise Unavailable(f"cannot check the request against the activation service: {exc.code().name}: "
+                          f"{exc.details()}") from None
     if sae is None:
-        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(await activation.sae_ids())}")
+        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(known)}")
     bad = [f for f in feature_ids if f >= sae.d_sae]
     if bad:
         raise InvalidArgument.one(field, f"feature ids {bad[:5]} are out of range; {sae_id} has features "
                                          f"0..{sae.d_sae - 1}")
-    return RunSpec(sae_id, 0, name, policy.model or (config.llm.model if name == "openai" else ""), run_budget,
-                   count, skip_triage)
+    return spec
+
+
+def stored_batch_spec(config: AgentConfig, request: pb.BatchExplainFeaturesRequest) -> RunSpec:
+    """The settings of a job validated when it was submitted (resuming needs no
+    activation server: it may still be starting)."""
+    problems: list[FieldViolation] = []
+    spec = _spec(config, request.sae_id, request.policy, request.budget, request.skip_triage, problems)
+    if problems:  # the server's config changed under a stored job
+        raise ValueError("; ".join(f"{v.field}: {v.description}" for v in problems))
+    return spec
 
 
 async def explain_request(config: AgentConfig, activation: ActivationClient,
@@ -76,7 +108,7 @@ async def batch_request(config: AgentConfig, activation: ActivationClient,
         problems.append(FieldViolation("feature_ids", f"{len(ids)} features; at most {config.max_features_per_job} "
                                                       "per job, split it"))
     elif len(set(ids)) != len(ids):
-        dupes = sorted({f for f in ids if ids.count(f) > 1})[:5]
+        dupes = sorted(f for f, n in Counter(ids).items() if n > 1)[:5]
         problems.append(FieldViolation("feature_ids", f"duplicates {dupes}; list each feature once"))
     if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
         problems.append(FieldViolation("request_id", f"use at most {MAX_REQUEST_ID} printable characters"))

@@ -69,7 +69,17 @@ def _text(value: Any, field: str, limit: int = 2000) -> str:
         raise ValueError(f'"{field}" must be a non-empty string')
     if len(value) > limit:
         raise ValueError(f'"{field}" is {len(value)} characters; keep it under {limit}')
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
+        raise ValueError(f'"{field}" is not valid Unicode text') from None
     return value.strip()
+
+
+def _int(value: Any, field: str) -> int:
+    if type(value) is not int:  # bool and 1.0 are not ids
+        raise ValueError(f'"{field}" must be an integer, got {value!r}')
+    return value
 
 
 def _draft(item: Any, hid: int, where: str) -> ProbeDraft:
@@ -178,17 +188,19 @@ class LLMPolicy:
     async def hypothesize(self, state: RunState, count: int) -> list[Hypothesis]:
         def parse(obj: Any) -> list[Hypothesis]:
             items = _obj(obj, "the answer").get("hypotheses")
-            if not isinstance(items, list) or not 3 <= len(items) <= 8:
-                raise ValueError(f'"hypotheses" must be a list of {count} items (3 to 8)')
-            hyps = []
-            for i, item in enumerate(items, 1):
-                item = _obj(item, f"hypotheses[{i - 1}]")
-                hyps.append(Hypothesis(i, _text(item.get("text"), f"hypotheses[{i - 1}].text", 500),
-                                       item.get("is_control") is True))
-            controls = sum(h.is_control for h in hyps)
-            if controls != 1:
-                raise ValueError(f'mark exactly one hypothesis as the control ("is_control": true); {controls} are')
-            return hyps
+            if not isinstance(items, list) or len(items) < count:
+                raise ValueError(f'"hypotheses" must be a list of exactly {count} items')
+            drafts = []
+            for i, item in enumerate(items):
+                item = _obj(item, f"hypotheses[{i}]")
+                drafts.append((_text(item.get("text"), f"hypotheses[{i}].text", 500), item.get("is_control") is True))
+            controls = [d for d in drafts if d[1]]
+            if len(controls) != 1:
+                raise ValueError(f'mark exactly one hypothesis as the control ("is_control": true); '
+                                 f"{len(controls)} are")
+            # Extra hypotheses beyond the requested count are dropped, never the control.
+            kept = [d for d in drafts if not d[1]][: count - 1] + controls
+            return [Hypothesis(i, text, control) for i, (text, control) in enumerate(kept, 1)]
 
         return await self._ask("hypothesize", prompts.hypothesize(state, count), "hypotheses", parse)
 
@@ -240,7 +252,7 @@ class LLMPolicy:
                 raise ValueError('"probes" must be a list (empty when no more testing is needed)')
             drafts = []
             for i, item in enumerate(items):
-                hid = _obj(item, f"probes[{i}]").get("hypothesis_id")
+                hid = _int(_obj(item, f"probes[{i}]").get("hypothesis_id"), f"probes[{i}].hypothesis_id")
                 if hid not in known:
                     raise ValueError(f"probes[{i}].hypothesis_id {hid!r} is not one of {sorted(known)}")
                 drafts.append(_draft(item, hid, f"probes[{i}]"))
@@ -263,7 +275,7 @@ class LLMPolicy:
             evidence = []
             for i, item in enumerate(obj.get("evidence") or []):
                 item = _obj(item, f"evidence[{i}]")
-                p = probes.get(item.get("probe_id"))
+                p = probes.get(_int(item.get("probe_id"), f"evidence[{i}].probe_id"))
                 if p is None:
                     raise ValueError(f"evidence[{i}].probe_id {item.get('probe_id')!r} is not a probe number "
                                      f"(1..{len(probes)})")
