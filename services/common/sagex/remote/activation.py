@@ -95,6 +95,12 @@ class ActivationClient:
         self._next = itertools.count()
         self._sae_cache: dict[str, SaeDescription] = {}
 
+    @staticmethod
+    def _metadata() -> tuple[tuple[str, str], ...]:
+        """The caller's request id travels on, so one id follows a request through every service's logs."""
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        return (("x-request-id", request_id),) if request_id else ()
+
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
@@ -121,7 +127,8 @@ class ActivationClient:
         """The SAE's shape, or None when the activation service does not serve it."""
         if sae_id not in self._sae_cache:
             info = await self._call("GetModelInfo", lambda s: s.GetModelInfo(pb.GetModelInfoRequest(),
-                                                                            timeout=self.timeout_s))
+                                                                            timeout=self.timeout_s,
+                                                                            metadata=self._metadata()))
             for sae in info.saes:
                 self._sae_cache[sae.id] = SaeDescription(sae.id, sae.d_sae, sae.hook_name)
         return self._sae_cache.get(sae_id)
@@ -133,7 +140,8 @@ class ActivationClient:
     async def statistics(self, sae_id: str, feature_ids: Sequence[int]) -> dict[int, FeatureStats]:
         request = pb.GetFeatureStatisticsRequest(sae_id=sae_id, feature_ids=feature_ids)
         resp = await self._call("GetFeatureStatistics",
-                                lambda s: s.GetFeatureStatistics(request, timeout=self.mining_timeout_s))
+                                lambda s: s.GetFeatureStatistics(request, timeout=self.mining_timeout_s,
+                                                                   metadata=self._metadata()))
         cols = [np.frombuffer(getattr(resp, name), "<f4") for name in
                 ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
         ids = np.frombuffer(resp.feature_ids, "<u4") if resp.feature_ids else np.asarray(feature_ids)
@@ -151,7 +159,7 @@ class ActivationClient:
         )
 
         async def mine(stub: pb_grpc.ActivationServiceStub) -> pb.MineExemplarsResponse:
-            async for resp in stub.MineExemplars(request, timeout=self.mining_timeout_s):
+            async for resp in stub.MineExemplars(request, timeout=self.mining_timeout_s, metadata=self._metadata()):
                 return resp
             raise ActivationUnavailable(f"MineExemplars returned nothing for feature {feature_id}")
 
@@ -179,7 +187,7 @@ class ActivationClient:
         async def stream(stub: pb_grpc.ActivationServiceStub) -> list[Trace]:
             tokens: dict[int, types_pb2.TokenSequence] = {}
             chunks: dict[int, list[np.ndarray]] = {}
-            async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s):
+            async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s, metadata=self._metadata()):
                 if msg.token_start == 0:
                     tokens[msg.text_index] = msg.tokens
                 else:

@@ -1,0 +1,30 @@
+"""The SAGE Python SDK: typed sync and async clients for the SAGE services.
+
+It imports only the generated protobuf package and gRPC, never the services."""
+
+from sagex.sdk._channel import ChannelConfig
+from sagex.sdk.agent import AsyncOperation, JobFailed, Operation, Options
+from sagex.sdk.client import AsyncSage, Sage
+from sagex.sdk.errors import (
+    AbortedError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    SageError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from sagex.sdk.types import AgentEvent, Explanation, Hypothesis, JobProgress, Label, Probe, TokenActivations
+
+__all__ = [
+    "AbortedError", "AgentEvent", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
+    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "Hypothesis", "InternalError",
+    "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
+    "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
+    "UnauthenticatedError", "UnavailableError",
+]

@@ -1,0 +1,100 @@
+"""Protobuf messages to SDK types (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+from google.longrunning import operations_pb2
+
+from sagex.api.activation.v1 import activation_service_pb2 as apb
+from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.api.common.v1 import types_pb2
+from sagex.sdk import types as t
+
+
+def _floats(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, "<f4").copy()
+
+
+def model_info(msg: apb.GetModelInfoResponse) -> t.ModelInfo:
+    saes = tuple(t.SaeInfo(s.id, s.hook_name, s.d_sae, apb.SaeArchitecture.Name(s.architecture)
+                           .removeprefix("SAE_ARCHITECTURE_").lower(), s.k) for s in msg.saes)
+    m = msg.model
+    return t.ModelInfo(m.name, m.num_layers, m.loaded_layers, m.d_model, m.device, saes)
+
+
+def dense(activations: types_pb2.SparseActivations, features: list[int]) -> dict[int, np.ndarray]:
+    offsets = np.frombuffer(activations.row_offsets, "<u4")
+    ids = np.frombuffer(activations.feature_ids, "<u4")
+    vals = np.frombuffer(activations.values, "<f4")
+    rows = np.repeat(np.arange(activations.num_tokens), np.diff(offsets))
+    out = {}
+    for f in features:
+        column = np.zeros(activations.num_tokens, np.float32)
+        hit = ids == f
+        column[rows[hit]] = vals[hit]
+        out[f] = column
+    return out
+
+
+def exemplar(e: types_pb2.Exemplar) -> t.Exemplar:
+    return t.Exemplar(e.window_id, e.text, tuple(e.tokens.texts), _floats(e.trace.values), e.max_activation,
+                      e.max_token_index)
+
+
+def exemplars(msg: apb.MineExemplarsResponse) -> t.FeatureExemplars:
+    return t.FeatureExemplars(
+        msg.feature_id, tuple(exemplar(e) for e in msg.top),
+        tuple((b.lower, b.upper, tuple(exemplar(e) for e in b.exemplars)) for b in msg.bands),
+        tuple(exemplar(e) for e in msg.random_non_activating),
+    )
+
+
+def _status(value: int) -> str:
+    return pb.HypothesisStatus.Name(value).removeprefix("HYPOTHESIS_STATUS_")
+
+
+def hypothesis(h: pb.Hypothesis) -> t.Hypothesis:
+    return t.Hypothesis(h.id, h.text, h.is_control, _status(h.status), tuple(h.history),
+                        tuple(t.HypothesisUpdate(u.round, _status(u.status), u.reason, u.text) for u in h.updates))
+
+
+def probe(p: pb.Probe) -> t.Probe:
+    expected = pb.ExpectedOutcome.Name(p.expected).removeprefix("EXPECTED_OUTCOME_").lower()
+    return t.Probe(p.id, p.hypothesis_id, p.round, p.text, expected, tuple(p.tokens.texts), _floats(p.trace.values),
+                   p.max_activation, p.fire_threshold, p.as_expected, p.rationale)
+
+
+def usage(u: pb.Usage) -> t.Usage:
+    return t.Usage(u.prompt_tokens, u.completion_tokens, u.cost_usd, u.llm_calls)
+
+
+def explanation(e: pb.Explanation) -> t.Explanation:
+    import grpc
+
+    code = ""
+    if e.HasField("error"):
+        code = next((c.name for c in grpc.StatusCode if c.value[0] == e.error.code), str(e.error.code))
+    return t.Explanation(
+        e.name, e.sae_id, e.feature_id, e.description, tuple(t.Label(lb.name, lb.description) for lb in e.labels),
+        tuple(t.Evidence(v.source, v.activation, v.hypothesis_id, v.supports) for v in e.evidence),
+        tuple(hypothesis(h) for h in e.hypotheses), tuple(probe(p) for p in e.probes), e.policy, e.triage_class,
+        e.stop_reason, e.rounds, e.max_activation, usage(e.usage), e.error.message, code, raw=e,
+    )
+
+
+def event(msg: pb.ExplainFeatureResponse) -> t.AgentEvent:
+    kind = msg.WhichOneof("event")
+    if kind == "state":
+        return t.AgentEvent(state=pb.AgentState.Name(msg.state).removeprefix("AGENT_STATE_"))
+    if kind == "hypothesis":
+        return t.AgentEvent(hypothesis=hypothesis(msg.hypothesis))
+    if kind == "probe":
+        return t.AgentEvent(probe=probe(msg.probe))
+    return t.AgentEvent(explanation=explanation(msg.explanation))
+
+
+def progress(op: operations_pb2.Operation) -> t.JobProgress:
+    meta = pb.BatchExplainFeaturesMetadata()
+    op.metadata.Unpack(meta)
+    return t.JobProgress(op.name, meta.total, meta.done, meta.failed, usage(meta.usage), op.done,
+                         op.error.message if op.HasField("error") else "")
