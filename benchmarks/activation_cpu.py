@@ -23,6 +23,7 @@ from pathlib import Path
 
 import grpc
 import torch
+from _machine import cpu_model
 
 from sagex.activation.assets.corpus import load_documents
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID, cache_dir
@@ -151,22 +152,12 @@ async def main(n_texts: int, repeats: int) -> dict[str, object]:
         / rows["gRPC, 1 stream, 1 text per request, 1 at a time"],
     }
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "workload": f"{len(ids)} held-out texts, {total} tokens, top-{K}, SAE {EMBEDDED_SAE_ID}, median of {repeats}",
         "tokens_per_second": rows,
         "ratios": ratios,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def render(result: dict[str, object]) -> str:

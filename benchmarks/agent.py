@@ -34,6 +34,8 @@ from google.protobuf import duration_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the scripted LLM lives with the test fakes
 
+from _machine import describe  # noqa: E402
+
 from sagex.activation.assets.model import ensure_embedded_model  # noqa: E402
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID  # noqa: E402
 from sagex.activation.config import ActivationConfig  # noqa: E402
@@ -161,7 +163,7 @@ async def main(n_features: int, concurrency: int, rounds: int, llm_features_n: i
         conc_s, _ = await llm_run(act.port, llm_features, rounds, LLM_LATENCY_S, concurrent=True)
         ours, whole, calls = count_prompt_tokens(policies)
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}",
+        "machine": describe(),
         "date": time.strftime("%Y-%m-%d"),
         "workload": (f"{n_features} live features of {EMBEDDED_SAE_ID}, triage skipped; heuristic policy over "
                      f"gRPC; openai policy in-process on {len(llm_features)} of them, {rounds} rounds of testing, "
@@ -176,16 +178,6 @@ async def main(n_features: int, concurrency: int, rounds: int, llm_features_n: i
                    f"features/min, openai policy, {len(llm_features)} concurrent / sequential": seq_s / conc_s,
                    "prompt tokens, ours / whole-history": ours / whole},
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def render(result: dict[str, object]) -> str:

@@ -50,31 +50,5 @@ async def agent(agent_config: AgentConfig) -> AsyncIterator[AgentClient]:
             yield AgentClient(channel)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def token_features(server: Any) -> dict[int, str]:
-    """Four features whose top exemplars nearly all peak on one word (measured from
-    the corpus, not assumed), with that word."""
-    from collections import Counter
-
-    import numpy as np
-
-    from sagex.api.activation.v1 import activation_service_pb2 as apb
-    from sagex.api.activation.v1 import activation_service_pb2_grpc as apb_grpc
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
-        stub = apb_grpc.ActivationServiceStub(channel)
-        stats = await stub.GetFeatureStatistics(apb.GetFeatureStatisticsRequest(sae_id=SAE))
-        wfreq = np.frombuffer(stats.window_frequency, "<f4")
-        candidates = [int(f) for f in np.flatnonzero((wfreq > 0.01) & (wfreq < 0.3))][:120]
-        found: dict[int, str] = {}
-        async for resp in stub.MineExemplars(apb.MineExemplarsRequest(sae_id=SAE, feature_ids=candidates, top_k=10)):
-            peaks = Counter(e.tokens.texts[e.max_token_index].strip().lower() for e in resp.top)
-            token, count = peaks.most_common(1)[0] if peaks else ("", 0)
-            if len(resp.top) >= 8 and count >= 0.8 * len(resp.top) and len(token) >= 2 and token.isalpha():
-                found[resp.feature_id] = token
-    assert len(found) >= 4, f"only {len(found)} clearly token-level features in the test corpus"
-    return dict(list(found.items())[:4])
-
-
 def with_llm(config: AgentConfig, **llm: Any) -> AgentConfig:
     return replace(config, llm=replace(config.llm, **llm))

@@ -1,3 +1,3 @@
 """SDK tests reuse the agent fixtures: a real agent over the session's activation server."""
 
-from tests.agent.conftest import agent_config, token_features  # noqa: F401 - fixtures
+from tests.agent.conftest import agent_config  # noqa: F401 - fixture

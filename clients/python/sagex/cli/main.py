@@ -2,6 +2,7 @@
 
     sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
+    sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
     sage serve all
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
@@ -16,11 +17,9 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 SERVICES = ("activation", "agent", "scoring", "all")
-NOT_BUILT = {
-    "scoring": "the scoring service is not built yet (issue #5)",
-}
 
 
 def _parse_sae(values: list[str]) -> dict[str, Path]:
@@ -33,31 +32,36 @@ def _parse_sae(values: list[str]) -> dict[str, Path]:
     return saes
 
 
-def _activation_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _build(service: str, cls: Any, args: argparse.Namespace, overrides: dict[str, object]) -> Any:
+    """``cls`` from --config (or defaults) with the flags applied; mistakes exit with the reason."""
     from dataclasses import replace
 
+    try:
+        config = cls.from_toml(Path(args.config), **overrides) if args.config else cls(**overrides)
+        llm = {k: v for k, v in (("base_url", getattr(args, "llm_base_url", None)),
+                                 ("model", getattr(args, "llm_model", None))) if v}
+        if llm:
+            config = replace(config, llm=replace(config.llm, **llm))
+    except (ValueError, OSError, TypeError) as exc:
+        raise SystemExit(f"sage serve {service}: {exc}") from None
+    server = {"host": args.host, **({"port": args.port} if args.port is not None else {})}
+    return replace(config, server=replace(config.server, **server))
+
+
+def _activation_config(args: argparse.Namespace) -> Any:
     from sagex.activation.config import ActivationConfig
 
-    overrides = {}
+    overrides: dict[str, object] = {}
     if args.sae:
         overrides["saes"] = _parse_sae(args.sae)
     if args.model:
         overrides["model"] = Path(args.model)
     if args.device:
         overrides["device"] = args.device
-    try:
-        config = ActivationConfig.from_toml(Path(args.config), **overrides) if args.config else ActivationConfig(**overrides)
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f"sage serve activation: {exc}") from None
-    server = {"host": args.host}
-    if args.port is not None:
-        server["port"] = args.port
-    return replace(config, server=replace(config.server, **server))
+    return _build("activation", ActivationConfig, args, overrides)
 
 
-def _agent_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
+def _agent_config(args: argparse.Namespace) -> Any:
     from sagex.agent.config import AgentConfig
 
     overrides: dict[str, object] = {}
@@ -65,33 +69,55 @@ def _agent_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         overrides["activation"] = tuple(args.activation)
     if args.database:
         overrides["database"] = Path(args.database)
-    try:
-        config = AgentConfig.from_toml(Path(args.config), **overrides) if args.config else AgentConfig(**overrides)
-        llm = {k: v for k, v in (("base_url", args.llm_base_url), ("model", args.llm_model)) if v}
-        if llm:
-            config = replace(config, llm=replace(config.llm, **llm))
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f"sage serve agent: {exc}") from None
-    server = {"host": args.host}
-    if args.port is not None:
-        server["port"] = args.port
-    return replace(config, server=replace(config.server, **server))
+    return _build("agent", AgentConfig, args, overrides)
+
+
+def _scoring_config(args: argparse.Namespace) -> Any:
+    from sagex.scoring.config import ScoringConfig
+
+    overrides: dict[str, object] = {}
+    if args.activation:
+        overrides["activation"] = tuple(args.activation)
+    if args.agent:
+        overrides["agent"] = args.agent
+    return _build("scoring", ScoringConfig, args, overrides)
+
+
+def _serve_all(args: argparse.Namespace) -> int:
+    """The three services on their default ports, one process each, stopped together."""
+    import signal
+    import subprocess
+
+    common = ["--host", args.host, "--log-level", args.log_level] + (["--config", args.config] if args.config else [])
+    procs = [subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", name, *common])
+             for name in ("activation", "agent", "scoring")]
+
+    def stop(*_: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [proc.wait() for proc in procs]
+    return max(codes, key=abs)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sagex.server.logging import configure_logging
 
     configure_logging(args.log_level, json=args.log_json)
-    if args.service in NOT_BUILT:
-        print(f"sage serve {args.service}: {NOT_BUILT[args.service]}", file=sys.stderr)
-        return 2
     if args.service == "all":
-        for name, why in NOT_BUILT.items():
-            print(f"sage serve all: skipping {name}: {why}", file=sys.stderr)
+        return _serve_all(args)
     if args.service == "agent":
         from sagex.agent.server import serve as serve_agent
 
         asyncio.run(serve_agent(_agent_config(args)))
+        return 0
+    if args.service == "scoring":
+        from sagex.scoring.server import serve as serve_scoring
+
+        asyncio.run(serve_scoring(_scoring_config(args)))
         return 0
     from sagex.activation.server import serve
 
@@ -131,16 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a service on this machine")
     serve.add_argument("service", choices=SERVICES)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 50051 activation, 50052 agent)")
-    serve.add_argument("--config", help="TOML file with an [activation] or [agent] table")
+    serve.add_argument("--port", type=int, default=None,
+                       help="port (default 50051 activation, 50052 agent, 50053 scoring)")
+    serve.add_argument("--config", help="TOML file with an [activation], [agent] or [scoring] table")
     serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
     serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
-                       help="agent: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
+                       help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
     serve.add_argument("--database", help="agent: SQLite file for jobs and explanations")
-    serve.add_argument("--llm-base-url", help="agent: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    serve.add_argument("--llm-model", help="agent: model name for the openai policy")
+    serve.add_argument("--agent", help="scoring: the agent service that CompareExplainers asks for SAGE explanations")
+    serve.add_argument("--llm-base-url", help="agent, scoring: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    serve.add_argument("--llm-model", help="agent, scoring: model name (the agent's openai policy; the scorers)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
     serve.set_defaults(func=cmd_serve)

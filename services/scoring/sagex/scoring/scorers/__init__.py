@@ -1,0 +1,25 @@
+"""Scorers, one module each, registered by name (see ``base``)."""
+
+from sagex.scoring.scorers.base import (
+    Meter,
+    Scored,
+    Scorer,
+    ScoringInput,
+    Toolkit,
+    build_scorer,
+    register,
+    run_scorer,
+    scorer_names,
+)
+
+__all__ = [
+    "Meter",
+    "Scored",
+    "Scorer",
+    "ScoringInput",
+    "Toolkit",
+    "build_scorer",
+    "register",
+    "run_scorer",
+    "scorer_names",
+]

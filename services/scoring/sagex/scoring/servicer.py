@@ -1,0 +1,124 @@
+"""gRPC glue for scoring: ScoringService and google.longrunning.Operations.
+Validation, scoring and comparison live in plain modules; this file only
+translates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
+from grpc import aio
+
+from sagex.api.scoring.v1 import scoring_service_pb2 as pb
+from sagex.api.scoring.v1 import scoring_service_pb2_grpc as pb_grpc
+from sagex.scoring import convert, jobs, validation
+from sagex.scoring.engine import ExplanationRef, ScoringEngine
+from sagex.scoring.explainers import Explainer
+from sagex.scoring.operations import PREFIX, Operations, StaleRequest
+from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound
+
+MAX_WAIT_S = 600.0
+
+
+def _job_id(name: str) -> str:
+    if not name.startswith(PREFIX) or len(name) == len(PREFIX):
+        raise InvalidArgument.one("name", f"{name!r} is not an operation name; expected 'operations/<id>'")
+    return name[len(PREFIX):]
+
+
+def _stale(request_id: str) -> InvalidArgument:
+    return InvalidArgument.one("request_id", f"{request_id!r} was already used for a different request; "
+                                             "use a new key")
+
+
+class ScoringServicer(pb_grpc.ScoringServiceServicer):
+    def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer], operations: Operations) -> None:
+        self.engine = engine
+        self.explainers = explainers
+        self.operations = operations
+
+    async def ScoreExplanation(self, request: pb.ScoreExplanationRequest, context: aio.ServicerContext
+                               ) -> pb.ScoreExplanationResponse:
+        scorers = await validation.score_request(self.engine.config, self.engine.activation, request)
+        ex = request.explanation
+        results = await self.engine.score(ExplanationRef(ex.sae_id, ex.feature_id, ex.text), scorers, request.seed)
+        return pb.ScoreExplanationResponse(explanation=ex, results=[convert.scorer_result(r) for r in results])
+
+    async def BatchScoreExplanations(self, request: pb.BatchScoreExplanationsRequest, context: aio.ServicerContext
+                                     ) -> operations_pb2.Operation:
+        scorers = await validation.batch_request(self.engine.config, self.engine.activation, request)
+        try:
+            return self.operations.submit(
+                request, request.request_id, pb.BatchScoreExplanationsMetadata(),
+                lambda meta: jobs.score_batch(self.engine, request, scorers, meta))  # type: ignore[arg-type]
+        except StaleRequest:
+            raise _stale(request.request_id) from None
+
+    async def CompareExplainers(self, request: pb.CompareExplainersRequest, context: aio.ServicerContext
+                                ) -> operations_pb2.Operation:
+        scorers = await validation.compare_request(self.engine.config, self.engine.activation, list(self.explainers),
+                                                   request)
+        try:
+            return self.operations.submit(
+                request, request.request_id, pb.CompareExplainersMetadata(),
+                lambda meta: jobs.compare_explainers(self.engine, self.explainers, request, scorers,
+                                                     meta))  # type: ignore[arg-type]
+        except StaleRequest:
+            raise _stale(request.request_id) from None
+
+
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):
+    """AIP-151 operations over the in-memory scoring jobs."""
+
+    def __init__(self, operations: Operations) -> None:
+        self.operations = operations
+
+    def _get(self, name: str) -> operations_pb2.Operation:
+        try:
+            return self.operations.get(_job_id(name))
+        except KeyError:
+            raise NotFound("operation", name, "operations live in memory and end with the server; "
+                                              "list them with ListOperations") from None
+
+    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: aio.ServicerContext
+                           ) -> operations_pb2.Operation:
+        return self._get(request.name)
+
+    async def ListOperations(self, request: operations_pb2.ListOperationsRequest, context: aio.ServicerContext
+                             ) -> operations_pb2.ListOperationsResponse:
+        if request.filter:
+            raise InvalidArgument.one("filter", "filters are not supported; leave it empty")
+        try:
+            ops, token = self.operations.list(validation.page(request.page_size), request.page_token)
+        except KeyError:
+            raise InvalidArgument.one("page_token", "not a token this server issued (or its operation was "
+                                                    "deleted); start again without one") from None
+        return operations_pb2.ListOperationsResponse(operations=ops, next_page_token=token)
+
+    async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: aio.ServicerContext
+                              ) -> empty_pb2.Empty:
+        self._get(request.name)
+        await self.operations.cancel(_job_id(request.name))
+        return empty_pb2.Empty()
+
+    async def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest, context: aio.ServicerContext
+                              ) -> empty_pb2.Empty:
+        self._get(request.name)
+        if not self.operations.delete(_job_id(request.name)):
+            raise FailedPrecondition(f"{request.name} is still running; cancel it first")
+        return empty_pb2.Empty()
+
+    async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
+                            ) -> operations_pb2.Operation:
+        self._get(request.name)
+        timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else MAX_WAIT_S
+        if timeout < 0:
+            raise InvalidArgument.one("timeout", "must be >= 0")
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining - 0.5, 0.0))  # answer before the caller's deadline
+        return await self.operations.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+
+
+__all__ = ["OperationsServicer", "ScoringServicer"]
