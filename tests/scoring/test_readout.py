@@ -76,3 +76,10 @@ def test_logprobs_that_do_not_spell_the_text_are_ignored() -> None:
     tokens = [plain("["), lp("3", 0.5, ("4", 0.5)), plain("]")]
     entries = read_array("[5]", tokens, SCALE)
     assert entries is not None and entries[0].value == 5 and entries[0].distribution is None
+
+
+def test_non_ascii_digit_alternatives_are_ignored() -> None:
+    # "²".isdigit() is true but int("²") fails: such alternatives must not crash the read-out.
+    entries = read_array("[3]", [plain("["), lp("3", 0.9, ("²", 0.05), ("4", 0.05)), plain("]")], SCALE)
+    assert entries is not None and entries[0].value == 3
+    assert entries[0].distribution is not None and set(entries[0].distribution) == {3, 4}

@@ -137,3 +137,15 @@ def test_metrics_agree_with_scipy_and_sklearn_on_random_data() -> None:
 def test_pearson_treats_rounding_noise_as_constant() -> None:
     noisy = np.array([0.1, 0.1 + 1e-17, 1 * 0.1 / (0.9 + 0.1), 0.30000000000000004 - 0.2])
     assert math.isnan(pearson(noisy, [0.0, 1.0, 2.0, 3.0]))
+
+
+def test_proportion_interval_does_not_collapse_at_the_edges() -> None:
+    from sagex.scoring.stats import proportion_ci
+
+    all_hits = proportion_ci([True] * 20)
+    assert all_hits is not None and all_hits.upper == pytest.approx(1.0) and 0.80 < all_hits.lower < 0.86
+    none = proportion_ci([False] * 20)
+    assert none is not None and none.lower == pytest.approx(0.0) and 0.14 < none.upper < 0.20
+    half = proportion_ci([True, False] * 50)  # Wilson, n = 100, p = 0.5: 0.404..0.596
+    assert half is not None and half.lower == pytest.approx(0.4038, abs=1e-3) and half.upper == pytest.approx(
+        0.5962, abs=1e-3)

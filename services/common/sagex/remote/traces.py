@@ -25,9 +25,9 @@ class Trace:
 
     @property
     def content_positions(self) -> list[int]:
-        return [i for i in range(len(self.tokens)) if i not in self.special and i > 0] or [
-            i for i in range(len(self.tokens)) if i not in self.special
-        ]
+        """Positions that count: never position 0, even in a one-token text, where
+        the attention-sink value would read as a huge activation."""
+        return [i for i in range(len(self.tokens)) if i not in self.special and i > 0]
 
     @property
     def argmax(self) -> int:

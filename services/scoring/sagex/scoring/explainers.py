@@ -47,6 +47,8 @@ class SinglePass:
             return (await self.explainer.explain(ex.top)).text
         except (ValueError, LLMUnavailable, MalformedAnswer, ActivationUnavailable) as e:
             raise ExplainerFailed(f"single_pass: {e}") from e
+        except grpc.aio.AioRpcError as e:  # one feature's mining failed: that feature is skipped, not the job
+            raise ExplainerFailed(f"single_pass: the activation service said {e.code().name}: {e.details()}") from e
 
 
 class SageAgent:

@@ -20,13 +20,20 @@ log = structlog.get_logger(__name__)
 
 
 async def _bounded(limit: int, calls: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """At most ``limit`` at a time; a TaskGroup, so if one fails the rest are
+    cancelled instead of spending on a job that has already failed."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Callable[[], Awaitable[None]]) -> None:
         async with gate:
             await call()
 
-    await asyncio.gather(*(one(c) for c in calls))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                group.create_task(one(call))
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 async def score_batch(engine: ScoringEngine, request: pb.BatchScoreExplanationsRequest, scorers: Sequence[str],

@@ -88,7 +88,8 @@ def _distribution(logprobs: Sequence[TokenLogprob], offsets: list[int], digit_po
     index = max(i for i, start in enumerate(offsets) if start <= digit_pos)
     token = logprobs[index]
     prefix = token.token[: digit_pos - offsets[index]]
-    if not token.token[len(prefix):][:1].isdigit():
+    first = token.token[len(prefix):][:1]
+    if not (first.isascii() and first.isdigit()):
         return None
     lead = "".join(prefix.split())  # " 3" and "3" after a comma are the same answer
     probs: dict[int, float] = {}
@@ -98,7 +99,8 @@ def _distribution(logprobs: Sequence[TokenLogprob], offsets: list[int], digit_po
     for alt, logprob in alternatives:
         compact = "".join(alt.split())
         digits = compact[len(lead):]
-        if compact.startswith(lead) and digits.isdigit() and int(digits) in allowed:
+        # isascii: "²".isdigit() is true but int("²") fails
+        if compact.startswith(lead) and digits.isascii() and digits.isdigit() and int(digits) in allowed:
             probs[int(digits)] = probs.get(int(digits), 0.0) + math.exp(logprob)
     if not probs:
         return None

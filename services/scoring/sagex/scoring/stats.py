@@ -146,15 +146,32 @@ def mean_ci(
     values: Sequence[float] | np.ndarray, *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES,
     level: float = DEFAULT_LEVEL,
 ) -> Interval | None:
-    """Percentile bootstrap interval of a mean, vectorised (no Python loop)."""
+    """Percentile bootstrap interval of a mean, vectorised (no Python loop). None
+    below two values: one value says nothing about its spread."""
     x = np.asarray(values, np.float64)
-    if len(x) == 0:
+    if len(x) < 2:
         return None
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
     alpha = (1 - level) / 2
     lower, upper = np.quantile(means, [alpha, 1 - alpha])
     return Interval(float(lower), float(upper), level)
+
+
+def proportion_ci(successes: Sequence[bool] | np.ndarray, *, level: float = DEFAULT_LEVEL) -> Interval | None:
+    """Wilson score interval of a proportion. Unlike a bootstrap it does not
+    collapse to [1, 1] when every trial succeeded (20 of 20 is not certainty)."""
+    from scipy.stats import norm
+
+    x = np.asarray(successes, bool)
+    n = len(x)
+    if n == 0:
+        return None
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    p = x.mean()
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(float(max(0.0, centre - half)), float(min(1.0, centre + half)), level)
 
 
 # --- paired comparison ---------------------------------------------------------------
@@ -209,6 +226,7 @@ __all__ = [
     "bootstrap_ci",
     "f1",
     "mean_ci",
+    "proportion_ci",
     "paired_difference",
     "pearson",
     "precision",

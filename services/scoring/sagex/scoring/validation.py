@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
+
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
-from sagex.remote.activation import ActivationClient
+from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.scoring.config import EXPLAINERS, SCORERS, ScoringConfig
-from sagex.server.errors import FieldViolation, InvalidArgument, NotFound
+from sagex.server.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 
 MAX_REQUEST_ID = 128
 
@@ -38,9 +40,16 @@ def explanation_fields(config: ScoringConfig, ex: pb.ExplanationToScore, field: 
 async def feature_ids(activation: ActivationClient, sae_id: str, ids: Sequence[int], field: str) -> None:
     """NOT_FOUND for an SAE the activation service does not serve; INVALID_ARGUMENT
     for feature ids out of its range."""
-    sae = await activation.sae(sae_id)
+    try:
+        sae = await activation.sae(sae_id)
+        known = await activation.sae_ids() if sae is None else []
+    except ActivationUnavailable as exc:
+        raise Unavailable(f"cannot check the request against the activation service: {exc}") from None
+    except grpc.aio.AioRpcError as exc:
+        raise Unavailable(f"cannot check the request against the activation service: {exc.code().name}: "
+                          f"{exc.details()}") from None
     if sae is None:
-        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(await activation.sae_ids())}")
+        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(known)}")
     bad = sorted({f for f in ids if f >= sae.d_sae})
     if bad:
         raise InvalidArgument.one(field, f"feature ids {bad[:5]} are out of range; {sae_id} has features "

@@ -169,6 +169,10 @@ async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScoreResult:
         error = ScorerError(grpc.StatusCode.UNAVAILABLE, str(e))
     except grpc.aio.AioRpcError as e:
         error = ScorerError(e.code(), f"the activation service refused: {e.details()}")
+    except Exception as e:  # a bug in this scorer: its result says so, the other scorers still report
+        log.exception("scorer_crashed", scorer=scorer.name, feature=task.data.feature_id)
+        error = ScorerError(grpc.StatusCode.INTERNAL, f"the {scorer.name} scorer failed ({type(e).__name__}: {e}); "
+                                                      "please report it with the server log")
     else:
         return ScoreResult(scorer.name, tuple(scored.metrics), None, meter.usage, dict(scored.details))
     log.info("scorer_failed", scorer=scorer.name, feature=task.data.feature_id, code=error.code.name,

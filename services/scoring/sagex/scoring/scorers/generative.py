@@ -27,7 +27,7 @@ import numpy as np
 from sagex.remote.traces import Trace, normalize_token
 from sagex.scoring.result import Metric
 from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
-from sagex.scoring.stats import auroc, bootstrap_ci, mean_ci
+from sagex.scoring.stats import auroc, bootstrap_ci, mean_ci, proportion_ci
 
 SYSTEM = (
     "You write test texts for an explanation of a feature of a language model: texts that should make the "
@@ -113,9 +113,14 @@ def parse_written(obj: Any, settings: GenerativeSettings) -> Written:
 
 
 def on_target(trace: Trace, target: str) -> bool:
-    """Whether the peak token lies in the named target (or the target in it)."""
-    peak, wanted = normalize_token(trace.peak_token), " ".join(target.lower().split())
-    return bool(peak and wanted) and (peak in wanted or wanted in peak)
+    """Whether the peak falls on the named target: the peak token is part of one of
+    the target's words (a sub-word piece of it counts; a stray letter does not)."""
+    peak = normalize_token(trace.peak_token)
+    words = [w.strip(".,;:!?\"'()") for w in target.lower().split()]
+    if not peak or not any(words):
+        return False
+    piece_ok = len(peak) >= 2 or peak.isdigit()  # "s" is in half the words of English
+    return any(peak == w or (piece_ok and peak in w) or (w and w in peak) for w in words)
 
 
 class GenerativeScorer(Scorer):
@@ -145,9 +150,9 @@ class GenerativeScorer(Scorer):
         both = np.concatenate([m, c])
         groups = np.array([1] * len(m) + [0] * len(c))
         metrics = [
-            Metric("success_rate", float(hit.mean()), mean_ci(hit, seed=seed), len(m)),
+            Metric("success_rate", float(hit.mean()), proportion_ci(hit), len(m)),
             Metric("mean_max_activation", float(m.mean()), mean_ci(m, seed=seed), len(m)),
-            Metric("false_positive_rate", float(fired.mean()), mean_ci(fired, seed=seed), len(c)),
+            Metric("false_positive_rate", float(fired.mean()), proportion_ci(fired), len(c)),
             Metric("auroc", auroc(groups.astype(bool), both),
                    bootstrap_ci(lambda i: auroc(groups[i].astype(bool), both[i]), len(both), seed=seed,
                                 strata=groups), len(both)),
@@ -155,8 +160,7 @@ class GenerativeScorer(Scorer):
         located = np.array([on_target(t, target) for t, (_, target), h in
                             zip(matched, written.matching, hit, strict=True) if h and target], bool)
         if len(located):
-            metrics.append(Metric("location_accuracy", float(located.mean()), mean_ci(located, seed=seed),
-                                  len(located)))
+            metrics.append(Metric("location_accuracy", float(located.mean()), proportion_ci(located), len(located)))
         details = {
             "tau": reference.tau, "global_max": reference.global_max, "reference_windows": reference.n_top,
             "context_tokens": reference.context_tokens, "matching_texts": len(m), "contrasting_texts": len(c),
