@@ -137,6 +137,8 @@ async def test_score_explanation(client: Client, token_features: dict[int, str])
             assert m.n > 0 and m.ci.level == 0.95 and m.ci.lower <= m.value <= m.ci.upper
     assert {m.name: m.value for m in by_name["detection"].metrics}["balanced_accuracy"] >= 0.8
     assert by_name["detection"].llm_prompt_tokens > 0 and by_name["embedding"].llm_prompt_tokens == 0
+    assert by_name["detection"].llm_calls > 0 and by_name["embedding"].llm_calls == 0
+    assert float(by_name["generative"].details["tau"]) > 0  # what the numbers rest on travels with them
     # The fake answers the simulator's prompt like a classifier: a clear error, not a failed RPC.
     predictive = by_name["predictive"]
     assert predictive.error.code == code_pb2.FAILED_PRECONDITION and predictive.error.message
@@ -228,6 +230,11 @@ async def test_compare_explainers_on_the_same_held_out_data(client: Client, toke
     assert diff.difference.n == 3 and diff.wins == 3 and diff.losses == 0
     assert math.isclose(diff.difference.value, sage.value - single.value, abs_tol=1e-9)
     assert diff.difference.ci.lower <= diff.difference.value <= diff.difference.ci.upper
+    assert 0 < diff.p_value <= 1
+    # Every left-out feature is reported with its reason (flaw 21), not only logged.
+    skipped = {(s.explainer, s.feature_id) for s in response.skipped}
+    assert {("sage", dead_feature), ("single_pass", dead_feature)} <= skipped
+    assert all(s.reason for s in response.skipped)
     # The baseline saw the exemplar split once per live feature, in one prompt each.
     baseline_prompts = [r for r in fake_llm.requests if r["messages"][0]["content"].startswith("We study features")]
     assert len(baseline_prompts) == 3

@@ -22,6 +22,8 @@ def scorer_result(result: ScoreResult) -> pb.ScorerResult:
     out = pb.ScorerResult(
         scorer=result.scorer, metrics=[metric(m) for m in result.metrics],
         llm_prompt_tokens=result.usage.prompt_tokens, llm_completion_tokens=result.usage.completion_tokens,
+        llm_calls=result.usage.calls, llm_cost_usd=result.usage.cost_usd,
+        details={k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in result.details.items()},
     )
     if result.error is not None:
         out.error.CopyFrom(status_pb2.Status(code=result.error.code.value[0], message=result.error.message))

@@ -87,9 +87,12 @@ async def compare_explainers(engine: ScoringEngine, explainers: Mapping[str, Exp
             pb.PairedDifference(
                 metric=key, explainer_a=a, explainer_b=b, wins=d.wins, ties=d.ties, losses=d.losses,
                 difference=pb.Metric(name=key, value=d.mean_difference, ci=convert.interval(d.ci), n=d.n),
+                p_value=d.p_value,
             )
             for key, a, b, d in result.differences
         ],
+        skipped=[pb.SkippedFeature(explainer=s.explainer, feature_id=s.feature_id, scorer=s.scorer, reason=s.reason)
+                 for s in result.skipped],
     )
 
 

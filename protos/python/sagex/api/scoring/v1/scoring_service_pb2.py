@@ -26,13 +26,15 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*sagex/api/scoring/v1/scoring_service.proto\x12\x14sagex.api.scoring.v1\x1a#google/longrunning/operations.proto\x1a\x17google/rpc/status.proto\"`\n\x12\x45xplanationToScore\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x18\n\x10\x65xplanation_name\x18\x04 \x01(\t\"w\n\x17ScoreExplanationRequest\x12=\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x0f\n\x07scorers\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"A\n\x12\x43onfidenceInterval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05level\x18\x03 \x01(\x01\"f\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x34\n\x02\x63i\x18\x03 \x01(\x0b\x32(.sagex.api.scoring.v1.ConfidenceInterval\x12\t\n\x01n\x18\x04 \x01(\r\"\xaa\x01\n\x0cScorerResult\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12-\n\x07metrics\x18\x02 \x03(\x0b\x32\x1c.sagex.api.scoring.v1.Metric\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x19\n\x11llm_prompt_tokens\x18\x04 \x01(\x04\x12\x1d\n\x15llm_completion_tokens\x18\x05 \x01(\x04\"\x8e\x01\n\x18ScoreExplanationResponse\x12=\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".sagex.api.scoring.v1.ScorerResult\"\x92\x01\n\x1d\x42\x61tchScoreExplanationsRequest\x12>\n\x0c\x65xplanations\x18\x01 \x03(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x0f\n\x07scorers\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1e\x42\x61tchScoreExplanationsMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"a\n\x1e\x42\x61tchScoreExplanationsResponse\x12?\n\x07results\x18\x01 \x03(\x0b\x32..sagex.api.scoring.v1.ScoreExplanationResponse\"\x86\x01\n\x18\x43ompareExplainersRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12\x12\n\nexplainers\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"8\n\x19\x43ompareExplainersMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\"\xaa\x01\n\x10PairedDifference\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x13\n\x0b\x65xplainer_a\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplainer_b\x18\x03 \x01(\t\x12\x30\n\ndifference\x18\x04 \x01(\x0b\x32\x1c.sagex.api.scoring.v1.Metric\x12\x0c\n\x04wins\x18\x05 \x01(\r\x12\x0c\n\x04ties\x18\x06 \x01(\r\x12\x0e\n\x06losses\x18\x07 \x01(\r\"\x93\x01\n\x19\x43ompareExplainersResponse\x12\x39\n\tsummaries\x18\x01 \x03(\x0b\x32&.sagex.api.scoring.v1.ExplainerSummary\x12;\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32&.sagex.api.scoring.v1.PairedDifference\"T\n\x10\x45xplainerSummary\x12\x11\n\texplainer\x18\x01 \x01(\t\x12-\n\x07metrics\x18\x02 \x03(\x0b\x32\x1c.sagex.api.scoring.v1.Metric2\xd7\x03\n\x0eScoringService\x12q\n\x10ScoreExplanation\x12-.sagex.api.scoring.v1.ScoreExplanationRequest\x1a..sagex.api.scoring.v1.ScoreExplanationResponse\x12\xb1\x01\n\x16\x42\x61tchScoreExplanations\x12\x33.sagex.api.scoring.v1.BatchScoreExplanationsRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1e\x42\x61tchScoreExplanationsResponse\x12\x1e\x42\x61tchScoreExplanationsMetadata\x12\x9d\x01\n\x11\x43ompareExplainers\x12..sagex.api.scoring.v1.CompareExplainersRequest\x1a\x1d.google.longrunning.Operation\"9\xca\x41\x36\n\x19\x43ompareExplainersResponse\x12\x19\x43ompareExplainersMetadatab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*sagex/api/scoring/v1/scoring_service.proto\x12\x14sagex.api.scoring.v1\x1a#google/longrunning/operations.proto\x1a\x17google/rpc/status.proto\"`\n\x12\x45xplanationToScore\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x18\n\x10\x65xplanation_name\x18\x04 \x01(\t\"w\n\x17ScoreExplanationRequest\x12=\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x0f\n\x07scorers\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"A\n\x12\x43onfidenceInterval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05level\x18\x03 \x01(\x01\"f\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x34\n\x02\x63i\x18\x03 \x01(\x0b\x32(.sagex.api.scoring.v1.ConfidenceInterval\x12\t\n\x01n\x18\x04 \x01(\r\"\xc5\x02\n\x0cScorerResult\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12-\n\x07metrics\x18\x02 \x03(\x0b\x32\x1c.sagex.api.scoring.v1.Metric\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x19\n\x11llm_prompt_tokens\x18\x04 \x01(\x04\x12\x1d\n\x15llm_completion_tokens\x18\x05 \x01(\x04\x12@\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32/.sagex.api.scoring.v1.ScorerResult.DetailsEntry\x12\x11\n\tllm_calls\x18\x07 \x01(\r\x12\x14\n\x0cllm_cost_usd\x18\x08 \x01(\x01\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x18ScoreExplanationResponse\x12=\n\x0b\x65xplanation\x18\x01 \x01(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".sagex.api.scoring.v1.ScorerResult\"\x92\x01\n\x1d\x42\x61tchScoreExplanationsRequest\x12>\n\x0c\x65xplanations\x18\x01 \x03(\x0b\x32(.sagex.api.scoring.v1.ExplanationToScore\x12\x0f\n\x07scorers\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1e\x42\x61tchScoreExplanationsMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"a\n\x1e\x42\x61tchScoreExplanationsResponse\x12?\n\x07results\x18\x01 \x03(\x0b\x32..sagex.api.scoring.v1.ScoreExplanationResponse\"\x86\x01\n\x18\x43ompareExplainersRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12\x12\n\nexplainers\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"8\n\x19\x43ompareExplainersMetadata\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\"\xbb\x01\n\x10PairedDifference\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x13\n\x0b\x65xplainer_a\x18\x02 \x01(\t\x12\x13\n\x0b\x65xplainer_b\x18\x03 \x01(\t\x12\x30\n\ndifference\x18\x04 \x01(\x0b\x32\x1c.sagex.api.scoring.v1.Metric\x12\x0c\n\x04wins\x18\x05 \x01(\r\x12\x0c\n\x04ties\x18\x06 \x01(\r\x12\x0e\n\x06losses\x18\x07 \x01(\r\x12\x0f\n\x07p_value\x18\x08 \x01(\x01\"\xca\x01\n\x19\x43ompareExplainersResponse\x12\x39\n\tsummaries\x18\x01 \x03(\x0b\x32&.sagex.api.scoring.v1.ExplainerSummary\x12;\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32&.sagex.api.scoring.v1.PairedDifference\x12\x35\n\x07skipped\x18\x03 \x03(\x0b\x32$.sagex.api.scoring.v1.SkippedFeature\"W\n\x0eSkippedFeature\x12\x11\n\texplainer\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12\x0e\n\x06scorer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"T\n\x10\x45xplainerSummary\x12\x11\n\texplainer\x18\x01 \x01(\t\x12-\n\x07metrics\x18\x02 \x03(\x0b\x32\x1c.sagex.api.scoring.v1.Metric2\xd7\x03\n\x0eScoringService\x12q\n\x10ScoreExplanation\x12-.sagex.api.scoring.v1.ScoreExplanationRequest\x1a..sagex.api.scoring.v1.ScoreExplanationResponse\x12\xb1\x01\n\x16\x42\x61tchScoreExplanations\x12\x33.sagex.api.scoring.v1.BatchScoreExplanationsRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1e\x42\x61tchScoreExplanationsResponse\x12\x1e\x42\x61tchScoreExplanationsMetadata\x12\x9d\x01\n\x11\x43ompareExplainers\x12..sagex.api.scoring.v1.CompareExplainersRequest\x1a\x1d.google.longrunning.Operation\"9\xca\x41\x36\n\x19\x43ompareExplainersResponse\x12\x19\x43ompareExplainersMetadatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sagex.api.scoring.v1.scoring_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SCORERRESULT_DETAILSENTRY']._loaded_options = None
+  _globals['_SCORERRESULT_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_SCORINGSERVICE'].methods_by_name['BatchScoreExplanations']._loaded_options = None
   _globals['_SCORINGSERVICE'].methods_by_name['BatchScoreExplanations']._serialized_options = b'\312A@\n\036BatchScoreExplanationsResponse\022\036BatchScoreExplanationsMetadata'
   _globals['_SCORINGSERVICE'].methods_by_name['CompareExplainers']._loaded_options = None
@@ -46,25 +48,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRIC']._serialized_start=416
   _globals['_METRIC']._serialized_end=518
   _globals['_SCORERRESULT']._serialized_start=521
-  _globals['_SCORERRESULT']._serialized_end=691
-  _globals['_SCOREEXPLANATIONRESPONSE']._serialized_start=694
-  _globals['_SCOREEXPLANATIONRESPONSE']._serialized_end=836
-  _globals['_BATCHSCOREEXPLANATIONSREQUEST']._serialized_start=839
-  _globals['_BATCHSCOREEXPLANATIONSREQUEST']._serialized_end=985
-  _globals['_BATCHSCOREEXPLANATIONSMETADATA']._serialized_start=987
-  _globals['_BATCHSCOREEXPLANATIONSMETADATA']._serialized_end=1064
-  _globals['_BATCHSCOREEXPLANATIONSRESPONSE']._serialized_start=1066
-  _globals['_BATCHSCOREEXPLANATIONSRESPONSE']._serialized_end=1163
-  _globals['_COMPAREEXPLAINERSREQUEST']._serialized_start=1166
-  _globals['_COMPAREEXPLAINERSREQUEST']._serialized_end=1300
-  _globals['_COMPAREEXPLAINERSMETADATA']._serialized_start=1302
-  _globals['_COMPAREEXPLAINERSMETADATA']._serialized_end=1358
-  _globals['_PAIREDDIFFERENCE']._serialized_start=1361
-  _globals['_PAIREDDIFFERENCE']._serialized_end=1531
-  _globals['_COMPAREEXPLAINERSRESPONSE']._serialized_start=1534
-  _globals['_COMPAREEXPLAINERSRESPONSE']._serialized_end=1681
-  _globals['_EXPLAINERSUMMARY']._serialized_start=1683
-  _globals['_EXPLAINERSUMMARY']._serialized_end=1767
-  _globals['_SCORINGSERVICE']._serialized_start=1770
-  _globals['_SCORINGSERVICE']._serialized_end=2241
+  _globals['_SCORERRESULT']._serialized_end=846
+  _globals['_SCORERRESULT_DETAILSENTRY']._serialized_start=800
+  _globals['_SCORERRESULT_DETAILSENTRY']._serialized_end=846
+  _globals['_SCOREEXPLANATIONRESPONSE']._serialized_start=849
+  _globals['_SCOREEXPLANATIONRESPONSE']._serialized_end=991
+  _globals['_BATCHSCOREEXPLANATIONSREQUEST']._serialized_start=994
+  _globals['_BATCHSCOREEXPLANATIONSREQUEST']._serialized_end=1140
+  _globals['_BATCHSCOREEXPLANATIONSMETADATA']._serialized_start=1142
+  _globals['_BATCHSCOREEXPLANATIONSMETADATA']._serialized_end=1219
+  _globals['_BATCHSCOREEXPLANATIONSRESPONSE']._serialized_start=1221
+  _globals['_BATCHSCOREEXPLANATIONSRESPONSE']._serialized_end=1318
+  _globals['_COMPAREEXPLAINERSREQUEST']._serialized_start=1321
+  _globals['_COMPAREEXPLAINERSREQUEST']._serialized_end=1455
+  _globals['_COMPAREEXPLAINERSMETADATA']._serialized_start=1457
+  _globals['_COMPAREEXPLAINERSMETADATA']._serialized_end=1513
+  _globals['_PAIREDDIFFERENCE']._serialized_start=1516
+  _globals['_PAIREDDIFFERENCE']._serialized_end=1703
+  _globals['_COMPAREEXPLAINERSRESPONSE']._serialized_start=1706
+  _globals['_COMPAREEXPLAINERSRESPONSE']._serialized_end=1908
+  _globals['_SKIPPEDFEATURE']._serialized_start=1910
+  _globals['_SKIPPEDFEATURE']._serialized_end=1997
+  _globals['_EXPLAINERSUMMARY']._serialized_start=1999
+  _globals['_EXPLAINERSUMMARY']._serialized_end=2083
+  _globals['_SCORINGSERVICE']._serialized_start=2086
+  _globals['_SCORINGSERVICE']._serialized_end=2557
 # @@protoc_insertion_point(module_scope)

@@ -139,19 +139,50 @@ Global___Metric: _TypeAlias = Metric  # noqa: Y015
 class ScorerResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SCORER_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LLM_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     LLM_COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    LLM_COST_USD_FIELD_NUMBER: _builtins.int
     scorer: _builtins.str
     llm_prompt_tokens: _builtins.int
     llm_completion_tokens: _builtins.int
+    llm_calls: _builtins.int
+    llm_cost_usd: _builtins.float
     @_builtins.property
     def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Metric]: ...
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """Set when the scorer could not run (no logprobs, too few held-out examples, dead feature)."""
+
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the numbers rest on: tau, the feature's maximum, context length, sample
+        composition, the read-out used (logprobs or written integers), and so on.
+        """
 
     def __init__(
         self,
@@ -161,10 +192,13 @@ class ScorerResult(_message.Message):
         error: _status_pb2.Status | None = ...,
         llm_prompt_tokens: _builtins.int = ...,
         llm_completion_tokens: _builtins.int = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        llm_calls: _builtins.int = ...,
+        llm_cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "llm_completion_tokens", b"llm_completion_tokens", "llm_prompt_tokens", b"llm_prompt_tokens", "metrics", b"metrics", "scorer", b"scorer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "error", b"error", "llm_calls", b"llm_calls", "llm_completion_tokens", b"llm_completion_tokens", "llm_cost_usd", b"llm_cost_usd", "llm_prompt_tokens", b"llm_prompt_tokens", "metrics", b"metrics", "scorer", b"scorer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,12 +376,15 @@ class PairedDifference(_message.Message):
     WINS_FIELD_NUMBER: _builtins.int
     TIES_FIELD_NUMBER: _builtins.int
     LOSSES_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     explainer_a: _builtins.str
     explainer_b: _builtins.str
     wins: _builtins.int
     ties: _builtins.int
     losses: _builtins.int
+    p_value: _builtins.float
+    """Two-sided sign-flip permutation test of a mean difference of zero."""
     @_builtins.property
     def difference(self) -> Global___Metric:
         """Mean of a - b over features, with a bootstrap interval."""
@@ -362,10 +399,11 @@ class PairedDifference(_message.Message):
         wins: _builtins.int = ...,
         ties: _builtins.int = ...,
         losses: _builtins.int = ...,
+        p_value: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["difference", b"difference"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["difference", b"difference", "explainer_a", b"explainer_a", "explainer_b", b"explainer_b", "losses", b"losses", "metric", b"metric", "ties", b"ties", "wins", b"wins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["difference", b"difference", "explainer_a", b"explainer_a", "explainer_b", b"explainer_b", "losses", b"losses", "metric", b"metric", "p_value", b"p_value", "ties", b"ties", "wins", b"wins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,25 +415,62 @@ class CompareExplainersResponse(_message.Message):
 
     SUMMARIES_FIELD_NUMBER: _builtins.int
     DIFFERENCES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplainerSummary]:
         """Per explainer and metric, the mean over features."""
 
     @_builtins.property
     def differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___PairedDifference]: ...
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedFeature]:
+        """Every feature, explainer and scorer left out of the means, with the reason."""
+
     def __init__(
         self,
         *,
         summaries: _abc.Iterable[Global___ExplainerSummary] | None = ...,
         differences: _abc.Iterable[Global___PairedDifference] | None = ...,
+        skipped: _abc.Iterable[Global___SkippedFeature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences", "summaries", b"summaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences", "skipped", b"skipped", "summaries", b"summaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompareExplainersResponse: _TypeAlias = CompareExplainersResponse  # noqa: Y015
+
+@_typing.final
+class SkippedFeature(_message.Message):
+    """A feature left out of a comparison for one explainer (and scorer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPLAINER_FIELD_NUMBER: _builtins.int
+    FEATURE_ID_FIELD_NUMBER: _builtins.int
+    SCORER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    explainer: _builtins.str
+    feature_id: _builtins.int
+    scorer: _builtins.str
+    """Empty when the explainer gave no explanation at all."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        explainer: _builtins.str = ...,
+        feature_id: _builtins.int = ...,
+        scorer: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explainer", b"explainer", "feature_id", b"feature_id", "reason", b"reason", "scorer", b"scorer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedFeature: _TypeAlias = SkippedFeature  # noqa: Y015
 
 @_typing.final
 class ExplainerSummary(_message.Message):
