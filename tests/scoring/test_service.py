@@ -84,9 +84,10 @@ async def agent_address(token_features: dict[int, str]) -> AsyncIterator[str]:
 
 
 class Client:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, address: str) -> None:
         self.scoring = pb_grpc.ScoringServiceStub(channel)
         self.ops = operations_pb2_grpc.OperationsStub(channel)
+        self.address = address
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -99,7 +100,7 @@ async def client(server: Any, fake_llm: FakeOpenAI, agent_address: str) -> Async
     )
     async with running_scoring_server(config) as (running, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
-            yield Client(channel)
+            yield Client(channel, f"127.0.0.1:{running.port}")
 
 
 def all_feature(token_features: dict[int, str]) -> int:

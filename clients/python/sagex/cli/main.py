@@ -6,6 +6,7 @@
     sage serve all
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
+    sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
 
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
 that need them, so `sage --help` answers at once.
@@ -150,6 +151,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(mining_tokens=args.mining_tokens)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sagex.cli.evaluate import parse_features, run_eval
+
+    try:
+        features = parse_features(args.features)
+    except ValueError as exc:
+        raise SystemExit(f"sage eval: {exc}") from None
+    split = [s.strip() for s in args.explainers.split(",") if s.strip()]
+    scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    return run_eval(args.scoring, args.sae, features, split, scorers, args.seed, Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
     prepare.add_argument("--rebuild-corpus", action="store_true")
     prepare.set_defaults(func=cmd_assets)
+
+    evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
+    evaluate.add_argument("sae", help="SAE id, as the activation service lists it")
+    evaluate.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
+    evaluate.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    evaluate.add_argument("--explainers", default="sage,single_pass", help="comma-separated (default %(default)s)")
+    evaluate.add_argument("--scorers", default="generative,predictive,detection,embedding",
+                          help="comma-separated (default %(default)s)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", default="eval", help="folder for eval.md and eval.json (default %(default)s)")
+    evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")
