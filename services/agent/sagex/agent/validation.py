@@ -8,14 +8,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-import grpc
-
 from sagex.agent.budget import Budget
 from sagex.agent.config import POLICIES, AgentConfig
 from sagex.agent.explainer import RunSpec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
-from sagex.remote.activation import ActivationClient, ActivationUnavailable
-from sagex.server.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from sagex.remote.activation import ActivationClient
+from sagex.remote.checks import require_features
+from sagex.server.errors import FieldViolation, InvalidArgument
 
 MAX_REQUEST_ID = 128
 
@@ -64,20 +63,7 @@ async def run_spec(
     spec = _spec(config, sae_id, policy, budget, skip_triage, problems)
     if problems:
         raise InvalidArgument(problems)
-    try:
-        sae = await activation.sae(sae_id)
-        known = await activation.sae_ids() if sae is None else []
-    except ActivationUnavailable as exc:
-        raise Unavailable(f"cannot check the request against the activation service: {exc}") from None
-    except grpc.aio.AioRpcError as exc:
-        raise Unavailable(f"cannot check the request against the activation service: {exc.code().name}: "
-                          f"{exc.details()}") from None
-    if sae is None:
-        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(known)}")
-    bad = [f for f in feature_ids if f >= sae.d_sae]
-    if bad:
-        raise InvalidArgument.one(field, f"feature ids {bad[:5]} are out of range; {sae_id} has features "
-                                         f"0..{sae.d_sae - 1}")
+    await require_features(activation, sae_id, feature_ids, field)
     return spec
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
-
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
-from sagex.remote.activation import ActivationClient, ActivationUnavailable
+from sagex.remote.activation import ActivationClient
+from sagex.remote.checks import require_features
 from sagex.scoring.config import EXPLAINERS, SCORERS, ScoringConfig
-from sagex.server.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from sagex.server.errors import FieldViolation, InvalidArgument
 
 MAX_REQUEST_ID = 128
 
@@ -40,20 +39,7 @@ def explanation_fields(config: ScoringConfig, ex: pb.ExplanationToScore, field: 
 async def feature_ids(activation: ActivationClient, sae_id: str, ids: Sequence[int], field: str) -> None:
     """NOT_FOUND for an SAE the activation service does not serve; INVALID_ARGUMENT
     for feature ids out of its range."""
-    try:
-        sae = await activation.sae(sae_id)
-        known = await activation.sae_ids() if sae is None else []
-    except ActivationUnavailable as exc:
-        raise Unavailable(f"cannot check the request against the activation service: {exc}") from None
-    except grpc.aio.AioRpcError as exc:
-        raise Unavailable(f"cannot check the request against the activation service: {exc.code().name}: "
-                          f"{exc.details()}") from None
-    if sae is None:
-        raise NotFound("sae", sae_id, f"the activation service serves: {', '.join(known)}")
-    bad = sorted({f for f in ids if f >= sae.d_sae})
-    if bad:
-        raise InvalidArgument.one(field, f"feature ids {bad[:5]} are out of range; {sae_id} has features "
-                                         f"0..{sae.d_sae - 1}")
+    await require_features(activation, sae_id, ids, field)
 
 
 def request_id(value: str, problems: list[FieldViolation]) -> None:
