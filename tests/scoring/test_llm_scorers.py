@@ -166,3 +166,24 @@ async def test_detection_without_logprobs_has_no_auroc(activation: ActivationCli
         result = await score(kit, "detection", all_feature, RIGHT)
     assert_metrics(result, "balanced_accuracy", "f1")
     assert "auroc" not in [m.name for m in result.metrics]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_fuzzing_marks_as_many_random_tokens_on_negatives_as_activating_examples_have_nonzero() -> None:
+    import re
+
+    import numpy as np
+
+    from sagex.remote.traces import Trace
+    from sagex.scoring.scorers.fuzzing import fuzzed_examples
+
+    def trace(values: list[float]) -> Trace:
+        tokens = tuple(" " + chr(ord("a") + i) for i in range(len(values)))
+        return Trace("".join(tokens), tuple(range(len(values))), tokens, frozenset(), np.array(values, np.float32))
+
+    # Nonzero at 3 content positions, only one of them >= 0.3 x max: negatives get 3 marks, not 1.
+    active = trace([0.0, 5.0, 1.0, 0.5, 0.0, 0.0])
+    silent = trace([0.0] * 8)
+    activating_text, negative_text = fuzzed_examples([active], [silent], 0.3, seed=0)
+    marked = lambda text: sum(len(run.split()) for run in re.findall(r"<<(.*?)>>", text))  # noqa: E731
+    assert marked(activating_text) == 1 and marked(negative_text) == 3

@@ -64,7 +64,10 @@ def active_positions(trace: Trace, fraction: float) -> set[int]:
 
 def fuzzed_examples(activating: list[Trace], silent: list[Trace], fraction: float, seed: int) -> list[str]:
     marks = [active_positions(t, fraction) for t in activating]
-    k = max(1, math.ceil(np.mean([len(m) for m in marks]))) if marks else 1
+    # As delphi: negatives get k random marks, k = the mean count of *nonzero* tokens of
+    # the activating examples (not of the above-threshold ones, which would mark too few).
+    nonzero = [sum(1 for i in t.content_positions if t.values[i] > 0) for t in activating]
+    k = max(1, math.ceil(np.mean(nonzero))) if nonzero else 1
     rng = np.random.default_rng([seed, 3])
     out = [highlight(t, m) for t, m in zip(activating, marks, strict=True)]
     for t in silent:
