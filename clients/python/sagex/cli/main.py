@@ -6,6 +6,8 @@
     sage serve all
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
+    sage explain SAE 1,5,10-20 --watch   # the agent, as a batch job with live progress
+    sage score SAE FEATURE "text"        # score one explanation
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
 
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
@@ -163,6 +165,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args.scoring, args.sae, features, split, scorers, args.seed, Path(args.out))
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from sagex.cli.evaluate import parse_features
+    from sagex.cli.explain import explain
+    from sagex.sdk import Options
+
+    try:
+        features = parse_features(args.features)
+    except ValueError as exc:
+        raise SystemExit(f"sage explain: {exc}") from None
+    options = Options(policy=args.policy, model=args.model or "", max_rounds=args.max_rounds,
+                      skip_triage=args.skip_triage)
+    return explain(args.agent, args.sae, features, options, args.concurrency, args.watch)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from sagex.cli.explain import score
+
+    scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
     prepare.add_argument("--rebuild-corpus", action="store_true")
     prepare.set_defaults(func=cmd_assets)
+
+    explain = sub.add_parser("explain", help="explain features with the SAGE agent (a batch job)")
+    explain.add_argument("sae", help="SAE id, as the activation service lists it")
+    explain.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
+    explain.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
+    explain.add_argument("--policy", default="", help="heuristic (no LLM) or openai (default: the server's)")
+    explain.add_argument("--model", help="LLM model for the openai policy")
+    explain.add_argument("--max-rounds", type=int, default=0, help="testing rounds per feature (default: server's)")
+    explain.add_argument("--concurrency", type=int, default=0, help="features at once (default: server's)")
+    explain.add_argument("--skip-triage", action="store_true", help="run the full loop even for trivial features")
+    explain.add_argument("--watch", action="store_true", help="wait with live progress and print the results")
+    explain.set_defaults(func=cmd_explain)
+
+    scorecmd = sub.add_parser("score", help="score one explanation of a feature")
+    scorecmd.add_argument("sae")
+    scorecmd.add_argument("feature", type=int)
+    scorecmd.add_argument("text", help="the explanation to score")
+    scorecmd.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    scorecmd.add_argument("--scorers", default="", help="comma-separated (default: the server's)")
+    scorecmd.add_argument("--seed", type=int, default=0)
+    scorecmd.set_defaults(func=cmd_score)
 
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")

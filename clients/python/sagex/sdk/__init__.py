@@ -19,10 +19,11 @@ from sagex.sdk.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from sagex.sdk.scoring import Comparison, Metric, ScorerResult
 from sagex.sdk.types import AgentEvent, Explanation, Hypothesis, JobProgress, Label, Probe, TokenActivations
 
 __all__ = [
-    "AbortedError", "AgentEvent", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
+    "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
     "DeadlineExceededError", "Explanation", "FailedPreconditionError", "Hypothesis", "InternalError",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",

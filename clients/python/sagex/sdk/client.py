@@ -19,10 +19,12 @@ import grpc
 from sagex.sdk._channel import ChannelConfig, async_channel, sync_channel
 from sagex.sdk.activation import Activation, AsyncActivation
 from sagex.sdk.agent import Agent, AsyncAgent
+from sagex.sdk.scoring import AsyncScoring, Scoring
 
 Address = str | Sequence[str]
-ENV = {"activation": ("SAGE_ACTIVATION", "127.0.0.1:50051"), "agent": ("SAGE_AGENT", "127.0.0.1:50052")}
-DEFAULT = "default"  # the address from $SAGE_ACTIVATION / $SAGE_AGENT, else the local port
+ENV = {"activation": ("SAGE_ACTIVATION", "127.0.0.1:50051"), "agent": ("SAGE_AGENT", "127.0.0.1:50052"),
+       "scoring": ("SAGE_SCORING", "127.0.0.1:50053")}
+DEFAULT = "default"  # the address from $SAGE_ACTIVATION / $SAGE_AGENT / $SAGE_SCORING, else the local port
 
 
 def _address(value: Address | None, service: str) -> Address | None:
@@ -41,16 +43,17 @@ class _Missing:
 
 
 class Sage:
-    """Sync client. Addresses default to $SAGE_ACTIVATION / $SAGE_AGENT, else the
+    """Sync client. Addresses default to $SAGE_ACTIVATION / $SAGE_AGENT / $SAGE_SCORING, else the
     local ports; None leaves a service out. ``activation`` may list several
     replicas (round robin)."""
 
     def __init__(self, activation: Address | None = DEFAULT, agent: Address | None = DEFAULT,
-                 config: ChannelConfig | None = None) -> None:
+                 scoring: Address | None = DEFAULT, config: ChannelConfig | None = None) -> None:
         self.config = config or ChannelConfig()
         self._channels: list[grpc.Channel] = []
         self.activation: Activation = self._open(activation, Activation, "activation")  # type: ignore[assignment]
         self.agent: Agent = self._open(agent, Agent, "agent")  # type: ignore[assignment]
+        self.scoring: Scoring = self._open(scoring, Scoring, "scoring")  # type: ignore[assignment]
 
     def _open(self, address: Address | None, api: type, service: str) -> object:
         address = _address(address, service)
@@ -75,11 +78,12 @@ class AsyncSage:
     """Async client with the same surface as Sage."""
 
     def __init__(self, activation: Address | None = DEFAULT, agent: Address | None = DEFAULT,
-                 config: ChannelConfig | None = None) -> None:
+                 scoring: Address | None = DEFAULT, config: ChannelConfig | None = None) -> None:
         self.config = config or ChannelConfig()
         self._channels: list[grpc.aio.Channel] = []
         self.activation: AsyncActivation = self._open(activation, AsyncActivation, "activation")  # type: ignore[assignment]
         self.agent: AsyncAgent = self._open(agent, AsyncAgent, "agent")  # type: ignore[assignment]
+        self.scoring: AsyncScoring = self._open(scoring, AsyncScoring, "scoring")  # type: ignore[assignment]
 
     def _open(self, address: Address | None, api: type, service: str) -> object:
         address = _address(address, service)

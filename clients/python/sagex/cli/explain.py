@@ -1,0 +1,66 @@
+"""`sage explain` and `sage score`: the agent and the scorers from a terminal, through the SDK."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from sagex.sdk import JobProgress, Options, Sage, SageError, UnavailableError
+
+
+def _fail(command: str, exc: SageError, service: str, address: str) -> SystemExit:
+    if isinstance(exc, UnavailableError):
+        return SystemExit(f"sage {command}: cannot reach the {service} service at {address}; start it with "
+                          f"`sage serve {service}` (or `sage serve all`)")
+    hints = "; ".join(f"{field}: {why}" for field, why in exc.field_violations)
+    return SystemExit(f"sage {command}: {exc.message}" + (f" ({hints})" if hints and hints not in exc.message else ""))
+
+
+def _bar(p: JobProgress, width: int = 30) -> str:
+    filled = int(width * (p.done + p.failed) / max(p.total, 1))
+    cost = f", ${p.usage.cost_usd:.4f}" if p.usage.cost_usd else ""
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {p.done} done, {p.failed} failed, {p.remaining} remaining; "
+            f"{p.usage.prompt_tokens + p.usage.completion_tokens:,} LLM tokens{cost}")
+
+
+def explain(agent: str, sae: str, features: Sequence[int], options: Options, concurrency: int, watch: bool) -> int:
+    with Sage(activation=None, agent=agent, scoring=None) as sage:
+        try:
+            job = sage.agent.explain_many(sae, features, options, concurrency=concurrency)
+            print(f"{job.name}: {len(features)} features")
+            if not watch:
+                print("follow it with `sage explain ... --watch`, or the SDK's sage.agent.operation(name)")
+                return 0
+            tty = sys.stdout.isatty()
+
+            def show(p: JobProgress) -> None:
+                print(("\r" if tty else "") + _bar(p), end="" if tty else "\n", flush=True)
+
+            job.wait(on_progress=show)
+            if tty:
+                print()
+            results = job.result()
+        except SageError as exc:
+            raise _fail("explain", exc, "agent", agent) from None
+    for ex in results:
+        labels = ", ".join(label.name for label in ex.labels) or "(no label)"
+        held = sum(h.status == "CONFIRMED" for h in ex.hypotheses)
+        state = ex.triage_class or (f"{held}/{len(ex.hypotheses)} held" if ex.hypotheses else "-")
+        print(f"{ex.feature_id:>7}  {state:<12} {ex.stop_reason:<14} {labels}")
+        print(f"{'':>7}  {ex.error or ex.description}")
+    return 0
+
+
+def score(scoring: str, sae: str, feature: int, text: str, scorers: Sequence[str], seed: int) -> int:
+    with Sage(activation=None, agent=None, scoring=scoring) as sage:
+        try:
+            results = sage.scoring.score(sae, feature, text, scorers, seed)
+        except SageError as exc:
+            raise _fail("score", exc, "scoring", scoring) from None
+    for r in results:
+        if r.error:
+            print(f"{r.scorer:<11} could not run: {r.error}")
+            continue
+        for m in r.metrics:
+            print(f"{r.scorer:<11} {m}")
+    return 0
