@@ -3,7 +3,8 @@
     sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
-    sage serve all
+    sage serve all                 # = sage up: the three services, wired together
+    sage up [--port-base 50051]
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
     sage explain SAE 1,5,10-20 --watch   # the agent, as a batch job with live progress
@@ -86,32 +87,14 @@ def _scoring_config(args: argparse.Namespace) -> Any:
     return _build("scoring", ScoringConfig, args, overrides)
 
 
-def _serve_all(args: argparse.Namespace) -> int:
-    """The three services on their default ports, one process each, stopped together."""
-    import signal
-    import subprocess
-
-    common = ["--host", args.host, "--log-level", args.log_level] + (["--config", args.config] if args.config else [])
-    procs = [subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", name, *common])
-             for name in ("activation", "agent", "scoring")]
-
-    def stop(*_: object) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    codes = [proc.wait() for proc in procs]
-    return max(codes, key=abs)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from sagex.server.logging import configure_logging
 
     configure_logging(args.log_level, json=args.log_json)
     if args.service == "all":
-        return _serve_all(args)
+        from sagex.cli.up import up
+
+        return up(args.host, 50051, args.config, args.log_level)
     if args.service == "agent":
         from sagex.agent.server import serve as serve_agent
 
@@ -165,6 +148,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args.scoring, args.sae, features, split, scorers, args.seed, Path(args.out))
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from sagex.cli.up import up
+
+    return up(args.host, args.port_base, args.config, args.log_level)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from sagex.cli.evaluate import parse_features
     from sagex.cli.explain import explain
@@ -215,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
     prepare.add_argument("--rebuild-corpus", action="store_true")
     prepare.set_defaults(func=cmd_assets)
+
+    upcmd = sub.add_parser("up", help="all three services on this machine, wired together, with their health")
+    upcmd.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    upcmd.add_argument("--port-base", type=int, default=50051,
+                       help="activation on this port, the agent on the next, scoring on the one after")
+    upcmd.add_argument("--config", help="TOML file with [activation], [agent] and [scoring] tables")
+    upcmd.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    upcmd.set_defaults(func=cmd_up)
 
     explain = sub.add_parser("explain", help="explain features with the SAGE agent (a batch job)")
     explain.add_argument("sae", help="SAE id, as the activation service lists it")
