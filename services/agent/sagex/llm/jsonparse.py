@@ -94,11 +94,11 @@ def _candidates(text: str) -> Iterator[tuple[int, str | None]]:
         i = end + 1 if _parses(text[i : end + 1]) else i + 1
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index of the bracket closing text[start]; None on a mismatch, -1 if never closed."""
-    stack = [_CLOSER[text[start]]]
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """(index, character, inside a JSON string) from ``start`` on; quotes and
+    escapes inside strings are tracked so brackets in them are not structure."""
     in_string = escaped = False
-    for i in range(start + 1, len(text)):
+    for i in range(start, len(text)):
         c = text[i]
         if in_string:
             if escaped:
@@ -107,9 +107,20 @@ def _balanced_end(text: str, start: int) -> int | None:
                 escaped = True
             elif c == '"':
                 in_string = False
-        elif c == '"':
+            yield i, c, True
+            continue
+        if c == '"':
             in_string = True
-        elif c in _CLOSER:
+        yield i, c, in_string
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index of the bracket closing text[start]; None on a mismatch, -1 if never closed."""
+    stack = [_CLOSER[text[start]]]
+    for i, c, in_string in _outside_strings(text, start + 1):
+        if in_string:
+            continue
+        if c in _CLOSER:
             stack.append(_CLOSER[c])
         elif c in "}]":
             if c != stack.pop():
@@ -130,18 +141,8 @@ def _parses(text: str) -> bool:
 def _drop_trailing_commas(text: str) -> str:
     """Remove commas directly before a closing bracket, outside strings."""
     out: list[str] = []
-    in_string = escaped = False
-    for c in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "}]":
+    for _, c, in_string in _outside_strings(text):
+        if not in_string and c in "}]":
             while out and out[-1].isspace():
                 out.pop()
             if out and out[-1] == ",":
