@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from google.longrunning import operations_pb2_grpc
 
-from sagex.activation.assets.paths import cache_dir
 from sagex.agent.config import AgentConfig
 from sagex.agent.explainer import Explainer, RunSpec
 from sagex.agent.jobs import JobManager
@@ -20,7 +19,8 @@ from sagex.agent.store import Store
 from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from sagex.llm.backend import LLMBackend
 from sagex.remote.activation import ActivationClient
-from sagex.server.lifecycle import RunningServer, Service, serve_until_signal, start_server
+from sagex.server.lifecycle import RunningServer, Service, running_services, serve_until_signal
+from sagex.server.paths import cache_dir
 
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
@@ -70,13 +70,8 @@ async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[Runni
     unfinished jobs resumed when yielded."""
     rt = build_runtime(config)
     await rt.jobs.resume()  # before serving, so a job submitted now cannot be started twice
-    running = await start_server(services(rt), config.server)
-    try:
-        await running.set_ready()
+    async with running_services(services(rt), config.server, on_stop=rt.close) as running:
         yield running, rt
-    finally:
-        await running.stop(config.server)
-        await rt.close()
 
 
 async def serve(config: AgentConfig) -> None:

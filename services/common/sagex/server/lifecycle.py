@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -100,6 +100,22 @@ async def start_server(services: Sequence[Service], options: ServerOptions) -> R
     return RunningServer(server, port, health_servicer, services)
 
 
+@contextlib.asynccontextmanager
+async def running_services(
+    services: Sequence[Service], options: ServerOptions, on_stop: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[RunningServer]:
+    """Serve ``services`` (ready at once) until the block ends, then drain, stop
+    and run ``on_stop``: the in-process form of serve_until_signal (tests, benchmarks)."""
+    running = await start_server(services, options)
+    try:
+        await running.set_ready()
+        yield running
+    finally:
+        await running.stop(options)
+        if on_stop is not None:
+            await on_stop()
+
+
 async def serve_until_signal(
     services: Sequence[Service],
     options: ServerOptions,
@@ -132,4 +148,5 @@ def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str
     ]
 
 
-__all__ = ["RunningServer", "Service", "ServerOptions", "channel_options", "serve_until_signal", "start_server"]
+__all__ = ["RunningServer", "Service", "ServerOptions", "channel_options", "running_services", "serve_until_signal",
+           "start_server"]

@@ -18,7 +18,7 @@ from sagex.scoring.engine import ScoringEngine
 from sagex.scoring.explainers import Explainer, SageAgent, SinglePass
 from sagex.scoring.operations import Operations
 from sagex.scoring.servicer import OperationsServicer, ScoringServicer
-from sagex.server.lifecycle import RunningServer, Service, serve_until_signal, start_server
+from sagex.server.lifecycle import RunningServer, Service, running_services, serve_until_signal
 
 SERVICE_NAME = scoring_service_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
@@ -68,13 +68,8 @@ def services(rt: ScoringRuntime) -> list[Service]:
 async def running_scoring_server(config: ScoringConfig) -> AsyncIterator[tuple[RunningServer, ScoringRuntime]]:
     """Start a server on ``config.server`` (port 0 picks one), ready when yielded."""
     rt = build_runtime(config)
-    running = await start_server(services(rt), config.server)
-    try:
-        await running.set_ready()
+    async with running_services(services(rt), config.server, on_stop=rt.close) as running:
         yield running, rt
-    finally:
-        await running.stop(config.server)
-        await rt.close()
 
 
 async def serve(config: ScoringConfig) -> None:
