@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_demo_runs_end_to_end() -> None:
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sagex.cli.main", "demo", "--mining-tokens", "4000"],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "sagex.cli.main", "demo", "--mining-tokens", "4000", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -18,7 +19,10 @@ def test_demo_runs_end_to_end() -> None:
     assert "top exemplars of" in out and "[[" in out
     assert "probing feature" in out
     assert "8/8 features done (0 failed)" in out and "held" in out
-    assert "servers stopped cleanly (exit codes 0, 0)" in out
+    assert "embedding AUROC [95% CI]" in out and "(n=" in out  # every feature scored on held-out windows
+    report = (tmp_path / "report.html").read_text()
+    assert report.count('<section class="feature"') == 8 and 'class="tok' in report
+    assert "servers stopped cleanly (exit codes 0, 0, 0)" in out
 
 
 def test_cli_reports_bad_flags() -> None:

@@ -1,11 +1,12 @@
 """`sage demo`: the main job end to end on the embedded default.
 
-Starts a real activation server and a SAGE agent on 127.0.0.1, each in its own
-process, waits for both to report SERVING, triages the embedded SAE's features
-from corpus statistics, mines exemplars for a sample of them, probes one with
-new texts, has the agent explain the sample as one batch job (hypotheses,
-probes, verdicts; heuristic policy, no LLM), prints what it found, and stops
-both servers with SIGTERM. No network, GPU or API key needed.
+Starts the activation server, the SAGE agent and the scoring service on
+127.0.0.1, each in its own process, waits for each to report SERVING, triages
+the embedded SAE's features from corpus statistics, mines exemplars for a
+sample of them, probes one with new texts, has the agent explain the sample as
+one batch job (hypotheses, probes, verdicts; heuristic policy, no LLM), scores
+the explanations on held-out data, prints a summary table, writes the HTML
+report, and stops the servers with SIGTERM. No network, GPU or API key needed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.cli.up import SERVICES
+from sagex.report import Report, collect, write
+from sagex.sdk import Explanation, JobProgress, Sage
 
-SERVICE = "sagex.api.activation.v1.ActivationService"
-AGENT_SERVICE = "sagex.api.agent.v1.AgentService"
+SERVICE = SERVICES["activation"]
 SAMPLE = 8
 
 
@@ -69,76 +72,87 @@ def _context(ex: pb.MineExemplarsResponse, width: int = 4) -> str:
     return f"{left}[[{texts[i]}]]".strip()[-40:]
 
 
-def run_demo(mining_tokens: int = 60_000) -> int:
-    port, agent_port = _free_port(), _free_port()
+def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
+    ports = {name: _free_port() for name in ("activation", "agent", "scoring")}
+    addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "demo.toml"
         config.write_text(f"[activation]\nmax_mining_tokens = {mining_tokens}\n")
-        print(f"starting the activation server on 127.0.0.1:{port} (embedded SmolLM2-135M + TopK SAE) "
-              f"and the SAGE agent on 127.0.0.1:{agent_port} ...")
-        procs = [_serve(["activation", "--port", str(port), "--config", str(config)]),
-                 _serve(["agent", "--port", str(agent_port), "--activation", f"127.0.0.1:{port}",
-                         "--database", str(Path(tmp) / "agent.sqlite3")])]
+        print(f"starting on 127.0.0.1: the activation server (embedded SmolLM2-135M + TopK SAE) on :{ports['activation']}, "
+              f"the SAGE agent on :{ports['agent']} and the scoring service on :{ports['scoring']} ...")
+        procs = [_serve(["activation", "--port", str(ports["activation"]), "--config", str(config)]),
+                 _serve(["agent", "--port", str(ports["agent"]), "--activation", addr["activation"],
+                         "--database", str(Path(tmp) / "agent.sqlite3")]),
+                 _serve(["scoring", "--port", str(ports["scoring"]), "--activation", addr["activation"],
+                         "--agent", addr["agent"]])]
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, \
-                    grpc.insecure_channel(f"127.0.0.1:{agent_port}") as agent_channel:
-                _wait_serving(channel, procs[0])
-                _wait_serving(agent_channel, procs[1], AGENT_SERVICE)
+            for (name, service), proc in zip(SERVICES.items(), procs, strict=True):
+                with grpc.insecure_channel(addr[name]) as channel:
+                    _wait_serving(channel, proc, service)
+            with grpc.insecure_channel(addr["activation"]) as channel:
                 sample = _explore(pb_grpc.ActivationServiceStub(channel))
-                _explain(agent_channel, sample)
+            with Sage(activation=addr["activation"], agent=addr["agent"], scoring=addr["scoring"]) as sage:
+                explanations = _explain(sage, sample)
+                result = _score(sage, explanations)
+            path = write(result, out / "report.html")
+            print(f"\nreport: {path.resolve()} (one self-contained HTML file; open it in a browser)")
         finally:
             for proc in reversed(procs):
                 proc.send_signal(signal.SIGTERM)
             codes = [proc.wait(timeout=60) for proc in procs]
-    print(f"\nservers stopped cleanly (exit codes {codes[0]}, {codes[1]}).")
+    print(f"\nservers stopped cleanly (exit codes {', '.join(map(str, codes))}).")
     print(textwrap.dedent("""
         Next steps
           * your own model and SAE:  sage serve activation --model /path/to/hf-folder-or.gguf --sae my-sae=/path/to/saelens-folder
-          * a config file:           sage serve activation --config sage.toml   ([activation] and [agent] tables; see README)
+          * a config file:           sage serve activation --config sage.toml   ([activation], [agent], [scoring]; see README)
           * an LLM for the agent:    sage serve agent --llm-base-url http://127.0.0.1:8000/v1 --llm-model NAME
                                      (any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY), then
-                                     request policy "openai"
-          * the scorers arrive with issue #5.
+                                     `sage explain SAE 1-20 --policy openai --watch`
+          * the LLM scorers:         sage serve scoring --llm-base-url URL --llm-model NAME (generative, predictive,
+                                     detection, fuzzing), then `sage eval SAE 1-20` and `sage report SAE 1-20 --eval eval/eval.json`
         """))
-    return 0 if codes == [0, 0] else 1
+    return 0 if codes == [0, 0, 0] else 1
 
 
-def _explain(channel: grpc.Channel, features: list[int]) -> None:
-    from google.longrunning import operations_pb2, operations_pb2_grpc
-
-    from sagex.api.agent.v1 import agent_service_pb2 as apb
-    from sagex.api.agent.v1 import agent_service_pb2_grpc as apb_grpc
-
-    agent, ops = apb_grpc.AgentServiceStub(channel), operations_pb2_grpc.OperationsStub(channel)
-    print(f"\nthe SAGE agent explains the {len(features)} sampled features (heuristic policy: hypotheses, "
-          "probes, verdicts; no LLM) ...")
+def _explain(sage: Sage, features: list[int]) -> list[Explanation]:
+    print(f"\nthe SAGE agent explains the {len(features)} sampled features (triage, then hypotheses, probes and "
+          "verdicts; heuristic policy, no LLM) ...")
     start = time.perf_counter()
-    op = agent.BatchExplainFeatures(apb.BatchExplainFeaturesRequest(
-        sae_id=EMBEDDED_SAE_ID, feature_ids=features, concurrency=4, request_id=f"demo-{os.getpid()}"), timeout=60)
-    meta = apb.BatchExplainFeaturesMetadata()
-    while not op.done:
-        op = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name, timeout=_seconds(2)), timeout=30)
-        op.metadata.Unpack(meta)
-        print(f"  {meta.done + meta.failed}/{meta.total} features done ({meta.failed} failed)", flush=True)
-    if op.HasField("error"):
-        raise SystemExit(f"the batch job failed: {op.error.message}")
-    response = apb.BatchExplainFeaturesResponse()
-    op.response.Unpack(response)
-    print(f"  {len(features)} features in {time.perf_counter() - start:.1f}s\n")
-    print(f"  {'feature':>7}  {'verdicts':<10} {'probes':>6}  {'stop':<10} labels / description")
-    for name in response.explanations:
-        ex = agent.GetExplanation(apb.GetExplanationRequest(name=name), timeout=30).explanation
-        held = sum(h.status == apb.HYPOTHESIS_STATUS_CONFIRMED for h in ex.hypotheses)
-        verdicts = f"{held}/{len(ex.hypotheses)} held" if ex.hypotheses else ex.triage_class or "-"
+    job = sage.agent.explain_many(EMBEDDED_SAE_ID, features, concurrency=4)
+    shown: set[tuple[int, int]] = set()
+
+    def progress(p: JobProgress) -> None:
+        if (p.done, p.failed) not in shown:
+            shown.add((p.done, p.failed))
+            print(f"  {p.done + p.failed}/{p.total} features done ({p.failed} failed)", flush=True)
+
+    job.wait(on_progress=progress)
+    explanations = job.result()
+    print(f"  {len(features)} features in {time.perf_counter() - start:.1f}s")
+    return explanations
+
+
+def _score(sage: Sage, explanations: list[Explanation]) -> Report:
+    print("\nscoring each explanation on held-out corpus windows (embedding AUROC: does the explanation's "
+          "embedding rank activating windows above silent ones; needs no LLM) ...")
+    start = time.perf_counter()
+    report = collect(sage, explanations, scorers=["embedding"], title="SAGE demo: the embedded SmolLM2 SAE",
+                     notes=["policy: heuristic (no LLM)", "scorers: embedding (all-MiniLM-L6-v2, offline)"])
+    print(f"  scored in {time.perf_counter() - start:.1f}s\n")
+    print(f"  {'feature':>7}  {'outcome':<14} {'probes ok':>9}  {'embedding AUROC [95% CI]':<26} labels / description")
+    for fr in report.features:
+        ex = fr.explanation
+        held = sum(h.status == "CONFIRMED" for h in ex.hypotheses)
+        outcome = ex.error_code or (f"triage {ex.triage_class}" if ex.triage_class
+                                    else f"{held}/{len(ex.hypotheses)} confirmed")
+        auroc = next((r for r in fr.scores if r.scorer == "embedding"), None)
+        shown = (str(auroc.metrics[0]).removeprefix("auroc: ") if auroc and auroc.metrics and not auroc.error
+                 else (auroc.error if auroc else fr.score_error) or "-")
         labels = ", ".join(lb.name for lb in ex.labels) or "(no label)"
-        print(f"  {ex.feature_id:>7}  {verdicts:<10} {len(ex.probes):>6}  {ex.stop_reason:<10} {labels}")
-        print(f"  {'':>7}  {(ex.error.message or ex.description)[:150]}")
-
-
-def _seconds(value: float):  # type: ignore[no-untyped-def]
-    from google.protobuf import duration_pb2
-
-    return duration_pb2.Duration(seconds=int(value))
+        ok = sum(p.as_expected for p in ex.probes)
+        print(f"  {ex.feature_id:>7}  {outcome:<14} {f'{ok}/{len(ex.probes)}':>9}  {shown[:26]:<26} {labels}")
+        print(f"  {'':>7}  {(ex.error or ex.description)[:150]}")
+    return report
 
 
 def _explore(stub: pb_grpc.ActivationServiceStub) -> list[int]:

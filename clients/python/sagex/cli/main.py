@@ -10,6 +10,7 @@
     sage explain SAE 1,5,10-20 --watch   # the agent, as a batch job with live progress
     sage score SAE FEATURE "text"        # score one explanation
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
+    sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
 
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
 that need them, so `sage --help` answers at once.
@@ -133,7 +134,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sagex.cli.demo import run_demo
 
-    return run_demo(mining_tokens=args.mining_tokens)
+    return run_demo(mining_tokens=args.mining_tokens, out=Path(args.out))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -173,6 +174,20 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
     return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sagex.cli.evaluate import parse_features
+    from sagex.cli.report import report
+
+    try:
+        features = parse_features(args.features) if args.features else []
+    except ValueError as exc:
+        raise SystemExit(f"sage report: {exc}") from None
+    scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    return report(args.sae, features, args.job, agent=args.agent, activation=args.activation or None,
+                  scoring=args.scoring, scorers=scorers, eval_json=args.eval, out=Path(args.out), seed=args.seed,
+                  title=args.title)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,8 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="eval", help="folder for eval.md and eval.json (default %(default)s)")
     evaluate.set_defaults(func=cmd_eval)
 
+    rep = sub.add_parser("report", help="explanations, probes and scores as one self-contained HTML file")
+    rep.add_argument("sae", help="SAE id, as the activation service lists it")
+    rep.add_argument("features", nargs="*", help="feature ids: 3, 1,5,9 or 10-20 (their newest explanations)")
+    rep.add_argument("--job", help="report the explanations of this batch job (a name from `sage explain`)")
+    rep.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
+    rep.add_argument("--activation", default="127.0.0.1:50051",
+                     help="the activation service, for exemplars ('' leaves them out; default %(default)s)")
+    rep.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    rep.add_argument("--scorers", default="embedding",
+                     help="comma-separated; '' skips scoring (default %(default)s: needs no LLM)")
+    rep.add_argument("--eval", help="eval.json from `sage eval`, for the comparison table and plot")
+    rep.add_argument("--out", default="sage-report.html", help="the HTML file to write (default %(default)s)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--title", default="SAGE explanations")
+    rep.set_defaults(func=cmd_report)
+
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")
+    demo.add_argument("--out", default="sage-demo", help="folder for the report (default %(default)s)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -19,7 +19,7 @@ from sagex.sdk.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from sagex.sdk.scoring import Comparison, Metric, ScorerResult
+from sagex.sdk.scoring import Comparison, Metric, ScorerResult, load_comparison
 from sagex.sdk.types import AgentEvent, Explanation, Hypothesis, JobProgress, Label, Probe, TokenActivations
 
 __all__ = [
@@ -27,5 +27,5 @@ __all__ = [
     "DeadlineExceededError", "Explanation", "FailedPreconditionError", "Hypothesis", "InternalError",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
-    "UnauthenticatedError", "UnavailableError",
+    "UnauthenticatedError", "UnavailableError", "load_comparison",
 ]

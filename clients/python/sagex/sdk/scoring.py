@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import json_format
 
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
 from sagex.api.scoring.v1 import scoring_service_pb2_grpc as pb_grpc
@@ -83,6 +86,16 @@ def _comparison(msg: pb.CompareExplainersResponse) -> Comparison:
                                d.ties, d.losses) for d in msg.differences),
         tuple((s.explainer, s.feature_id, s.scorer, s.reason) for s in msg.skipped),
     )
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    """A comparison saved by `sage eval` (its eval.json)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        msg = json_format.ParseDict(data, pb.CompareExplainersResponse(), ignore_unknown_fields=True)
+    except (OSError, ValueError, json_format.ParseError) as exc:
+        raise ValueError(f"{path}: not a comparison written by `sage eval` ({exc})") from None
+    return _comparison(msg)
 
 
 def _score_request(sae: str, feature: int, text: str, scorers: Sequence[str], seed: int) -> pb.ScoreExplanationRequest:
