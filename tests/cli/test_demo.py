@@ -38,3 +38,17 @@ def test_cli_reports_bad_flags() -> None:
         capture_output=True, text=True,
     )
     assert missing.returncode != 0 and "is not a folder" in missing.stderr
+
+
+def test_serve_refuses_an_open_non_loopback_server_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    open_wide = subprocess.run([sys.executable, "-m", "sagex.cli.main", "serve", "agent", "--host", "0.0.0.0",
+                                "--port", "0", "--database", str(tmp_path / "a.sqlite3")],
+                               capture_output=True, text=True, timeout=120)
+    assert open_wide.returncode != 0 and "Traceback" not in open_wide.stderr
+    assert "refusing to serve 0.0.0.0" in open_wide.stderr and "--tokens-file" not in open_wide.stderr
+    short = tmp_path / "tokens"
+    short.write_text("short\n")
+    weak = subprocess.run([sys.executable, "-m", "sagex.cli.main", "serve", "agent", "--tokens-file", str(short),
+                           "--port", "0", "--database", str(tmp_path / "a.sqlite3")],
+                          capture_output=True, text=True, timeout=120)
+    assert weak.returncode != 0 and "at least 16 characters" in weak.stderr and "Traceback" not in weak.stderr

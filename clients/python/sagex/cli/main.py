@@ -49,8 +49,19 @@ def _build(service: str, cls: Any, args: argparse.Namespace, overrides: dict[str
             config = replace(config, llm=replace(config.llm, **llm))
     except (ValueError, OSError, TypeError) as exc:
         raise SystemExit(f"sage serve {service}: {exc}") from None
-    server = {"host": args.host, **({"port": args.port} if args.port is not None else {})}
-    return replace(config, server=replace(config.server, **server))
+    server: dict[str, object] = {"host": args.host, **({"port": args.port} if args.port is not None else {})}
+    for flag, option in (("tokens_file", "auth_tokens_file"), ("tls_cert", "tls_cert_file"),
+                         ("tls_key", "tls_key_file"), ("tls_client_ca", "tls_client_ca_file")):
+        if getattr(args, flag, None):
+            server[option] = Path(getattr(args, flag))
+    if getattr(args, "metrics_port", None) is not None:
+        server["metrics_port"] = args.metrics_port
+    if getattr(args, "allow_unauthenticated", False):
+        server["allow_unauthenticated"] = True
+    try:
+        return replace(config, server=replace(config.server, **server))
+    except ValueError as exc:
+        raise SystemExit(f"sage serve {service}: {exc}") from None
 
 
 def _activation_config(args: argparse.Namespace) -> Any:
@@ -97,18 +108,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return up(args.host, 50051, args.config, args.log_level)
     if args.service == "agent":
-        from sagex.agent.server import serve as serve_agent
+        from sagex.agent.server import serve as serve_service
 
-        asyncio.run(serve_agent(_agent_config(args)))
-        return 0
-    if args.service == "scoring":
-        from sagex.scoring.server import serve as serve_scoring
+        config = _agent_config(args)
+    elif args.service == "scoring":
+        from sagex.scoring.server import serve as serve_service
 
-        asyncio.run(serve_scoring(_scoring_config(args)))
-        return 0
-    from sagex.activation.server import serve
+        config = _scoring_config(args)
+    else:
+        from sagex.activation.server import serve as serve_service
 
-    asyncio.run(serve(_activation_config(args)))
+        config = _activation_config(args)
+    try:
+        asyncio.run(serve_service(config))
+    except (ValueError, OSError) as exc:  # refused to start: bad tokens file, open on 0.0.0.0, port taken
+        raise SystemExit(f"sage serve {args.service}: {exc}") from None
     return 0
 
 
@@ -209,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--agent", help="scoring: the agent service that CompareExplainers asks for SAGE explanations")
     serve.add_argument("--llm-base-url", help="agent, scoring: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     serve.add_argument("--llm-model", help="agent, scoring: model name (the agent's openai policy; the scorers)")
+    serve.add_argument("--tokens-file", help="accepted bearer tokens, one per line; every RPC but health then "
+                       "needs one (also $SAGE_AUTH_TOKENS)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="serve a non-loopback --host with no tokens and no client certificates")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: TLS on (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics on this port (default: off)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
     serve.set_defaults(func=cmd_serve)

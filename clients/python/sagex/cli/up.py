@@ -12,6 +12,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sagex.sdk._channel import ChannelConfig, sync_channel
+
 SERVICES = {
     "activation": "sagex.api.activation.v1.ActivationService",
     "agent": "sagex.api.agent.v1.AgentService",
@@ -20,7 +22,8 @@ SERVICES = {
 
 
 def _status(address: str, service: str) -> str:
-    with grpc.insecure_channel(address) as channel:
+    # The environment's TLS settings (SAGE_TLS*), so a stack served with TLS shows as SERVING too.
+    with sync_channel(address, ChannelConfig.from_env(max_retries=0)) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
                                                                  timeout=2)

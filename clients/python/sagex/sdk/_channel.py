@@ -7,8 +7,9 @@ import ipaddress
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -23,7 +24,8 @@ IDEMPOTENT = {
 
 @dataclass(frozen=True)
 class ChannelConfig:
-    """How the SDK talks to every service. ``token`` falls back to $SAGE_TOKEN."""
+    """How the SDK talks to every service. ``token`` falls back to $SAGE_TOKEN_FILE
+    (a file holding it), then $SAGE_TOKEN; ``from_env`` also reads TLS settings."""
 
     timeout_s: float = 60.0  # default deadline of every call; long calls take their own
     token: str | None = None
@@ -34,6 +36,29 @@ class ChannelConfig:
     max_retries: int = 3
     keepalive_s: float = 60.0
     max_message_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ChannelConfig:
+        """TLS from $SAGE_TLS (1/true: the system's roots), $SAGE_TLS_CA_FILE, and for
+        mutual TLS $SAGE_TLS_CERT_FILE with $SAGE_TLS_KEY_FILE: the variables the
+        services read for their own calls to each other."""
+
+        def read(name: str) -> bytes | None:
+            path = environ.get(name)
+            if not path:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"${name}: cannot read {path}: {exc.strerror}") from None
+
+        ca, cert, key = read("SAGE_TLS_CA_FILE"), read("SAGE_TLS_CERT_FILE"), read("SAGE_TLS_KEY_FILE")
+        if (cert is None) != (key is None):
+            raise ValueError("$SAGE_TLS_CERT_FILE and $SAGE_TLS_KEY_FILE: give both or neither")
+        tls = environ.get("SAGE_TLS", "").lower() in ("1", "true", "yes") or ca is not None or cert is not None
+        values: dict[str, object] = {"tls": tls, "root_certificates": ca, "private_key": key,
+                                     "certificate_chain": cert}
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
     def service_config(self) -> str:
         config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
@@ -64,10 +89,20 @@ class ChannelConfig:
         """Per call: a fresh request id (it follows the call through every service's
         logs) and the token, if any."""
         out = [("x-request-id", uuid.uuid4().hex)]
-        token = self.token or os.environ.get("SAGE_TOKEN")
+        token = self.token or _token_from_file() or os.environ.get("SAGE_TOKEN")
         if token:
             out.append(("authorization", f"Bearer {token}"))
         return tuple(out)
+
+
+def _token_from_file() -> str | None:
+    path = os.environ.get("SAGE_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise ValueError(f"$SAGE_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
 
 
 def target(addresses: str | Sequence[str]) -> str:

@@ -44,12 +44,13 @@ class _Missing:
 
 class Sage:
     """Sync client. Addresses default to $SAGE_ACTIVATION / $SAGE_AGENT / $SAGE_SCORING, else the
-    local ports; None leaves a service out. ``activation`` may list several
+    local ports; None leaves a service out. Without ``config``, TLS and the token
+    come from the environment (``ChannelConfig.from_env``). ``activation`` may list several
     replicas (round robin)."""
 
     def __init__(self, activation: Address | None = DEFAULT, agent: Address | None = DEFAULT,
                  scoring: Address | None = DEFAULT, config: ChannelConfig | None = None) -> None:
-        self.config = config or ChannelConfig()
+        self.config = config or ChannelConfig.from_env()
         self._channels: list[grpc.Channel] = []
         self.activation: Activation = self._open(activation, Activation, "activation")  # type: ignore[assignment]
         self.agent: Agent = self._open(agent, Agent, "agent")  # type: ignore[assignment]
@@ -79,7 +80,7 @@ class AsyncSage:
 
     def __init__(self, activation: Address | None = DEFAULT, agent: Address | None = DEFAULT,
                  scoring: Address | None = DEFAULT, config: ChannelConfig | None = None) -> None:
-        self.config = config or ChannelConfig()
+        self.config = config or ChannelConfig.from_env()
         self._channels: list[grpc.aio.Channel] = []
         self.activation: AsyncActivation = self._open(activation, AsyncActivation, "activation")  # type: ignore[assignment]
         self.agent: AsyncAgent = self._open(agent, AsyncAgent, "agent")  # type: ignore[assignment]

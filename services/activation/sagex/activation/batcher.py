@@ -5,6 +5,10 @@ model (GPU work never runs on the event loop). Admission is all-or-nothing per
 request and bounded: a full queue answers RESOURCE_EXHAUSTED at once rather
 than letting latency grow without limit. Cancelled or expired work is dropped
 before it reaches the model.
+
+Metrics: ``sagex_activation_queue_texts`` (texts waiting, read at scrape time),
+``sagex_activation_tokens_total`` (tokens run; its rate() is tokens/s),
+``sagex_activation_texts_total`` and ``sagex_activation_batch_seconds``.
 """
 
 from __future__ import annotations
@@ -12,18 +16,33 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import prometheus_client
 import structlog
 import torch
 
 from sagex.activation.encode import SparseRows
 from sagex.activation.engine import WorkItem
 from sagex.server.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from sagex.server.metrics import REGISTRY
 
 log = structlog.get_logger(__name__)
+
+_LIVE: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # every batcher of the process, for the queue gauge
+QUEUE_TEXTS = prometheus_client.Gauge("sagex_activation_queue_texts", "Texts waiting for a forward pass.",
+                                      registry=REGISTRY)
+QUEUE_TEXTS.set_function(lambda: sum(b.depth for b in list(_LIVE)))
+TOKENS = prometheus_client.Counter("sagex_activation_tokens_total",
+                                   "Tokens run through the model and SAEs (unpadded).", registry=REGISTRY)
+TEXTS = prometheus_client.Counter("sagex_activation_texts_total", "Texts run through the model and SAEs.",
+                                  registry=REGISTRY)
+BATCH_SECONDS = prometheus_client.Histogram(
+    "sagex_activation_batch_seconds", "Time of one batch's forward pass and SAE encoding.", registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 RunFn = Callable[[Sequence[WorkItem]], list[SparseRows]]
 
@@ -58,6 +77,7 @@ class DynamicBatcher:
         self._closed = False
         self._thread = threading.Thread(target=self._worker, name="sagex-batcher", daemon=True)
         self.stats = BatcherStats()
+        _LIVE.add(self)
 
     def start(self) -> None:
         self._thread.start()
@@ -164,12 +184,16 @@ class DynamicBatcher:
         if len(rows) != len(batch):
             raise RuntimeError(f"engine returned {len(rows)} results for {len(batch)} texts")
         elapsed = time.perf_counter() - start
+        tokens = sum(len(j.item.ids) for j in batch)
         s = self.stats
         s.batches += 1
         s.texts += len(batch)
-        s.tokens += sum(len(j.item.ids) for j in batch)
+        s.tokens += tokens
         s.padded_tokens += len(batch) * max(len(j.item.ids) for j in batch)
         s.busy_seconds += elapsed
+        TOKENS.inc(tokens)
+        TEXTS.inc(len(batch))
+        BATCH_SECONDS.observe(elapsed)
         if len(s.batch_sizes) < 10_000:
             s.batch_sizes.append(len(batch))
         for job, result in zip(batch, rows, strict=True):

@@ -21,6 +21,7 @@ import openai
 import structlog
 from openai import AsyncOpenAI
 
+from sagex.llm import metrics
 from sagex.llm.cache import ResponseCache, StoredReply, request_key
 from sagex.llm.errors import LLMError, LLMUnavailable, MalformedAnswer
 from sagex.llm.jsonparse import extract_json
@@ -177,7 +178,7 @@ class LLMBackend:
             for request in requests:
                 stored = self._cache.get(request.key)
                 if stored is not None:
-                    return self._completion(stored, cached=True)
+                    return self._completion(stored, model, cached=True)
 
         for i, (mode, request) in enumerate(zip(modes, requests, strict=True)):
             try:
@@ -203,7 +204,7 @@ class LLMBackend:
             stored = _stored_reply(response, model)
             if self._cache is not None:
                 self._cache.put(request.key, request.body, stored)
-            return self._completion(stored, cached=False)
+            return self._completion(stored, model, cached=False)
         raise AssertionError("unreachable: the last mode either returns or raises")
 
     async def ask_json(
@@ -303,7 +304,8 @@ class LLMBackend:
                     continue
                 raise
 
-    def _completion(self, stored: StoredReply, *, cached: bool) -> Completion:
+    def _completion(self, stored: StoredReply, model: str, *, cached: bool) -> Completion:
+        """The caller's view of a reply; counted in the metrics under the requested ``model``."""
         usage = Usage(
             prompt_tokens=stored.prompt_tokens,
             completion_tokens=stored.completion_tokens,
@@ -311,6 +313,7 @@ class LLMBackend:
             calls=1,
             cached_calls=int(cached),
         )
+        metrics.record(model, usage, cached=cached)
         logprobs = (
             None
             if stored.logprobs is None
@@ -319,6 +322,7 @@ class LLMBackend:
         return Completion(stored.text, usage, stored.model, stored.finish_reason, logprobs, cached)
 
     def _unavailable(self, e: openai.OpenAIError, model: str) -> LLMUnavailable:
+        metrics.record_error(model)
         url, section, retries = self.base_url, self._section, self.config.max_retries
         if isinstance(e, openai.APITimeoutError):
             return LLMUnavailable(

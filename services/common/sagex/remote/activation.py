@@ -1,6 +1,9 @@
-"""The agent's client of the activation service.
+"""The agent's (and scoring's) client of the activation service.
 
-Every call carries a deadline. Calls go round robin over the configured
+Every call carries a deadline, the caller's request id and, when configured,
+a bearer token; channels use TLS or mutual TLS when configured. Credentials
+come from ``ClientCredentials`` (by default from $SAGE_TOKEN / $SAGE_TLS_*,
+see ``sagex.server.credentials``). Calls go round robin over the configured
 replicas; UNAVAILABLE (a replica down or draining) and RESOURCE_EXHAUSTED (a
 full queue) move on to the next replica after a short backoff. Every call here
 is a read, so retrying is safe.
@@ -22,6 +25,7 @@ from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.common.v1 import types_pb2
 from sagex.remote.traces import Trace
+from sagex.server.credentials import ClientCredentials
 from sagex.server.lifecycle import channel_options
 
 log = structlog.get_logger(__name__)
@@ -82,7 +86,9 @@ class ActivationClient:
         mining_timeout_s: float = 1800.0,
         attempts: int = 4,
         backoff_s: float = 0.2,
+        credentials: ClientCredentials | None = None,
     ) -> None:
+        """``credentials`` None reads them from the environment (``ClientCredentials.from_env``)."""
         if not addresses:
             raise ValueError("at least one activation address is required")
         self.addresses = list(addresses)
@@ -90,16 +96,16 @@ class ActivationClient:
         self.mining_timeout_s = mining_timeout_s
         self.attempts = max(attempts, len(self.addresses))
         self.backoff_s = backoff_s
-        self._channels = [grpc.aio.insecure_channel(a, options=channel_options()) for a in self.addresses]
+        self.credentials = ClientCredentials.from_env() if credentials is None else credentials
+        self._channels = [self.credentials.channel(a, channel_options()) for a in self.addresses]
         self._stubs = [pb_grpc.ActivationServiceStub(c) for c in self._channels]
         self._next = itertools.count()
         self._sae_cache: dict[str, SaeDescription] = {}
 
-    @staticmethod
-    def _metadata() -> tuple[tuple[str, str], ...]:
-        """The caller's request id travels on, so one id follows a request through every service's logs."""
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The token, and the caller's request id: one id follows a request through every service's logs."""
         request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return (("x-request-id", request_id),) if request_id else ()
+        return ((("x-request-id", request_id),) if request_id else ()) + self.credentials.metadata()
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
@@ -111,6 +117,10 @@ class ActivationClient:
             try:
                 return await fn(self._stubs[index])
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("activation_unauthenticated", call=what, replica=self.addresses[index],
+                              hint="set $SAGE_TOKEN or $SAGE_TOKEN_FILE of this service to a token the activation "
+                                   "service accepts")
                 if exc.code() not in RETRYABLE:
                     raise
                 last = exc

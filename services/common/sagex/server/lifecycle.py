@@ -4,6 +4,10 @@ Health: "" (liveness) is SERVING once the port is bound; each service name stays
 NOT_SERVING until its ``ready`` callback has run (models loaded and warmed),
 which is readiness. On SIGTERM/SIGINT every service turns NOT_SERVING, a short
 drain lets load balancers notice, then in-flight calls get ``grace`` seconds.
+
+Every call passes, in order: metrics (counts every answer, refusals included),
+token auth, the concurrency cap, then request ids in logs and errors as
+statuses. Health is exempt from auth and from the cap.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import grpc
 import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sagex.server.auth import TokenAuthInterceptor, TokenSet, check_exposure, load_tokens
+from sagex.server.credentials import server_credentials
 from sagex.server.interceptors import ServerInterceptor
+from sagex.server.limits import ConcurrencyLimitInterceptor
+from sagex.server.metrics import MetricsEndpoint, MetricsInterceptor
 
 log = structlog.get_logger(__name__)
 
@@ -28,15 +38,57 @@ HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Hea
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Network options every service shares."""
+    """Network, security and limit options every service shares (the
+    ``[<service>.server]`` table of its TOML file). Relative paths are relative
+    to the working directory; mounted secrets usually have absolute ones.
+
+    Auth (``sagex.server.auth``): tokens from ``auth_tokens_file`` and
+    ``$SAGE_AUTH_TOKENS``; with any configured, every RPC but health needs
+    ``authorization: Bearer <token>``. With none, the server refuses to bind a
+    non-loopback host unless client certificates are required or
+    ``allow_unauthenticated`` is set.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0  # 0 picks a free port (tests)
-    max_message_bytes: int = 16 * 1024 * 1024
-    max_concurrent_rpcs: int | None = None
+    max_message_bytes: int = 16 * 1024 * 1024  # each way; a larger message is RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int | None = None  # calls in flight (health exempt); more are RESOURCE_EXHAUSTED
     reflection: bool = True
     drain_seconds: float = 0.5
     grace_seconds: float = 5.0
+    auth_tokens_file: Path | None = None  # one token per line, '#' comments; read once at start
+    allow_unauthenticated: bool = False  # serve a non-loopback host with no tokens and no client certificates
+    tls_cert_file: Path | None = None  # PEM chain; with tls_key_file turns TLS on
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # requires client certificates signed by this CA (mutual TLS)
+    metrics_port: int | None = None  # Prometheus GET /metrics on host:metrics_port; None or 0: off
+
+    def __post_init__(self) -> None:
+        for name in ("auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        problems = []
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            problems.append("tls_client_ca_file: mutual TLS needs the server's own tls_cert_file and tls_key_file")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port: {self.port} is outside 0..65535")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            problems.append(f"metrics_port: {self.metrics_port} is outside 0..65535 (0 or unset: off)")
+        if self.metrics_port and self.metrics_port == self.port:
+            problems.append("metrics_port: must differ from port")
+        if self.max_message_bytes < 1024:
+            problems.append(f"max_message_bytes: {self.max_message_bytes} is below 1024")
+        if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < 1:
+            problems.append("max_concurrent_rpcs: must be at least 1 (unset: no limit)")
+        if problems:
+            raise ValueError("invalid server options: " + "; ".join(problems))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
@@ -64,6 +116,8 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     services: Sequence[Service] = field(default_factory=list)
+    metrics: MetricsEndpoint | None = None  # metrics.port: where GET /metrics answers
+    auth: str = "none"  # how callers are authenticated: none, tokens, mtls or tokens+mtls
 
     async def set_ready(self, ready: bool = True) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -71,18 +125,31 @@ class RunningServer:
             await self.health.set(svc.name, status)
 
     async def stop(self, options: ServerOptions) -> None:
-        await self.health.enter_graceful_shutdown()
-        await asyncio.sleep(options.drain_seconds)
-        await self.server.stop(options.grace_seconds)
+        try:
+            await self.health.enter_graceful_shutdown()
+            await asyncio.sleep(options.drain_seconds)
+            await self.server.stop(options.grace_seconds)
+        finally:
+            if self.metrics is not None:
+                await asyncio.to_thread(self.metrics.close)
 
 
-async def start_server(services: Sequence[Service], options: ServerOptions) -> RunningServer:
-    """Start a server with the services (NOT_SERVING until ``set_ready``)."""
-    server = aio.server(
-        interceptors=[ServerInterceptor(quiet_methods=HEALTH_METHODS)],
-        options=options.grpc_options(),
-        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
-    )
+def _interceptors(options: ServerOptions, tokens: TokenSet) -> list[aio.ServerInterceptor]:
+    chain: list[aio.ServerInterceptor] = []
+    if options.metrics_port:
+        chain.append(MetricsInterceptor())
+    if len(tokens):
+        chain.append(TokenAuthInterceptor(tokens, exempt=HEALTH_METHODS))
+    if options.max_concurrent_rpcs is not None:
+        chain.append(ConcurrencyLimitInterceptor(options.max_concurrent_rpcs, exempt=HEALTH_METHODS))
+    chain.append(ServerInterceptor(quiet_methods=HEALTH_METHODS))
+    return chain
+
+
+async def _start(services: Sequence[Service], options: ServerOptions, tokens: TokenSet,
+                 credentials: grpc.ServerCredentials | None) -> tuple[aio.Server, health.aio.HealthServicer, int]:
+    """Build, bind and start the aio server: the server, its health servicer and the bound port."""
+    server = aio.server(interceptors=_interceptors(options, tokens), options=options.grpc_options())
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for svc in services:
@@ -91,13 +158,35 @@ async def start_server(services: Sequence[Service], options: ServerOptions) -> R
     if options.reflection:
         names = [svc.name for svc in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    address = f"{options.host}:{options.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot bind {options.host}:{options.port}")
+        raise OSError(f"cannot bind {address}")
     await server.start()
+    return server, health_servicer, port
+
+
+async def start_server(services: Sequence[Service], options: ServerOptions) -> RunningServer:
+    """Start a server with the services (NOT_SERVING until ``set_ready``).
+
+    Raises ValueError for unreadable tokens or certificates and for an open
+    server on a non-loopback host; OSError when a port cannot be bound."""
+    tokens = load_tokens(options.auth_tokens_file)
+    auth = check_exposure(options.host, options.port, tokens, options.tls_client_ca_file is not None,
+                          options.allow_unauthenticated)
+    credentials = server_credentials(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
+    metrics = MetricsEndpoint(options.host, options.metrics_port) if options.metrics_port else None
+    try:
+        server, health_servicer, port = await _start(services, options, tokens, credentials)
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("server_started", host=options.host, port=port, services=[s.name for s in services])
-    return RunningServer(server, port, health_servicer, services)
+    log.info("server_started", host=options.host, port=port, services=[s.name for s in services], auth=auth,
+             tls="mutual" if options.tls_client_ca_file else options.tls,
+             metrics_port=metrics.port if metrics else None)
+    return RunningServer(server, port, health_servicer, services, metrics, auth)
 
 
 @contextlib.asynccontextmanager
@@ -141,10 +230,13 @@ async def serve_until_signal(
     log.info("server_stopped")
 
 
-def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, int]]:
+def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, object]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        # A DNS name of a headless Service resolves to every replica; round robin
+        # spreads calls over them (the default, pick_first, would use one).
+        ("grpc.lb_policy_name", "round_robin"),
     ]
 
 
