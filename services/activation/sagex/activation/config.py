@@ -90,7 +90,7 @@ class ActivationConfig:
             if key == "saes":
                 kwargs["saes"] = {k: base / v for k, v in value.items()}
             elif key == "server":
-                kwargs["server"] = ServerOptions(**value)
+                kwargs["server"] = ServerOptions.from_table(value, base, f"{path}: [activation.server]")
             elif key in ("model", "corpus_dir", "mining_cache_dir"):
                 kwargs[key] = base / value
             else:

@@ -84,11 +84,12 @@ class AgentConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{path}: unknown agent settings {sorted(unknown)}; known: {sorted(known)}")
-        nested = {"llm": LLMConfig, "budget": Budget, "triage": TriageConfig, "exemplars": ExemplarConfig,
-                  "server": ServerOptions}
+        nested = {"llm": LLMConfig, "budget": Budget, "triage": TriageConfig, "exemplars": ExemplarConfig}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in nested:
+            if key == "server":
+                kwargs[key] = ServerOptions.from_table(value, base, f"{path}: [agent.server]")
+            elif key in nested:
                 names = {f.name for f in fields(nested[key])}
                 if set(value) - names:
                     raise ValueError(f"{path}: unknown [agent.{key}] settings {sorted(set(value) - names)}; "

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -39,8 +40,8 @@ HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Hea
 @dataclass(frozen=True)
 class ServerOptions:
     """Network, security and limit options every service shares (the
-    ``[<service>.server]`` table of its TOML file). Relative paths are relative
-    to the working directory; mounted secrets usually have absolute ones.
+    ``[<service>.server]`` table of its TOML file, where relative paths are
+    relative to the file).
 
     Auth (``sagex.server.auth``): tokens from ``auth_tokens_file`` and
     ``$SAGE_AUTH_TOKENS``; with any configured, every RPC but health needs
@@ -89,6 +90,17 @@ class ServerOptions:
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], base: Path, where: str) -> ServerOptions:
+        """From a ``[<service>.server]`` TOML table: unknown keys are refused with the
+        known ones listed, and relative file paths are relative to the TOML file."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(table) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        paths = ("auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+        return cls(**{k: base / v if k in paths and v else v for k, v in table.items()})
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
