@@ -31,8 +31,9 @@ async def sage_cli(*args: str) -> tuple[int, str, str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def scoring_address(server: Any) -> AsyncIterator[str]:
+async def scoring_address(server: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     config = ScoringConfig(activation=(f"127.0.0.1:{server.port}",), default_scorers=("embedding",),
+                           database=tmp_path_factory.mktemp("scoring") / "scoring.sqlite3",
                            server=ServerOptions(port=0, drain_seconds=0.0, grace_seconds=1.0))
     async with running_scoring_server(config) as (running, _):
         yield f"127.0.0.1:{running.port}"
@@ -43,9 +44,14 @@ async def test_explain_watch_prints_progress_and_labels(agent_config: AgentConfi
     features = list(token_features)[:2]
     async with running_agent_server(agent_config) as (agent, _):
         code, out, err = await sage_cli("explain", SAE, ",".join(map(str, features)), "--agent",
-                                        f"127.0.0.1:{agent.port}", "--policy", "heuristic", "--watch")
+                                        f"127.0.0.1:{agent.port}", "--policy", "heuristic", "--watch",
+                                        "--skip-triage")
     assert code == 0, err
     assert "operations/" in out and "2 done, 0 failed, 0 remaining" in out
+    # While they ran, each feature had a live line: its state, hypotheses and probes so far.
+    live = [x for x in out.splitlines() if x.startswith("  feature ")]
+    assert any("testing" in x and "probes, round" in x for x in live), out
+    assert {int(x.split()[1]) for x in live} <= set(features)
     for f in features:
         line = next(x for x in out.splitlines() if x.strip().startswith(str(f)))
         assert token_features[f] in line.lower()  # the label names the token

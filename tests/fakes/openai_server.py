@@ -81,6 +81,9 @@ class FakeOpenAI:
     ``{"json_schema"}`` for an endpoint that only knows json_object.
     ``retry_after_ms`` goes out on 408/409/429/5xx replies so the openai client's
     backoff takes milliseconds instead of seconds; None leaves the header off.
+    ``reject_logprobs``: True answers HTTP 400 to every request that asks for
+    ``logprobs``/``top_logprobs``, as endpoints without logprob support do; the
+    error names ``logprobs_error_param`` (None: no param, only the message says why).
     """
 
     def __init__(
@@ -90,12 +93,16 @@ class FakeOpenAI:
         model: str = "fake-model",
         reject_response_format: bool | Collection[str] = False,
         retry_after_ms: int | None = 1,
+        reject_logprobs: bool = False,
+        logprobs_error_param: str | None = "logprobs",
     ) -> None:
         self.handler = handler
         self.model = model
         self._reject_all = reject_response_format is True
         self._reject_types = set() if isinstance(reject_response_format, bool) else set(reject_response_format)
         self.retry_after_ms = retry_after_ms
+        self.reject_logprobs = reject_logprobs
+        self.logprobs_error_param = logprobs_error_param
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -135,6 +142,9 @@ class FakeOpenAI:
         if self._rejects(body):
             fmt = body["response_format"].get("type")
             return 400, {}, _error(f"response_format type {fmt!r} is not supported by this server", "response_format")
+        if self.reject_logprobs and (body.get("logprobs") or "top_logprobs" in body):
+            return 400, {}, _error("logprobs and top_logprobs are not supported by this model",
+                                   self.logprobs_error_param)
         try:
             reply = self.handler(body)
         except Exception as e:  # a broken handler or an exhausted script: fail loudly, never retried

@@ -71,7 +71,7 @@ async def stack(server: Any, token_features: dict[int, str], tmp_path_factory: p
                                                     server=quick)) as (agent, _):
             scoring_config = ScoringConfig(activation=(activation,), agent=f"127.0.0.1:{agent.port}",
                                            llm=LLMConfig(base_url=fake.base_url, model="fake", max_retries=0),
-                                           server=quick)
+                                           database=tmp / "scoring.sqlite3", server=quick)
             async with running_scoring_server(scoring_config) as (scoring, _):
                 addresses = (activation, f"127.0.0.1:{agent.port}", f"127.0.0.1:{scoring.port}")
 

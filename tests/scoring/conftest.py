@@ -14,6 +14,7 @@ from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.api.activation.v1 import activation_service_pb2 as apb
 from sagex.llm import backend
 from sagex.remote.activation import ActivationClient
+from sagex.scoring.scorers import base as scorer_base
 
 SAE = EMBEDDED_SAE_ID
 
@@ -24,6 +25,7 @@ def fresh_negotiation(monkeypatch: pytest.MonkeyPatch) -> None:
     get the same port, so each test starts clean."""
     monkeypatch.setattr(backend, "_structured_mode", {})
     monkeypatch.setattr(backend, "_token_param", {})
+    monkeypatch.setattr(scorer_base, "_no_logprobs", set())
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

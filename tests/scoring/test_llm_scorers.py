@@ -37,9 +37,9 @@ def all_feature(token_features: dict[int, str]) -> int:
 
 
 @asynccontextmanager
-async def toolkit(activation: ActivationClient, handler: Callable[[dict[str, Any]], Any]
+async def toolkit(activation: ActivationClient, handler: Callable[[dict[str, Any]], Any], **fake_options: Any
                   ) -> AsyncIterator[tuple[Toolkit, FakeOpenAI]]:
-    with FakeOpenAI(handler) as fake:
+    with FakeOpenAI(handler, **fake_options) as fake:
         async with LLMBackend(LLMConfig(base_url=fake.base_url, model="fake-model", max_retries=0)) as llm:
             yield Toolkit(activation, llm=llm, llm_concurrency=4), fake
 
@@ -166,6 +166,42 @@ async def test_detection_without_logprobs_has_no_auroc(activation: ActivationCli
         result = await score(kit, "detection", all_feature, RIGHT)
     assert_metrics(result, "balanced_accuracy", "f1")
     assert "auroc" not in [m.name for m in result.metrics]
+
+
+# --- endpoints that refuse logprobs ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "param"), [("detection", "logprobs"), ("fuzzing", None),
+                                             ("predictive", "top_logprobs")])
+async def test_scorers_read_written_answers_when_the_endpoint_refuses_logprobs(
+        activation: ActivationClient, all_feature: int, name: str, param: str | None) -> None:
+    """HTTP 400 to logprobs (naming the parameter, or only saying so in the message):
+    the call is made again without them, and the endpoint is remembered as one
+    that has none, instead of the scorer failing as UNAVAILABLE."""
+    handler = scripted.simulator(logprobs=True) if name == "predictive" else scripted.classifier(logprobs=True)
+    async with toolkit(activation, handler, reject_logprobs=True, logprobs_error_param=param) as (kit, fake):
+        result = await score(kit, name, all_feature, RIGHT)
+        refused, first_run = sum(bool(r.get("logprobs")) for r in fake.requests), len(fake.requests)
+        await score(kit, name, all_feature, RIGHT, seed=1)
+    if name == "predictive":
+        assert_metrics(result, "pearson_r", "missing_rate", "logprob_fraction")
+        assert result.details["readout"] == "sampled" and result.metric("pearson_r").value >= 0.6
+    else:
+        assert_metrics(result, "balanced_accuracy", "f1")
+        assert "auroc" not in [m.name for m in result.metrics]
+        assert result.metric("balanced_accuracy").value >= 0.8
+    # Only the calls already in flight when the first refusal came asked for logprobs; later runs never do.
+    assert 1 <= refused <= kit.llm_concurrency and first_run == refused + result.usage.calls
+    assert sum(bool(r.get("logprobs")) for r in fake.requests) == refused
+
+
+async def test_other_bad_requests_still_fail_the_scorer(activation: ActivationClient, all_feature: int) -> None:
+    reply = Reply(status=400, error="temperature must be at most 1", error_param="temperature")
+    async with toolkit(activation, lambda body: reply) as (kit, fake):
+        result = await score(kit, "detection", all_feature, RIGHT)
+    assert result.error is not None and result.error.code == grpc.StatusCode.UNAVAILABLE
+    assert "temperature" in result.error.message
+    assert all(r.get("logprobs") for r in fake.requests)  # no retry without logprobs for an unrelated refusal
 
 
 @pytest.mark.asyncio(loop_scope="session")

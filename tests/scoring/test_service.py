@@ -91,9 +91,9 @@ class Client:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def client(server: Any, fake_llm: FakeOpenAI, agent_address: str) -> AsyncIterator[Client]:
+async def client(server: Any, fake_llm: FakeOpenAI, agent_address: str, tmp_path: Path) -> AsyncIterator[Client]:
     config = ScoringConfig(
-        activation=(f"127.0.0.1:{server.port}",), agent=agent_address,
+        activation=(f"127.0.0.1:{server.port}",), agent=agent_address, database=tmp_path / "scoring.sqlite3",
         llm=LLMConfig(base_url=fake_llm.base_url, model="fake-model", max_retries=0),
         generative=GenerativeSettings(n_texts=8),
         server=ServerOptions(port=0, drain_seconds=0.0, grace_seconds=1.0),
@@ -245,6 +245,7 @@ async def test_config_from_toml(tmp_path: Path) -> None:
     path = tmp_path / "sage.toml"
     path.write_text(
         '[scoring]\nactivation = "10.0.0.1:50051"\nagent = "10.0.0.2:50052"\ndefault_scorers = ["embedding"]\n'
+        'database = "ops/scoring.sqlite3"\nretention_hours = 24\n'
         '[scoring.llm]\nmodel = "judge"\ncache_dir = "cache"\n'
         '[scoring.heldout]\nper_band = 4\n'
         '[scoring.detection.classifier]\nexamples_per_prompt = 10\n'
@@ -254,8 +255,11 @@ async def test_config_from_toml(tmp_path: Path) -> None:
     assert config.llm.model == "judge" and config.llm.cache_dir == tmp_path / "cache"
     assert config.heldout == HeldoutSpec(per_band=4) and config.detection.classifier.examples_per_prompt == 10
     assert config.server.port == 6000 and config.default_scorers == ("embedding",)
+    assert config.database_path() == tmp_path / "ops" / "scoring.sqlite3" and config.retention_hours == 24
     path.write_text("[scoring.heldout]\nper_bands = 4\n")
     with pytest.raises(ValueError, match=r"unknown settings \['per_bands'\]"):
         ScoringConfig.from_toml(path)
     with pytest.raises(ValueError, match="default_scorers"):
         replace(config, default_scorers=("simulation",))
+    with pytest.raises(ValueError, match="retention_hours"):
+        replace(config, retention_hours=0)

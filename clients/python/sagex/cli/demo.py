@@ -84,7 +84,7 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
                  _serve(["agent", "--port", str(ports["agent"]), "--activation", addr["activation"],
                          "--database", str(Path(tmp) / "agent.sqlite3")]),
                  _serve(["scoring", "--port", str(ports["scoring"]), "--activation", addr["activation"],
-                         "--agent", addr["agent"]])]
+                         "--agent", addr["agent"], "--database", str(Path(tmp) / "scoring.sqlite3")])]
         try:
             for (name, service), proc in zip(SERVICES.items(), procs, strict=True):
                 with grpc.insecure_channel(addr[name]) as channel:

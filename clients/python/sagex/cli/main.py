@@ -96,6 +96,8 @@ def _scoring_config(args: argparse.Namespace) -> Any:
         overrides["activation"] = tuple(args.activation)
     if args.agent:
         overrides["agent"] = args.agent
+    if args.database:
+        overrides["database"] = Path(args.database)
     return _build("scoring", ScoringConfig, args, overrides)
 
 
@@ -219,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
                        help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
-    serve.add_argument("--database", help="agent: SQLite file for jobs and explanations")
+    serve.add_argument("--database", help="agent, scoring: SQLite file of jobs and results "
+                       "(default: under ~/.cache/sagex)")
     serve.add_argument("--agent", help="scoring: the agent service that CompareExplainers asks for SAGE explanations")
     serve.add_argument("--llm-base-url", help="agent, scoring: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     serve.add_argument("--llm-model", help="agent, scoring: model name (the agent's openai policy; the scorers)")

@@ -103,9 +103,7 @@ class ActivationClient:
         self._sae_cache: dict[str, SaeDescription] = {}
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        """The token, and the caller's request id: one id follows a request through every service's logs."""
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return ((("x-request-id", request_id),) if request_id else ()) + self.credentials.metadata()
+        return self.credentials.call_metadata()
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import structlog
 
 
 def _read(path: Path, setting: str) -> bytes:
@@ -85,6 +86,12 @@ class ClientCredentials:
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """For a call to another service: the token, and the request id of the call
+        being served, so one id follows a request through every service's logs."""
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        return ((("x-request-id", request_id),) if request_id else ()) + self.metadata()
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         if not self.tls:

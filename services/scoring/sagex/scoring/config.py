@@ -21,6 +21,7 @@ from sagex.scoring.scorers.fuzzing import FuzzingSettings
 from sagex.scoring.scorers.generative import GenerativeSettings
 from sagex.scoring.scorers.predictive import PredictiveSettings
 from sagex.server.lifecycle import ServerOptions
+from sagex.server.paths import cache_dir
 
 DEFAULT_PORT = 50053
 SCORERS = ("generative", "predictive", "detection", "fuzzing", "embedding")
@@ -33,10 +34,14 @@ class ScoringConfig:
 
     ``activation`` lists activation-service replicas ("host:port"). ``agent`` is the
     agent service that CompareExplainers asks for "sage" explanations (None: only
-    the built-in single-pass baseline can be compared)."""
+    the built-in single-pass baseline can be compared). ``database`` is the SQLite
+    file of the long-running operations (None: ``scoring/scoring.sqlite3`` in the
+    cache dir); finished operations are kept ``retention_hours``."""
 
     activation: tuple[str, ...] = ("127.0.0.1:50051",)
     agent: str | None = None
+    database: Path | None = None
+    retention_hours: float = 168.0  # finished operations (and their results) are deleted this long after
     llm: LLMConfig = field(default_factory=LLMConfig)
     default_scorers: tuple[str, ...] = SCORERS  # when a request names none
     heldout: HeldoutSpec = field(default_factory=HeldoutSpec)
@@ -74,32 +79,40 @@ class ScoringConfig:
             problems.append("max_explanation_chars must be >= 10 and max_batch >= 1")
         if min(self.activation_timeout_s, self.mining_timeout_s, self.agent_timeout_s) <= 0:
             problems.append("timeouts must be > 0")
+        if not self.retention_hours > 0:
+            problems.append(f"retention_hours: {self.retention_hours} must be > 0")
         if problems:
             raise ValueError("invalid scoring config: " + "; ".join(problems))
 
     def settings_of(self, scorer: str) -> object:
         return getattr(self, scorer)
 
+    def database_path(self) -> Path:
+        return self.database if self.database is not None else cache_dir() / "scoring" / "scoring.sqlite3"
+
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> ScoringConfig:
         """Read ``[scoring]`` and its sub-tables (llm, heldout, one per scorer,
         baseline, server). Relative paths are relative to the file."""
         data = dict(tomllib.loads(Path(path).read_text()).get("scoring", {}))
+        if isinstance(data.get("database"), str):
+            data["database"] = Path(path).parent / data["database"]
         if "llm" in data and "cache_dir" in data["llm"]:
             data["llm"] = {**data["llm"], "cache_dir": Path(path).parent / data["llm"]["cache_dir"]}
         for key in ("activation", "default_scorers"):
             if isinstance(data.get(key), str | list):
                 data[key] = tuple([data[key]] if isinstance(data[key], str) else data[key])
-        config = _build(cls, data, f"{path}: [scoring]")
+        config = _build(cls, data, f"{path}: [scoring]", Path(path).parent)
         return replace(config, **overrides) if overrides else config
 
     def with_server(self, **changes: Any) -> ScoringConfig:
         return replace(self, server=replace(self.server, **changes))
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _build(cls: type, data: dict[str, Any], where: str, base: Path) -> Any:
     """A dataclass from a TOML table, nested tables becoming nested dataclasses;
-    unknown keys are refused with the known ones listed."""
+    unknown keys are refused with the known ones listed; ``base`` is the TOML
+    file's folder, which relative paths in [scoring.server] are relative to."""
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
@@ -108,8 +121,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         kind = hints[key]
-        if is_dataclass(kind) and isinstance(value, dict):
-            kwargs[key] = _build(kind, value, f"{where}.{key}")  # type: ignore[arg-type]
+        if kind is ServerOptions and isinstance(value, dict):
+            kwargs[key] = ServerOptions.from_table(value, base, f"{where}.{key}")
+        elif is_dataclass(kind) and isinstance(value, dict):
+            kwargs[key] = _build(kind, value, f"{where}.{key}", base)  # type: ignore[arg-type]
         else:
             kwargs[key] = value
     return cls(**kwargs)

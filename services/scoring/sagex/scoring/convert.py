@@ -1,12 +1,16 @@
-"""Plain results to API messages."""
+"""Plain results to API messages, and back (stored results of resumed operations)."""
 
 from __future__ import annotations
 
+import grpc
 from google.rpc import status_pb2
 
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
-from sagex.scoring.result import Metric, ScoreResult
+from sagex.llm import Usage
+from sagex.scoring.result import Metric, ScorerError, ScoreResult
 from sagex.scoring.stats import Interval
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def interval(ci: Interval | None) -> pb.ConfidenceInterval | None:
@@ -30,4 +34,17 @@ def scorer_result(result: ScoreResult) -> pb.ScorerResult:
     return out
 
 
-__all__ = ["interval", "metric", "scorer_result"]
+def score_result(message: pb.ScorerResult) -> ScoreResult:
+    """The inverse of ``scorer_result`` for everything but ``details``, which come
+    back as the strings that were sent."""
+    metrics = tuple(
+        Metric(m.name, m.value, Interval(m.ci.lower, m.ci.upper, m.ci.level) if m.HasField("ci") else None, m.n)
+        for m in message.metrics)
+    error = (ScorerError(_CODES.get(message.error.code, grpc.StatusCode.UNKNOWN), message.error.message)
+             if message.HasField("error") else None)
+    usage = Usage(prompt_tokens=message.llm_prompt_tokens, completion_tokens=message.llm_completion_tokens,
+                  cost_usd=message.llm_cost_usd, calls=message.llm_calls)
+    return ScoreResult(message.scorer, metrics, error, usage, dict(message.details))
+
+
+__all__ = ["interval", "metric", "score_result", "scorer_result"]

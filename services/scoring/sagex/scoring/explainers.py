@@ -19,6 +19,7 @@ from sagex.api.common.v1 import types_pb2
 from sagex.llm import LLMBackend, LLMUnavailable, MalformedAnswer
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.scoring.baseline import BaselineSettings, SinglePassExplainer
+from sagex.server.credentials import ClientCredentials
 from sagex.server.lifecycle import channel_options
 
 
@@ -56,8 +57,10 @@ class SageAgent:
 
     name = "sage"
 
-    def __init__(self, address: str, timeout_s: float) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options())
+    def __init__(self, address: str, timeout_s: float, credentials: ClientCredentials | None = None) -> None:
+        # Token and TLS as for the activation service: from the environment unless given.
+        self.credentials = ClientCredentials.from_env() if credentials is None else credentials
+        self.channel = self.credentials.channel(address, channel_options())
         self.stub = agent_grpc.AgentServiceStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -65,7 +68,8 @@ class SageAgent:
         request = agent_pb.ExplainFeatureRequest(sae_id=sae_id, feature_id=feature_id)
         explanation = None
         try:
-            async for event in self.stub.ExplainFeature(request, timeout=self.timeout_s):
+            async for event in self.stub.ExplainFeature(request, timeout=self.timeout_s,
+                                                        metadata=self.credentials.call_metadata()):
                 if event.HasField("explanation"):
                     explanation = event.explanation
         except grpc.aio.AioRpcError as e:

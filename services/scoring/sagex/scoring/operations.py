@@ -1,140 +1,353 @@
-"""Long-running scoring requests as google.longrunning operations, kept in memory.
+"""Long-running scoring requests as google.longrunning operations, kept in SQLite.
 
-Scoring is a pure function of (explanation, seed, data), so a lost operation is
-re-submitted rather than resumed: operations do not survive a restart (the
-agent's jobs, which are costly, are the ones kept in SQLite). A ``request_id``
-makes submission idempotent for the life of the process.
+A job (``jobs.py``) splits its request into units; each unit's result is
+committed with its "done" mark as soon as it is scored. A server that stops or
+crashes leaves its operations RUNNING; the next one (or a live peer on the same
+database) adopts them before serving and runs only the units still pending, so
+every unit is scored and recorded exactly once. A job that cannot go on after a
+restart (say its explainer is no longer configured) fails with
+FAILED_PRECONDITION, and the results of its finished units travel in the
+status's details. A ``request_id`` makes submission idempotent for as long as
+the operation is kept; finished operations are evicted after the retention.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import structlog
 from google.longrunning import operations_pb2
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from sagex.scoring.store import OperationRow, OperationStore, Progress, Runner, StaleRequest, UnitRow
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "operations/"
+HEARTBEAT_S = 10.0  # how often a server renews its lease, adopts orphans and evicts
+LEASE_S = 60.0  # a server silent this long has lost its operations to a live one
+POLL_S = 1.0  # WaitOperation re-reads operations run by another server this often
+
+# Runner tokens of the Operations alive in this process.
+_live_tokens: set[str] = set()
 
 
-class StaleRequest(Exception):
-    """The request_id was used before for a different request."""
+class CannotResume(Exception):
+    """A stored job cannot go on here; ``subject`` names what is missing."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(reason)
+        self.subject = subject
+        self.reason = reason
 
 
-@dataclass
-class _Job:
-    id: str
-    request: bytes  # the request without its request_id, for idempotency checks
-    metadata: Message  # updated in place by the work as it progresses
-    create_time: float = field(default_factory=time.time)
-    response: Message | None = None
-    error: status_pb2.Status | None = None
-    task: asyncio.Task[None] | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def operation(self) -> operations_pb2.Operation:
-        op = operations_pb2.Operation(name=PREFIX + self.id, done=self.finished.is_set())
-        op.metadata.Pack(self.metadata)
-        if self.error is not None:
-            op.error.CopyFrom(self.error)
-        elif self.response is not None:
-            op.response.Pack(self.response)
-        return op
+@dataclass(frozen=True)
+class UnitResult:
+    result: Message | None  # None: the unit finished without one (``note`` says why)
+    failed: bool = False
+    note: str = ""
 
 
-Work = Callable[[Message], Awaitable[Message]]
+Commit = Callable[[int, UnitResult], Awaitable[None]]
+
+
+class Job(Protocol):
+    """One long-running request: its units, how to run them and how to sum them up."""
+
+    kind: ClassVar[str]
+    request: Message
+    plan: dict[str, Any]  # JSON: what the request was resolved to when it was accepted
+
+    def items(self) -> list[int]:
+        """The item (request entry) of every unit, by position."""
+        ...
+
+    async def check(self) -> None:
+        """Raise CannotResume when a resumed job can no longer run here."""
+        ...
+
+    async def run_item(self, item: int, positions: Sequence[int], commit: Commit) -> None:
+        """Run the pending units of one item, committing each as it finishes."""
+        ...
+
+    def response(self, units: Sequence[UnitRow]) -> Message:
+        """The response from the finished units among ``units`` (all of them, or a part)."""
+        ...
+
+    def summary(self, progress: Progress) -> str:
+        """e.g. "3 of 8 explanations"."""
+        ...
+
+
+class JobLoader(Protocol):
+    def load(self, kind: str, request: bytes, plan: dict[str, Any]) -> Job:
+        """A stored job, ready to resume; ValueError when it cannot be rebuilt."""
+        ...
+
+    def metadata(self, kind: str, progress: Progress) -> Message: ...
+
+
+def _host() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _any(message: Message) -> bytes:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed.SerializeToString()
 
 
 class Operations:
-    def __init__(self) -> None:
-        self._jobs: dict[str, _Job] = {}
-        self._by_request_id: dict[str, str] = {}
+    """The operations of one server. Call ``start`` before serving (it resumes
+    what a previous process left running) and ``close`` when stopping (running
+    operations stay RUNNING for the next server)."""
 
-    def submit(self, request: Message, request_id: str, metadata: Message, work: Work) -> operations_pb2.Operation:
-        """Start ``work(metadata)`` in the background; its return value is the response."""
-        fingerprint = _without_request_id(request)
-        if request_id and request_id in self._by_request_id:
-            job = self._jobs.get(self._by_request_id[request_id])
-            if job is not None:
-                if job.request != fingerprint:
-                    raise StaleRequest(request_id)
-                return job.operation()
-        job = _Job(uuid.uuid4().hex, fingerprint, metadata)
-        self._jobs[job.id] = job
-        if request_id:
-            self._by_request_id[request_id] = job.id
-        job.task = asyncio.create_task(self._run(job, work))
-        return job.operation()
+    def __init__(self, store: OperationStore, jobs: JobLoader, *, concurrency: int, retention_s: float,
+                 heartbeat_s: float = HEARTBEAT_S, lease_s: float = LEASE_S) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.concurrency = concurrency  # items of one operation run at once
+        self.retention_s = retention_s
+        self.heartbeat_s = heartbeat_s
+        self.lease_s = lease_s
+        self.runner = Runner(uuid.uuid4().hex, _host(), os.getpid())
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
-    async def _run(self, job: _Job, work: Work) -> None:
-        try:
-            job.response = await work(job.metadata)
-        except asyncio.CancelledError:
-            job.error = status_pb2.Status(code=code_pb2.CANCELLED, message="cancelled by the caller")
-        except Exception:
-            log.exception("operation_failed", operation=job.id)
-            job.error = status_pb2.Status(code=code_pb2.INTERNAL,
-                                          message=f"internal error; quote operation {job.id} when reporting it")
-        finally:
-            job.finished.set()
+    # -- lifecycle --------------------------------------------------------------
 
-    def get(self, job_id: str) -> operations_pb2.Operation:
-        """KeyError when unknown."""
-        return self._jobs[job_id].operation()
-
-    async def wait(self, job_id: str, timeout_s: float) -> operations_pb2.Operation:
-        job = self._jobs[job_id]
-        try:
-            await asyncio.wait_for(job.finished.wait(), timeout_s)
-        except TimeoutError:
-            pass
-        return job.operation()
-
-    def list(self, page_size: int, after: str = "") -> tuple[list[operations_pb2.Operation], str]:
-        """Oldest first; the page token is the last id returned."""
-        ordered = sorted(self._jobs.values(), key=lambda j: (j.create_time, j.id))
-        if after:
-            ids = [j.id for j in ordered]
-            if after not in ids:
-                raise KeyError(after)
-            ordered = ordered[ids.index(after) + 1 :]
-        page = ordered[:page_size]
-        token = page[-1].id if len(ordered) > page_size else ""
-        return [j.operation() for j in page], token
-
-    async def cancel(self, job_id: str) -> None:
-        job = self._jobs[job_id]
-        if job.task is not None and not job.task.done():
-            job.task.cancel()
-            await asyncio.gather(job.task, return_exceptions=True)
-
-    def delete(self, job_id: str) -> bool:
-        """False when the operation is still running (cancel it first)."""
-        job = self._jobs[job_id]
-        if not job.finished.is_set():
-            return False
-        del self._jobs[job_id]
-        self._by_request_id = {k: v for k, v in self._by_request_id.items() if v != job_id}
-        return True
+    async def start(self) -> int:
+        """Register, evict expired operations and resume orphaned ones; returns how many were resumed."""
+        _live_tokens.add(self.runner.token)
+        await asyncio.to_thread(self.store.register, self.runner)
+        resumed = await self._housekeeping()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="scoring-operations-heartbeat")
+        return resumed
 
     async def close(self) -> None:
-        for job_id in list(self._jobs):
-            await self.cancel(job_id)
+        """Stop running operations without marking them: a restart resumes them."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.runner.token in _live_tokens:
+            await asyncio.to_thread(self.store.release, self.runner)
+            _live_tokens.discard(self.runner.token)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._housekeeping()
+            except Exception:  # the next tick tries again; the operations keep running meanwhile
+                log.exception("operations_housekeeping_failed")
+
+    async def _housekeeping(self) -> int:
+        running = set(self._tasks)  # before the query: an operation submitted meanwhile is not judged
+        owned = await asyncio.to_thread(self.store.heartbeat, self.runner)
+        for op_id in running - owned:  # finished, cancelled or taken over by another server meanwhile
+            task = self._tasks.get(op_id)
+            if task is not None:
+                task.cancel()
+        evicted = await asyncio.to_thread(self.store.evict, time.time() - self.retention_s)
+        if evicted:
+            log.info("operations_evicted", count=evicted, retention_hours=self.retention_s / 3600)
+        adopted = await asyncio.to_thread(self.store.adopt, self.runner, set(_live_tokens), self.lease_s)
+        for row in adopted:
+            await self._resume(row)
+        return len(adopted)
+
+    async def _resume(self, row: OperationRow) -> None:
+        try:
+            job = self.jobs.load(row.kind, row.request, row.plan)
+        except Exception as exc:
+            log.warning("operation_unresumable", operation=row.id, kind=row.kind, reason=str(exc))
+            status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION,
+                                       message=f"cannot resume after a restart: {exc}")
+            await asyncio.to_thread(self.store.finish, row.id, "FAILED", error=status.SerializeToString())
+            return
+        progress = await asyncio.to_thread(self.store.progress, row.id)
+        log.info("operation_resumed", operation=row.id, kind=row.kind, units=progress.units,
+                 remaining=progress.units - progress.units_done)
+        self._spawn(row.id, job, resumed=True)
+
+    # -- the work ---------------------------------------------------------------
+
+    async def submit(self, job: Job, request_id: str) -> operations_pb2.Operation:
+        """Store the job and start it, or return the operation already stored under
+        ``request_id``. Raises StaleRequest when that key named another request."""
+        op_id, created = await asyncio.to_thread(
+            self.store.create, uuid.uuid4().hex, job.kind, job.request.SerializeToString(deterministic=True),
+            request_id, job.plan, job.items(), self.runner.token)
+        if created:
+            log.info("operation_created", operation=op_id, kind=job.kind, units=len(job.items()))
+            self._spawn(op_id, job, resumed=False)
+        return await self.get(op_id)
+
+    def _spawn(self, op_id: str, job: Job, *, resumed: bool) -> None:
+        if op_id in self._tasks:  # one runner per operation, however it was started
+            return
+        self._finished.setdefault(op_id, asyncio.Event())
+        task = asyncio.create_task(self._run(op_id, job, resumed), name=f"operation-{op_id}")
+        self._tasks[op_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(op_id) is done:
+                del self._tasks[op_id]
+            event = self._finished.pop(op_id, None)
+            if event is not None:
+                event.set()
+
+        task.add_done_callback(forget)
+
+    async def _run(self, op_id: str, job: Job, resumed: bool) -> None:
+        try:
+            if resumed:
+                await job.check()
+            pending = await asyncio.to_thread(self.store.pending, op_id)
+            by_item: dict[int, list[int]] = {}
+            for position, item in pending:
+                by_item.setdefault(item, []).append(position)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def commit(position: int, unit: UnitResult) -> None:
+                body = None if unit.result is None else unit.result.SerializeToString(deterministic=True)
+                if not await asyncio.to_thread(self.store.commit_unit, op_id, position, body, unit.failed, unit.note):
+                    log.warning("duplicate_unit_dropped", operation=op_id, position=position)
+
+            async def one(item: int, positions: list[int]) -> None:
+                async with gate:
+                    await job.run_item(item, positions, commit)
+
+            # A TaskGroup: if one item fails (a bug, the store), the others stop spending.
+            async with asyncio.TaskGroup() as group:
+                for item, positions in by_item.items():
+                    group.create_task(one(item, positions))
+            units = await asyncio.to_thread(self.store.units, op_id)
+            response = _any(job.response(units))
+            if await asyncio.to_thread(self.store.finish, op_id, "SUCCEEDED", response=response):
+                log.info("operation_done", operation=op_id, kind=job.kind)
+        except asyncio.CancelledError:
+            raise  # cancelled by the caller (already recorded) or the server is stopping (resumed later)
+        except Exception as exc:
+            if isinstance(exc, ExceptionGroup):
+                exc = exc.exceptions[0]
+            if isinstance(exc, CannotResume):
+                log.warning("operation_unresumable", operation=op_id, kind=job.kind, reason=exc.reason)
+                status = await self._stopped(op_id, job, code_pb2.FAILED_PRECONDITION,
+                                             f"cannot resume after a restart: {exc.reason}")
+                status.details.add().Pack(error_details_pb2.PreconditionFailure(violations=[
+                    error_details_pb2.PreconditionFailure.Violation(type="RESUME", subject=exc.subject,
+                                                                    description=exc.reason)]))
+            else:
+                log.exception("operation_failed", operation=op_id, kind=job.kind)
+                status = await self._stopped(op_id, job, code_pb2.INTERNAL,
+                                             f"internal error; quote operation {op_id} when reporting it")
+            await asyncio.to_thread(self.store.finish, op_id, "FAILED", error=status.SerializeToString())
+
+    async def _stopped(self, op_id: str, job: Job, code: int, message: str) -> status_pb2.Status:
+        """A status for an operation that ends early: what happened, how far it got,
+        and the results of its finished units as a detail (the job's response type)."""
+        units = await asyncio.to_thread(self.store.units, op_id)
+        progress = await asyncio.to_thread(self.store.progress, op_id)
+        status = status_pb2.Status(code=code, message=f"{message}; {job.summary(progress)} were finished, and "
+                                                      "their results are in this status's details")
+        try:
+            status.details.add().Pack(job.response([u for u in units if u.done]))
+        except Exception:
+            log.exception("partial_response_failed", operation=op_id)
+        return status
+
+    # -- the Operations API -----------------------------------------------------
+
+    def _operation(self, row: OperationRow, progress: Progress) -> operations_pb2.Operation:
+        op = operations_pb2.Operation(name=PREFIX + row.id, done=row.done)
+        try:
+            op.metadata.Pack(self.jobs.metadata(row.kind, progress))
+        except ValueError:  # a kind this version does not know: no metadata rather than no operation
+            pass
+        if row.error is not None:
+            op.error.ParseFromString(row.error)
+        elif row.response is not None:
+            op.response.ParseFromString(row.response)
+        return op
+
+    def _read(self, op_id: str) -> tuple[OperationRow, Progress]:
+        row = self.store.operation(op_id)
+        if row is None:
+            raise KeyError(op_id)
+        return row, self.store.progress(op_id)
+
+    async def get(self, op_id: str) -> operations_pb2.Operation:
+        """KeyError when unknown."""
+        return self._operation(*await asyncio.to_thread(self._read, op_id))
+
+    async def wait(self, op_id: str, timeout_s: float) -> operations_pb2.Operation:
+        """The operation once done, or as it stands after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            op = await self.get(op_id)
+            left = deadline - time.monotonic()
+            if op.done or left <= 0:
+                return op
+            event = self._finished.get(op_id)  # none: another server runs it, so poll
+            try:
+                await asyncio.wait_for(event.wait() if event else asyncio.sleep(left), min(left, POLL_S))
+            except TimeoutError:
+                pass
+
+    async def list(self, page_size: int, after: str = "") -> tuple[list[operations_pb2.Operation], str]:
+        """Oldest first; the page token is the last id returned. KeyError for an unknown token."""
+
+        def page() -> tuple[list[tuple[OperationRow, Progress]], str]:
+            rows, token = self.store.page(page_size, after)
+            return [(r, self.store.progress(r.id)) for r in rows], token
+
+        rows, token = await asyncio.to_thread(page)
+        return [self._operation(row, progress) for row, progress in rows], token
+
+    async def cancel(self, op_id: str) -> None:
+        """Record the cancellation, then stop the work; a finished operation stays as
+        it is. KeyError when unknown."""
+        row, _ = await asyncio.to_thread(self._read, op_id)
+        if row.done:
+            return
+        task = self._tasks.get(op_id)
+        try:
+            job = self.jobs.load(row.kind, row.request, row.plan)
+            status = await self._stopped(op_id, job, code_pb2.CANCELLED, "cancelled by the caller")
+        except ValueError:
+            status = status_pb2.Status(code=code_pb2.CANCELLED, message="cancelled by the caller")
+        # Recorded first: if this call is interrupted, a restart must not resume the operation.
+        await asyncio.to_thread(self.store.finish, op_id, "CANCELLED", error=status.SerializeToString())
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def delete(self, op_id: str) -> bool:
+        """False when the operation is still running (cancel it first); KeyError when unknown."""
+        deleted = await asyncio.to_thread(self.store.delete, op_id)
+        if deleted is None:
+            raise KeyError(op_id)
+        return deleted
 
 
-def _without_request_id(request: Message) -> bytes:
-    copy = type(request)()
-    copy.CopyFrom(request)
-    if "request_id" in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField("request_id")  # type: ignore[arg-type]
-    return copy.SerializeToString(deterministic=True)
-
-
-__all__ = ["PREFIX", "Operations", "StaleRequest"]
+__all__ = ["PREFIX", "CannotResume", "Commit", "Job", "JobLoader", "Operations", "StaleRequest", "UnitResult"]

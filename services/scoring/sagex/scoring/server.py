@@ -1,5 +1,6 @@
 """Assembly of the scoring server: activation client, LLM, embedder, scorers,
-explainers, operations, servicers."""
+explainers, the operations store and its jobs, servicers. Operations a previous
+process left unfinished are resumed before the server serves."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from sagex.scoring.config import ScoringConfig
 from sagex.scoring.embedder import MiniLMEmbedder
 from sagex.scoring.engine import ScoringEngine
 from sagex.scoring.explainers import Explainer, SageAgent, SinglePass
+from sagex.scoring.jobs import ScoringJobs
 from sagex.scoring.operations import Operations
 from sagex.scoring.servicer import OperationsServicer, ScoringServicer
+from sagex.scoring.store import OperationStore
 from sagex.server.lifecycle import RunningServer, Service, running_services, serve_until_signal
 
 SERVICE_NAME = scoring_service_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
@@ -31,10 +34,18 @@ class ScoringRuntime:
     llm: LLMBackend
     engine: ScoringEngine
     explainers: dict[str, Explainer]
+    store: OperationStore
+    jobs: ScoringJobs
     operations: Operations
+
+    async def start(self) -> None:
+        """Resume what a previous process left running (before serving, so a
+        resubmitted request finds its operation instead of starting a second one)."""
+        await self.operations.start()
 
     async def close(self) -> None:
         await self.operations.close()
+        self.store.close()
         for explainer in self.explainers.values():
             if isinstance(explainer, SageAgent):
                 await explainer.close()
@@ -51,11 +62,15 @@ def build_runtime(config: ScoringConfig) -> ScoringRuntime:
         explainers["single_pass"] = SinglePass(activation, llm, config.baseline)
     if config.agent:
         explainers["sage"] = SageAgent(config.agent, config.agent_timeout_s)
-    return ScoringRuntime(config, activation, llm, engine, explainers, Operations())
+    store = OperationStore(config.database_path())
+    jobs = ScoringJobs(engine, explainers)
+    operations = Operations(store, jobs, concurrency=config.batch_concurrency,
+                            retention_s=config.retention_hours * 3600)
+    return ScoringRuntime(config, activation, llm, engine, explainers, store, jobs, operations)
 
 
 def services(rt: ScoringRuntime) -> list[Service]:
-    scoring = ScoringServicer(rt.engine, rt.explainers, rt.operations)
+    scoring = ScoringServicer(rt.engine, rt.explainers, rt.operations, rt.jobs)
     ops = OperationsServicer(rt.operations)
     return [
         Service(SERVICE_NAME,
@@ -66,16 +81,25 @@ def services(rt: ScoringRuntime) -> list[Service]:
 
 @asynccontextmanager
 async def running_scoring_server(config: ScoringConfig) -> AsyncIterator[tuple[RunningServer, ScoringRuntime]]:
-    """Start a server on ``config.server`` (port 0 picks one), ready when yielded."""
+    """Start a server on ``config.server`` (port 0 picks one), ready and with
+    unfinished operations resumed when yielded."""
     rt = build_runtime(config)
-    async with running_services(services(rt), config.server, on_stop=rt.close) as running:
-        yield running, rt
+    try:
+        await rt.start()
+        async with running_services(services(rt), config.server) as running:
+            yield running, rt
+    finally:
+        await rt.close()
 
 
 async def serve(config: ScoringConfig) -> None:
-    """Run the scoring server until SIGTERM/SIGINT."""
+    """Run the scoring server until SIGTERM/SIGINT; a restart resumes its operations."""
     rt = build_runtime(config)
-    await serve_until_signal(services(rt), config.server, on_stop=rt.close)
+    try:
+        await rt.start()
+        await serve_until_signal(services(rt), config.server)
+    finally:
+        await rt.close()
 
 
 __all__ = ["SERVICE_NAME", "ScoringRuntime", "build_runtime", "running_scoring_server", "serve"]

@@ -12,9 +12,10 @@ from grpc import aio
 
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
 from sagex.api.scoring.v1 import scoring_service_pb2_grpc as pb_grpc
-from sagex.scoring import convert, jobs, validation
+from sagex.scoring import convert, validation
 from sagex.scoring.engine import ExplanationRef, ScoringEngine
 from sagex.scoring.explainers import Explainer
+from sagex.scoring.jobs import ScoringJobs
 from sagex.scoring.operations import PREFIX, Operations, StaleRequest
 from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -33,10 +34,12 @@ def _stale(request_id: str) -> InvalidArgument:
 
 
 class ScoringServicer(pb_grpc.ScoringServiceServicer):
-    def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer], operations: Operations) -> None:
+    def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer], operations: Operations,
+                 jobs: ScoringJobs) -> None:
         self.engine = engine
         self.explainers = explainers
         self.operations = operations
+        self.jobs = jobs
 
     async def ScoreExplanation(self, request: pb.ScoreExplanationRequest, context: aio.ServicerContext
                                ) -> pb.ScoreExplanationResponse:
@@ -49,9 +52,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                                      ) -> operations_pb2.Operation:
         scorers = await validation.batch_request(self.engine.config, self.engine.activation, request)
         try:
-            return self.operations.submit(
-                request, request.request_id, pb.BatchScoreExplanationsMetadata(),
-                lambda meta: jobs.score_batch(self.engine, request, scorers, meta))  # type: ignore[arg-type]
+            return await self.operations.submit(await self.jobs.batch(request, scorers), request.request_id)
         except StaleRequest:
             raise _stale(request.request_id) from None
 
@@ -60,37 +61,38 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
         scorers = await validation.compare_request(self.engine.config, self.engine.activation, list(self.explainers),
                                                    request)
         try:
-            return self.operations.submit(
-                request, request.request_id, pb.CompareExplainersMetadata(),
-                lambda meta: jobs.compare_explainers(self.engine, self.explainers, request, scorers,
-                                                     meta))  # type: ignore[arg-type]
+            return await self.operations.submit(await self.jobs.compare(request, scorers), request.request_id)
         except StaleRequest:
             raise _stale(request.request_id) from None
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    """AIP-151 operations over the in-memory scoring jobs."""
+    """AIP-151 operations over the stored scoring jobs."""
 
     def __init__(self, operations: Operations) -> None:
         self.operations = operations
 
-    def _get(self, name: str) -> operations_pb2.Operation:
+    async def _get(self, name: str) -> operations_pb2.Operation:
         try:
-            return self.operations.get(_job_id(name))
+            return await self.operations.get(_job_id(name))
         except KeyError:
-            raise NotFound("operation", name, "operations live in memory and end with the server; "
-                                              "list them with ListOperations") from None
+            raise self._not_found(name) from None
+
+    def _not_found(self, name: str) -> NotFound:
+        hours = self.operations.retention_s / 3600
+        return NotFound("operation", name, f"it was deleted, or it finished more than {hours:g} hours ago "
+                                           "(retention_hours in [scoring]); list them with ListOperations")
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: aio.ServicerContext
                            ) -> operations_pb2.Operation:
-        return self._get(request.name)
+        return await self._get(request.name)
 
     async def ListOperations(self, request: operations_pb2.ListOperationsRequest, context: aio.ServicerContext
                              ) -> operations_pb2.ListOperationsResponse:
         if request.filter:
             raise InvalidArgument.one("filter", "filters are not supported; leave it empty")
         try:
-            ops, token = self.operations.list(validation.page(request.page_size), request.page_token)
+            ops, token = await self.operations.list(validation.page(request.page_size), request.page_token)
         except KeyError:
             raise InvalidArgument.one("page_token", "not a token this server issued (or its operation was "
                                                     "deleted); start again without one") from None
@@ -98,27 +100,35 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: aio.ServicerContext
                               ) -> empty_pb2.Empty:
-        self._get(request.name)
-        await self.operations.cancel(_job_id(request.name))
+        try:
+            await self.operations.cancel(_job_id(request.name))
+        except KeyError:
+            raise self._not_found(request.name) from None
         return empty_pb2.Empty()
 
     async def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest, context: aio.ServicerContext
                               ) -> empty_pb2.Empty:
-        self._get(request.name)
-        if not self.operations.delete(_job_id(request.name)):
+        try:
+            deleted = await self.operations.delete(_job_id(request.name))
+        except KeyError:
+            raise self._not_found(request.name) from None
+        if not deleted:
             raise FailedPrecondition(f"{request.name} is still running; cancel it first")
         return empty_pb2.Empty()
 
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
                             ) -> operations_pb2.Operation:
-        self._get(request.name)
+        await self._get(request.name)
         timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else MAX_WAIT_S
         if timeout < 0:
             raise InvalidArgument.one("timeout", "must be >= 0")
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(remaining - 0.5, 0.0))  # answer before the caller's deadline
-        return await self.operations.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+        try:
+            return await self.operations.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+        except KeyError:  # deleted while waiting
+            raise self._not_found(request.name) from None
 
 
 __all__ = ["OperationsServicer", "ScoringServicer"]

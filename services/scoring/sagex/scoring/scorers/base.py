@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import grpc
+import openai
 import structlog
 
-from sagex.llm import LLMBackend, LLMUnavailable, MalformedAnswer, Usage
+from sagex.llm import Completion, LLMBackend, LLMUnavailable, MalformedAnswer, Usage
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.scoring.embedder import Embedder
 from sagex.scoring.errors import ScorerFailed
@@ -29,6 +30,29 @@ from sagex.scoring.result import Metric, ScorerError, ScoreResult
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# (base_url, model) of endpoints that refused logprobs, for the rest of the process:
+# later calls go without them instead of failing once more first.
+_no_logprobs: set[tuple[str, str]] = set()
+
+
+def refuses_logprobs(error: LLMUnavailable) -> bool:
+    """The endpoint answered 400/422 to a request because of its logprobs or
+    top_logprobs parameter (named in ``param`` or, by servers that leave ``param``
+    empty, in the message)."""
+    cause = error.__cause__
+    if isinstance(cause, openai.APIStatusError):
+        if cause.status_code not in (400, 422):
+            return False
+        if cause.param in ("logprobs", "top_logprobs"):
+            return True
+        body = cause.body if isinstance(cause.body, dict) else {}
+        said = f"{body.get('message', '')} {cause.message}"
+    else:
+        if error.status not in (400, 422):
+            return False
+        said = error.message
+    return "logprob" in said.lower()
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,24 @@ class Toolkit:
     llm: LLMBackend | None = None
     embedder: Embedder | None = None
     llm_concurrency: int = 8  # LLM calls in flight per scorer run
+
+    async def complete(self, llm: LLMBackend, messages: list[dict[str, str]], *, max_tokens: int,
+                       top_logprobs: int | None) -> Completion:
+        """``llm.complete``, asking for logprobs where the endpoint accepts them. An
+        endpoint that refuses them is asked once more without, and remembered; the
+        completion then has no logprobs and the scorers read the written answer."""
+        key = (llm.base_url, llm.config.model)
+        if top_logprobs is None or key in _no_logprobs:
+            return await llm.complete(messages, max_tokens=max_tokens)
+        try:
+            return await llm.complete(messages, max_tokens=max_tokens, top_logprobs=top_logprobs)
+        except LLMUnavailable as e:
+            if not refuses_logprobs(e):
+                raise
+            if key not in _no_logprobs:
+                _no_logprobs.add(key)
+                log.warning("logprobs_unsupported", base_url=llm.base_url, model=llm.config.model, reason=e.message)
+        return await llm.complete(messages, max_tokens=max_tokens)
 
     def need_llm(self, scorer: str) -> LLMBackend:
         if self.llm is None or not self.llm.config.model:

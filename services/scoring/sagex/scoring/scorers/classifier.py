@@ -70,8 +70,8 @@ async def judge(
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": _prompt(explanation, question, shown)}]
         for _ in range(settings.attempts):
-            completion = await llm.complete(messages, max_tokens=4 * len(shown) + 16,
-                                            top_logprobs=settings.top_logprobs if settings.logprobs else None)
+            completion = await toolkit.complete(llm, messages, max_tokens=4 * len(shown) + 16,
+                                                top_logprobs=settings.top_logprobs if settings.logprobs else None)
             meter.add(completion.usage)
             entries = read_array(completion.text, completion.logprobs, YES_NO)
             if entries is not None and len(entries) == len(shown):

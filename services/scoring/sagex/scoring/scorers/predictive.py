@@ -141,13 +141,14 @@ class PredictiveScorer(Scorer):
         want_lp = self.settings.readout != "sampled"
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(explanation, tokens)}]
         for _ in range(self.settings.attempts):
-            completion = await llm.complete(messages, max_tokens=4 * len(tokens) + 32,
-                                            top_logprobs=self.settings.top_logprobs if want_lp else None)
+            completion = await self.toolkit.complete(llm, messages, max_tokens=4 * len(tokens) + 32,
+                                                     top_logprobs=self.settings.top_logprobs if want_lp else None)
             meter.add(completion.usage)
             if self.settings.readout == "logprobs" and completion.logprobs is None:
                 raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"{llm.base_url} returned no logprobs and predictive.readout is 'logprobs'; "
-                                   "use an endpoint with logprobs or readout 'auto' (written integers)")
+                                   f"{llm.base_url} returned no logprobs (or refuses them) and predictive.readout "
+                                   "is 'logprobs'; use an endpoint with logprobs or readout 'auto' "
+                                   "(written integers)")
             entries = read_array(completion.text, completion.logprobs if want_lp else None, SCALE)
             if entries is not None and len(entries) == len(tokens):
                 return Simulation([e.expected for e in entries], [e.distribution is not None for e in entries], True)
