@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from sagex.sdk import JobProgress, Options, Sage, SageError, UnavailableError
+from sagex.sdk import FeatureProgress, JobProgress, Options, Sage, SageError, UnavailableError
 
 
 def _fail(command: str, exc: SageError, service: str, address: str) -> SystemExit:
@@ -23,6 +23,32 @@ def _bar(p: JobProgress, width: int = 30) -> str:
             f"{p.usage.prompt_tokens + p.usage.completion_tokens:,} LLM tokens{cost}")
 
 
+def _feature_line(f: FeatureProgress) -> str:
+    testing = f", round {f.round}" if f.round else ""
+    return (f"  feature {f.feature_id:>6}  {f.state.lower().replace('_', ' '):<18} {f.hypotheses} hypotheses, "
+            f"{f.probes} probes{testing}")
+
+
+class _Progress:
+    """The job's bar and one line per running feature: redrawn in place on a
+    terminal, printed when they change otherwise (logs, pipes)."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.last: list[str] = []
+
+    def __call__(self, p: JobProgress) -> None:
+        lines = [_bar(p), *(_feature_line(f) for f in p.running)]
+        if lines == self.last:
+            return
+        if self.tty:
+            up = f"\x1b[{len(self.last)}F" if self.last else ""  # back to the first line drawn last time
+            print(up + "".join(f"\x1b[2K{line}\n" for line in lines) + "\x1b[J", end="", flush=True)
+        else:
+            print("\n".join(lines), flush=True)
+        self.last = lines
+
+
 def explain(agent: str, sae: str, features: Sequence[int], options: Options, concurrency: int, watch: bool) -> int:
     with Sage(activation=None, agent=agent, scoring=None) as sage:
         try:
@@ -31,14 +57,7 @@ def explain(agent: str, sae: str, features: Sequence[int], options: Options, con
             if not watch:
                 print("follow it with `sage explain ... --watch`, or the SDK's sage.agent.operation(name)")
                 return 0
-            tty = sys.stdout.isatty()
-
-            def show(p: JobProgress) -> None:
-                print(("\r" if tty else "") + _bar(p), end="" if tty else "\n", flush=True)
-
-            job.wait(on_progress=show)
-            if tty:
-                print()
+            job.wait(on_progress=_Progress(sys.stdout.isatty()))
             results = job.result()
         except SageError as exc:
             raise _fail("explain", exc, "agent", agent) from None

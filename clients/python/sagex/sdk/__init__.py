@@ -20,11 +20,20 @@ from sagex.sdk.errors import (
     UnavailableError,
 )
 from sagex.sdk.scoring import Comparison, Metric, ScorerResult, load_comparison
-from sagex.sdk.types import AgentEvent, Explanation, Hypothesis, JobProgress, Label, Probe, TokenActivations
+from sagex.sdk.types import (
+    AgentEvent,
+    Explanation,
+    FeatureProgress,
+    Hypothesis,
+    JobProgress,
+    Label,
+    Probe,
+    TokenActivations,
+)
 
 __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
-    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "Hypothesis", "InternalError",
+    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "Hypothesis", "InternalError",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",

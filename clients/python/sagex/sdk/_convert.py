@@ -96,5 +96,7 @@ def event(msg: pb.ExplainFeatureResponse) -> t.AgentEvent:
 def progress(op: operations_pb2.Operation) -> t.JobProgress:
     meta = pb.BatchExplainFeaturesMetadata()
     op.metadata.Unpack(meta)
+    running = tuple(t.FeatureProgress(f.feature_id, pb.AgentState.Name(f.state).removeprefix("AGENT_STATE_"),
+                                      f.hypotheses, f.probes, f.round) for f in meta.running)
     return t.JobProgress(op.name, meta.total, meta.done, meta.failed, usage(meta.usage), op.done,
-                         op.error.message if op.HasField("error") else "")
+                         op.error.message if op.HasField("error") else "", running)

@@ -153,6 +153,17 @@ class AgentEvent:
 
 
 @dataclass(frozen=True)
+class FeatureProgress:
+    """A feature a job is explaining right now."""
+
+    feature_id: int
+    state: str  # TRIAGE | READING_EXEMPLARS | FORMING_HYPOTHESES | TESTING | REVIEWING | CONCLUDING | ...
+    hypotheses: int
+    probes: int
+    round: int
+
+
+@dataclass(frozen=True)
 class JobProgress:
     name: str
     total: int
@@ -161,6 +172,7 @@ class JobProgress:
     usage: Usage
     finished: bool
     error: str = ""
+    running: tuple[FeatureProgress, ...] = ()  # live, while the job runs
 
     @property
     def remaining(self) -> int:

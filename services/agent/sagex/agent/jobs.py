@@ -23,6 +23,7 @@ from sagex.agent import convert
 from sagex.agent.config import AgentConfig
 from sagex.agent.explainer import Explainer, Outcome, RunSpec
 from sagex.agent.loop import Emit
+from sagex.agent.progress import LiveProgress
 from sagex.agent.store import JobRow, Store
 from sagex.agent.validation import stored_batch_spec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
@@ -45,11 +46,12 @@ def explanation_name(sae_id: str, feature_id: int) -> str:
     return f"explanations/{sae_id}/{feature_id}/{uuid.uuid4().hex[:16]}"
 
 
-def operation(row: JobRow) -> operations_pb2.Operation:
+def operation(row: JobRow, running: list[pb.FeatureProgress] | None = None) -> operations_pb2.Operation:
     op = operations_pb2.Operation(name=f"operations/{row.id}")
     op.metadata.Pack(pb.BatchExplainFeaturesMetadata(
         total=row.total, done=row.done, failed=row.failed, usage=row.usage,
         create_time=_timestamp(row.create_time), update_time=_timestamp(row.update_time),
+        running=running if row.state == "RUNNING" else None,
     ))
     if row.state == "RUNNING":
         return op
@@ -72,6 +74,7 @@ class JobManager:
         self.slots = asyncio.Semaphore(config.max_concurrent_features)  # across jobs and streams
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Condition] = {}
+        self.live = LiveProgress()
 
     async def resume(self) -> int:
         """Restart every job a previous process left running."""
@@ -102,7 +105,7 @@ class JobManager:
         row = await asyncio.to_thread(self.store.job, job_id)
         if row is None:
             raise KeyError(job_id)
-        return operation(row)
+        return operation(row, self.live.running(job_id))
 
     async def cancel(self, job_id: str) -> bool:
         row = await asyncio.to_thread(self.store.job, job_id)
@@ -159,7 +162,11 @@ class JobManager:
 
             async def one(position: int, feature_id: int) -> None:
                 async with limit:
-                    await self.run_feature(replace(spec, feature_id=feature_id), job_id=job_id, position=position)
+                    try:
+                        await self.run_feature(replace(spec, feature_id=feature_id),
+                                               self.live.watch(job_id, feature_id), job_id, position)
+                    finally:
+                        self.live.finished(job_id, feature_id)
                 await self._notify(job_id)
 
             # A TaskGroup: if the store fails under one feature, the others stop spending.
@@ -186,8 +193,9 @@ class JobManager:
             outcome: Outcome | None = None
             for delay in (*RETRY_DELAYS_S, None):
                 outcome = await (self.explainer.explain(spec, emit) if emit else self.explainer.explain(spec))
+                # A stream's consumer has seen the failed run's events, so only jobs retry.
                 retry = (outcome.error_code is grpc.StatusCode.UNAVAILABLE and outcome.usage.total_tokens == 0
-                         and delay is not None and emit is None)
+                         and delay is not None and (emit is None or job_id is not None))
                 if not retry:
                     break
                 log.warning("feature_retry", feature=spec.feature_id, job=job_id, error=outcome.error, delay=delay)

@@ -568,6 +568,7 @@ class BatchExplainFeaturesMetadata(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     done: _builtins.int
     failed: _builtins.int
@@ -577,6 +578,12 @@ class BatchExplainFeaturesMetadata(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureProgress]:
+        """The features being explained right now, as this server sees them (a live
+        view, not stored: after a restart a resumed feature starts over).
+        """
+
     def __init__(
         self,
         *,
@@ -586,14 +593,51 @@ class BatchExplainFeaturesMetadata(_message.Message):
         usage: Global___Usage | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        running: _abc.Iterable[Global___FeatureProgress] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "failed", b"failed", "total", b"total", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "failed", b"failed", "running", b"running", "total", b"total", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchExplainFeaturesMetadata: _TypeAlias = BatchExplainFeaturesMetadata  # noqa: Y015
+
+@_typing.final
+class FeatureProgress(_message.Message):
+    """Where one running feature of a batch job stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    HYPOTHESES_FIELD_NUMBER: _builtins.int
+    PROBES_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    feature_id: _builtins.int
+    state: Global___AgentState.ValueType
+    hypotheses: _builtins.int
+    """Hypotheses formed so far (the control included)."""
+    probes: _builtins.int
+    """Probes run so far."""
+    round: _builtins.int
+    """The testing round of the newest probe (0 before testing)."""
+    def __init__(
+        self,
+        *,
+        feature_id: _builtins.int = ...,
+        state: Global___AgentState.ValueType = ...,
+        hypotheses: _builtins.int = ...,
+        probes: _builtins.int = ...,
+        round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_id", b"feature_id", "hypotheses", b"hypotheses", "probes", b"probes", "round", b"round", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureProgress: _TypeAlias = FeatureProgress  # noqa: Y015
 
 @_typing.final
 class BatchExplainFeaturesResponse(_message.Message):
