@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all bench bench-gpu serve proto proto-check lint assets clean
+.PHONY: setup demo test test-all test-e2e bench bench-gpu load fuzz report serve proto proto-check lint assets clean
 
 setup: $(STAMP)/assets
 
@@ -41,7 +41,15 @@ $(STAMP)/assets: $(STAMP)/proto
 demo: setup
 	$(VENV)/bin/sage demo
 
-test: setup
+# Debian's chromium for the report's browser test; without it that test skips and says why.
+$(STAMP)/browser:
+	@mkdir -p $(STAMP)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+		|| echo "warning: could not install chromium (not root?); the HTML report's browser test will skip"
+	@command -v chromium >/dev/null && touch $@ || true
+
+test: setup $(STAMP)/browser
 	$(PY) scripts/protos.py check
 	$(PY) scripts/protos.py lint
 	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
@@ -56,6 +64,14 @@ bench: setup
 
 bench-gpu: setup
 	$(PY) benchmarks/gpu_encode.py
+
+# 64 concurrent streams for 60 s against one activation server on loopback.
+load: setup
+	$(PY) benchmarks/load.py
+
+# 10,000 generated requests per service; prints the status-code counts.
+fuzz: setup
+	$(PY) scripts/fuzz.py --examples 10000
 
 serve: setup
 	$(VENV)/bin/sage serve all
@@ -75,3 +91,6 @@ assets: $(STAMP)/proto
 
 clean:
 	rm -rf $(STAMP) $(VENV)
+
+# Images, compose and the containerised end-to-end test (deploy/deploy.mk).
+include deploy/deploy.mk

@@ -103,3 +103,38 @@ async def test_cancelled_call_stops_its_work(stub, runtime) -> None:  # type: ig
     ran = runtime.batcher.stats.texts - before
     assert ran < 40, f"{ran} of 40 texts ran after cancel"
     assert runtime.batcher.stats.dropped_cancelled > dropped_before
+
+
+async def test_service_channels_balance_over_every_address_of_one_target() -> None:
+    """A headless Service's DNS name resolves to every replica: the channels the
+    agent and scorers open must spread calls over them, not pin the first."""
+    from grpc_health.v1 import health
+
+    from sagex.server.lifecycle import ServerOptions, channel_options
+
+    class Counting(health.aio.HealthServicer):
+        calls = 0
+
+        async def Check(self, request, context):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    servers, servicers = [], []
+    for _ in range(2):
+        server = grpc.aio.server(options=ServerOptions().grpc_options())
+        servicer = Counting()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append((server, port))
+        servicers.append(servicer)
+    target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for _, port in servers)
+    try:
+        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(20):
+                await stub.Check(health_pb2.HealthCheckRequest())
+    finally:
+        for server, _ in servers:
+            await server.stop(0)
+    assert sum(s.calls for s in servicers) == 20 and min(s.calls for s in servicers) >= 5

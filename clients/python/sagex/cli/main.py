@@ -49,7 +49,7 @@ def _build(service: str, cls: Any, args: argparse.Namespace, overrides: dict[str
             config = replace(config, llm=replace(config.llm, **llm))
     except (ValueError, OSError, TypeError) as exc:
         raise SystemExit(f"sage serve {service}: {exc}") from None
-    server: dict[str, object] = {"host": args.host, **({"port": args.port} if args.port is not None else {})}
+    server: dict[str, object] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     for flag, option in (("tokens_file", "auth_tokens_file"), ("tls_cert", "tls_cert_file"),
                          ("tls_key", "tls_key_file"), ("tls_client_ca", "tls_client_ca_file")):
         if getattr(args, flag, None):
@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.service == "all":
         from sagex.cli.up import up
 
-        return up(args.host, 50051, args.config, args.log_level)
+        return up(args.host or "127.0.0.1", 50051, args.config, args.log_level)
     if args.service == "agent":
         from sagex.agent.server import serve as serve_service
 
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a service on this machine")
     serve.add_argument("service", choices=SERVICES)
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--host", help="bind address (default: the config's, else 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None,
                        help="port (default 50051 activation, 50052 agent, 50053 scoring)")
     serve.add_argument("--config", help="TOML file with an [activation], [agent] or [scoring] table")
