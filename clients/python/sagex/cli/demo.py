@@ -61,7 +61,8 @@ def _wait_serving(channel: grpc.Channel, proc: subprocess.Popen[bytes], service:
 
 def _serve(args: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", *args, "--log-level", "warning"],
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                 "HF_HUB_DISABLE_PROGRESS_BARS": "1"})  # no weight-loading bars in the demo's output
 
 
 def _context(ex: pb.MineExemplarsResponse, width: int = 4) -> str:
@@ -139,7 +140,7 @@ def _score(sage: Sage, explanations: list[Explanation]) -> Report:
     report = collect(sage, explanations, scorers=["embedding"], title="SAGE demo: the embedded SmolLM2 SAE",
                      notes=["policy: heuristic (no LLM)", "scorers: embedding (all-MiniLM-L6-v2, offline)"])
     print(f"  scored in {time.perf_counter() - start:.1f}s\n")
-    print(f"  {'feature':>7}  {'outcome':<14} {'probes ok':>9}  {'embedding AUROC [95% CI]':<26} labels / description")
+    print(f"  {'feature':>7}  {'outcome':<20} {'probes ok':>9}  {'embedding AUROC [95% CI]':<28} labels / description")
     for fr in report.features:
         ex = fr.explanation
         held = sum(h.status == "CONFIRMED" for h in ex.hypotheses)
@@ -150,7 +151,7 @@ def _score(sage: Sage, explanations: list[Explanation]) -> Report:
                  else (auroc.error if auroc else fr.score_error) or "-")
         labels = ", ".join(lb.name for lb in ex.labels) or "(no label)"
         ok = sum(p.as_expected for p in ex.probes)
-        print(f"  {ex.feature_id:>7}  {outcome:<14} {f'{ok}/{len(ex.probes)}':>9}  {shown[:26]:<26} {labels}")
+        print(f"  {ex.feature_id:>7}  {outcome:<20} {f'{ok}/{len(ex.probes)}':>9}  {shown[:28]:<28} {labels}")
         print(f"  {'':>7}  {(ex.error or ex.description)[:150]}")
     return report
 
