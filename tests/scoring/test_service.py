@@ -187,6 +187,13 @@ async def test_batch_is_a_long_running_operation(client: Client, token_features:
 
     done = await client.ops.WaitOperation(wait(op.name, 240), timeout=250)
     assert done.done and not done.HasField("error"), done.error
+    # Out-of-range Durations (found by fuzzing: they overflowed to INTERNAL) are a wait capped, or refused.
+    huge = operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=2**62))
+    assert (await client.ops.WaitOperation(huge, timeout=10)).done
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        negative = operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=-2**62))
+        await client.ops.WaitOperation(negative, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     meta, response = pb.BatchScoreExplanationsMetadata(), pb.BatchScoreExplanationsResponse()
     done.metadata.Unpack(meta)
     done.response.Unpack(response)

@@ -147,3 +147,17 @@ async def test_sdk_reports_too_many_texts_with_the_field(server: Any) -> None:
         with pytest.raises(InvalidArgumentError) as err:
             await sage.activation.activations(EMBEDDED_SAE_ID, ["ok"] * 257, [1])
     assert dict(err.value.field_violations)["texts"].startswith("257 texts; send at most 256")
+
+
+def test_error_statuses_stay_small_enough_to_deliver() -> None:
+    """Found by fuzzing: errors that echoed huge inputs (or listed 5,000 bad texts)
+    exceeded the clients' 8-16 KiB trailer limit and arrived as a transport error."""
+    from sagex.server.errors import FieldViolation, InvalidArgument, NotFound
+
+    huge = "\U0001f642" * 20_000
+    for error in (InvalidArgument([FieldViolation(f"texts[{i}]", huge) for i in range(5_000)]),
+                  NotFound("operation", huge, "it was deleted")):
+        status = error.to_status()
+        size = sum(len(k) + len(v) for k, v in status.trailing_metadata) + len(status.details.encode())
+        assert size < 8192, (type(error).__name__, size)
+        assert status.details.endswith(" ...") or "characters)" in status.details

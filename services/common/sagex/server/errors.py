@@ -14,6 +14,28 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+# A status travels in HTTP/2 trailers (percent-encoded message, base64 details), and
+# clients drop trailers beyond 8 KiB, losing the error. Whatever a request makes an
+# error say, these caps (UTF-8 bytes) keep it deliverable: at most about 6 KiB.
+MAX_MESSAGE_BYTES = 768
+MAX_VIOLATIONS = 8
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+ECHO_CHARS = 64
+
+
+def shown(value: str, limit: int = ECHO_CHARS) -> str:
+    """``value`` as an error may quote it: at most ``limit`` characters, saying how long it was."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+
+
+def clipped(text: str, max_bytes: int) -> str:
+    """``text`` cut to ``max_bytes`` of UTF-8 at a character boundary, marked when cut."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 4].decode(errors="ignore") + " ..."
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -34,7 +56,7 @@ class ServiceError(Exception):
         return []
 
     def to_status(self) -> grpc.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=self.code.value[0], message=clipped(self.message, MAX_MESSAGE_BYTES))
         status.details.extend(self.details())
         return rpc_status.to_status(status)
 
@@ -50,7 +72,9 @@ class InvalidArgument(ServiceError):
 
     def __init__(self, violations: Iterable[FieldViolation]) -> None:
         self.violations = list(violations)
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+        head = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:MAX_VIOLATIONS])
+        more = len(self.violations) - MAX_VIOLATIONS
+        super().__init__(head + (f"; and {more:,} more" if more > 0 else ""))
 
     @classmethod
     def one(cls, field: str, description: str) -> InvalidArgument:
@@ -58,8 +82,11 @@ class InvalidArgument(ServiceError):
 
     def details(self) -> list[any_pb2.Any]:
         bad = error_details_pb2.BadRequest()
-        for v in self.violations:
-            bad.field_violations.add(field=v.field, description=v.description)
+        for v in self.violations[:MAX_VIOLATIONS]:
+            bad.field_violations.add(field=clipped(v.field, MAX_FIELD_BYTES),
+                                     description=clipped(v.description, MAX_DESCRIPTION_BYTES))
+        if len(self.violations) > MAX_VIOLATIONS:
+            bad.field_violations.add(field="", description=f"and {len(self.violations) - MAX_VIOLATIONS:,} more")
         return [_pack(bad)]
 
 
@@ -68,10 +95,10 @@ class NotFound(ServiceError):
 
     def __init__(self, resource_type: str, name: str, hint: str = "") -> None:
         self.resource_type, self.name = resource_type, name
-        super().__init__(f"{resource_type} {name!r} not found" + (f"; {hint}" if hint else ""))
+        super().__init__(f"{resource_type} {shown(name)!r} not found" + (f"; {hint}" if hint else ""))
 
     def details(self) -> list[any_pb2.Any]:
-        return [_pack(error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name))]
+        return [_pack(error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=shown(self.name)))]
 
 
 class _Retryable(ServiceError):

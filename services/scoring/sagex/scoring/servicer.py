@@ -119,7 +119,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
                             ) -> operations_pb2.Operation:
         await self._get(request.name)
-        timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else MAX_WAIT_S
+        # Plain arithmetic: ToTimedelta overflows on the huge Durations a client may send.
+        timeout = (request.timeout.seconds + request.timeout.nanos / 1e9) if request.HasField("timeout") else MAX_WAIT_S
         if timeout < 0:
             raise InvalidArgument.one("timeout", "must be >= 0")
         remaining = context.time_remaining()
