@@ -18,7 +18,7 @@ from sagex.agent.store import StaleRequest, Store, parse_page_token
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.api.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from sagex.remote.activation import ActivationClient
-from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 
 OPERATION_PREFIX = "operations/"
 MAX_WAIT_S = 600.0
@@ -37,7 +37,7 @@ def _after(token: str) -> tuple[float, str] | None:
 
 def _job_id(name: str) -> str:
     if not name.startswith(OPERATION_PREFIX) or len(name) == len(OPERATION_PREFIX):
-        raise InvalidArgument.one("name", f"{name!r} is not an operation name; expected 'operations/<id>'")
+        raise InvalidArgument.one("name", f"{shown(name)!r} is not an operation name; expected 'operations/<id>'")
     return name[len(OPERATION_PREFIX):]
 
 

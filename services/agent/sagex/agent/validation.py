@@ -14,7 +14,7 @@ from sagex.agent.explainer import RunSpec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.remote.activation import ActivationClient
 from sagex.remote.checks import require_features
-from sagex.server.errors import FieldViolation, InvalidArgument
+from sagex.server.errors import FieldViolation, InvalidArgument, shown
 
 MAX_REQUEST_ID = 128
 
@@ -38,7 +38,7 @@ def _spec(config: AgentConfig, sae_id: str, policy: pb.PolicySpec, budget: pb.Bu
     """The run settings a request asks for, from the request alone."""
     name = policy.policy or config.default_policy
     if name not in POLICIES:
-        problems.append(FieldViolation("policy.policy", f"{name!r} is not one of {', '.join(POLICIES)}"))
+        problems.append(FieldViolation("policy.policy", f"{shown(name)!r} is not one of {', '.join(POLICIES)}"))
     if policy.model and name != "openai":
         problems.append(FieldViolation("policy.model", "only the openai policy takes a model name"))
     if name == "openai" and not (policy.model or config.llm.model):

@@ -17,14 +17,14 @@ from sagex.scoring.engine import ExplanationRef, ScoringEngine
 from sagex.scoring.explainers import Explainer
 from sagex.scoring.jobs import ScoringJobs
 from sagex.scoring.operations import PREFIX, Operations, StaleRequest
-from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 
 MAX_WAIT_S = 600.0
 
 
 def _job_id(name: str) -> str:
     if not name.startswith(PREFIX) or len(name) == len(PREFIX):
-        raise InvalidArgument.one("name", f"{name!r} is not an operation name; expected 'operations/<id>'")
+        raise InvalidArgument.one("name", f"{shown(name)!r} is not an operation name; expected 'operations/<id>'")
     return name[len(PREFIX):]
 
 

@@ -9,7 +9,7 @@ from sagex.api.scoring.v1 import scoring_service_pb2 as pb
 from sagex.remote.activation import ActivationClient
 from sagex.remote.checks import require_features
 from sagex.scoring.config import EXPLAINERS, SCORERS, ScoringConfig
-from sagex.server.errors import FieldViolation, InvalidArgument
+from sagex.server.errors import FieldViolation, InvalidArgument, shown
 
 MAX_REQUEST_ID = 128
 
@@ -18,7 +18,8 @@ def scorers(config: ScoringConfig, names: Sequence[str], problems: list[FieldVio
     chosen = list(names) or list(config.default_scorers)
     unknown = [n for n in chosen if n not in SCORERS]
     if unknown:
-        problems.append(FieldViolation("scorers", f"unknown {unknown}; choose from {', '.join(SCORERS)}"))
+        named = ", ".join(repr(shown(u)) for u in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        problems.append(FieldViolation("scorers", f"unknown {named}; choose from {', '.join(SCORERS)}"))
     if len(set(chosen)) != len(chosen):
         problems.append(FieldViolation("scorers", "name each scorer once"))
     return chosen
@@ -100,7 +101,8 @@ async def compare_request(config: ScoringConfig, activation: ActivationClient, a
         problems.append(FieldViolation("explainers", "name at least two distinct explainers to compare"))
     for name in explainers:
         if name not in EXPLAINERS:
-            problems.append(FieldViolation("explainers", f"unknown {name!r}; choose from {', '.join(EXPLAINERS)}"))
+            problems.append(FieldViolation("explainers",
+                                           f"unknown {shown(name)!r}; choose from {', '.join(EXPLAINERS)}"))
         elif name not in available:
             problems.append(FieldViolation("explainers", f"{name!r} is not available on this server (the 'sage' "
                                                          "explainer needs agent = host:port in [scoring])"))
