@@ -16,7 +16,7 @@ from sagex.agent.config import AgentConfig
 from sagex.agent.server import running_agent_server
 from sagex.scoring.config import ScoringConfig
 from sagex.scoring.server import running_scoring_server
-from sagex.sdk import AsyncSage
+from sagex.sdk import AsyncSage, Options
 from sagex.server.lifecycle import ServerOptions
 from tests.agent.conftest import SAE, agent_config  # noqa: F401 - fixture
 
@@ -44,17 +44,44 @@ async def test_explain_watch_prints_progress_and_labels(agent_config: AgentConfi
     features = list(token_features)[:2]
     async with running_agent_server(agent_config) as (agent, _):
         code, out, err = await sage_cli("explain", SAE, ",".join(map(str, features)), "--agent",
-                                        f"127.0.0.1:{agent.port}", "--policy", "heuristic", "--watch",
-                                        "--skip-triage")
+                                        f"127.0.0.1:{agent.port}", "--policy", "heuristic", "--watch")
     assert code == 0, err
     assert "operations/" in out and "2 done, 0 failed, 0 remaining" in out
-    # While they ran, each feature had a live line: its state, hypotheses and probes so far.
-    live = [x for x in out.splitlines() if x.startswith("  feature ")]
-    assert any("testing" in x and "probes, round" in x for x in live), out
-    assert {int(x.split()[1]) for x in live} <= set(features)
     for f in features:
         line = next(x for x in out.splitlines() if x.strip().startswith(str(f)))
         assert token_features[f] in line.lower()  # the label names the token
+
+
+async def test_running_features_are_shown_live(agent_config: AgentConfig,  # noqa: F811
+                                               token_features: dict[int, str], capsys: pytest.CaptureFixture[str]
+                                               ) -> None:
+    """The job's metadata lists the features being explained with their state and
+    counts while they run (polled fast, so a quick run is still seen), and --watch
+    draws one line per running feature."""
+    from sagex.cli.explain import _Progress
+
+    features = list(token_features)[:4]
+    seen: list[Any] = []
+    async with running_agent_server(agent_config) as (agent, _):
+        async with AsyncSage(activation=None, agent=f"127.0.0.1:{agent.port}", scoring=None) as sage:
+            job = await sage.agent.explain_many(SAE, features, Options(skip_triage=True, max_rounds=2),
+                                                concurrency=2)
+            progress = job.progress
+            while not progress.finished:
+                seen.append(progress)
+                await asyncio.sleep(0.02)
+                progress = await job.refresh()
+    assert progress.done == len(features) and progress.running == ()
+    running = [f for p in seen for f in p.running]
+    assert {f.feature_id for f in running} <= set(features)
+    assert any(f.state == "TESTING" and f.probes > 0 and f.round >= 1 and f.hypotheses >= 2 for f in running)
+    assert max(len(p.running) for p in seen) <= 2  # the job's concurrency
+
+    draw = _Progress(tty=False)
+    for p in seen:
+        draw(p)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(x.startswith("  feature ") and "testing" in x and "probes, round" in x for x in lines)
 
 
 async def test_score_prints_metrics_with_intervals(scoring_address: str, token_features: dict[int, str]) -> None:

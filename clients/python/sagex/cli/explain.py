@@ -57,7 +57,8 @@ def explain(agent: str, sae: str, features: Sequence[int], options: Options, con
             if not watch:
                 print("follow it with `sage explain ... --watch`, or the SDK's sage.agent.operation(name)")
                 return 0
-            job.wait(on_progress=_Progress(sys.stdout.isatty()))
+            # Polled twice a second: the server answers a wait early only when a feature finishes.
+            job.wait(on_progress=_Progress(sys.stdout.isatty()), poll_s=0.5)
             results = job.result()
         except SageError as exc:
             raise _fail("explain", exc, "agent", agent) from None
