@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from google.longrunning import operations_pb2
 from google.protobuf import duration_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagex.activation.config import ActivationConfig
 from sagex.activation.server import SERVICE_NAME as ACTIVATION
@@ -28,7 +27,7 @@ from sagex.api.activation.v1 import activation_service_pb2 as apb
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.server.lifecycle import ServerOptions, channel_options
 from tests.agent.conftest import SAE, AgentClient
-from tests.agent.test_restart import _free_port
+from tests.agent.test_restart import _free_port, wait_serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -46,21 +45,6 @@ def start_replica(port: int, config: ActivationConfig, tmp: Path, log: Path) -> 
         stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-async def wait_ready(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(1200):
-            assert proc.poll() is None, f"replica exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=ACTIVATION), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the replica never became ready:\n{log.read_text()[-3000:]}")
-
-
 async def test_killing_one_replica_mid_job_loses_no_feature(server: Any, stub: Any, activation_config: ActivationConfig,
                                                             tmp_path: Path) -> None:
     stats = await stub.GetFeatureStatistics(apb.GetFeatureStatisticsRequest(sae_id=SAE))
@@ -69,7 +53,8 @@ async def test_killing_one_replica_mid_job_loses_no_feature(server: Any, stub: A
     port, log = _free_port(), tmp_path / "replica.log"
     replica = start_replica(port, activation_config, tmp_path, log)
     try:
-        await wait_ready(f"127.0.0.1:{port}", replica, log)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving(channel, replica, log, ACTIVATION, attempts=1200)
         config = AgentConfig(activation=(f"127.0.0.1:{server.port}", f"127.0.0.1:{port}"),
                              database=tmp_path / "agent.sqlite3",
                              budget=Budget(max_rounds=2, max_probes_per_hypothesis=4, max_seconds=300),

@@ -43,18 +43,20 @@ def start_agent(port: int, activation_port: int, database: Path, log: Path) -> s
     )
 
 
-async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes], log: Path) -> None:
+async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes], log: Path,
+                       service: str = SERVICE_NAME, attempts: int = 300) -> None:
+    """Until ``service`` on ``proc``'s server is SERVING; fails with the process's log if it exits."""
     health = health_pb2_grpc.HealthStub(channel)
-    for _ in range(300):
-        assert proc.poll() is None, f"agent exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+    for _ in range(attempts):
+        assert proc.poll() is None, f"{service} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
         try:
-            resp = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
             if resp.status == health_pb2.HealthCheckResponse.SERVING:
                 return
         except grpc.aio.AioRpcError:
             pass
         await asyncio.sleep(0.1)
-    raise AssertionError(f"agent never became ready:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"{service} never became ready:\n{log.read_text()[-3000:]}")
 
 
 async def test_killed_agent_resumes_its_job_exactly_once(server: Any, stub: Any, tmp_path: Path) -> None:
