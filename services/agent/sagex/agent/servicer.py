@@ -19,9 +19,9 @@ from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.api.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from sagex.remote.activation import ActivationClient
 from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound, shown
+from sagex.server.operations import wait_seconds
 
 OPERATION_PREFIX = "operations/"
-MAX_WAIT_S = 600.0
 _DONE = object()
 
 
@@ -151,16 +151,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
                             ) -> operations_pb2.Operation:
         await self._get(request.name)
-        timeout = MAX_WAIT_S
-        if request.HasField("timeout"):
-            timeout = request.timeout.seconds + request.timeout.nanos / 1e9
-        if timeout < 0:
-            raise InvalidArgument.one("timeout", "must be >= 0")
-        remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, max(remaining - 0.5, 0.0))  # answer before the caller's deadline
+        timeout = wait_seconds(request, context)
         try:
-            return await self.jobs.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+            return await self.jobs.wait(_job_id(request.name), timeout)
         except KeyError:
             raise NotFound("operation", request.name, "it was deleted") from None
 

@@ -18,8 +18,7 @@ from sagex.scoring.explainers import Explainer
 from sagex.scoring.jobs import ScoringJobs
 from sagex.scoring.operations import PREFIX, Operations, StaleRequest
 from sagex.server.errors import FailedPrecondition, InvalidArgument, NotFound, shown
-
-MAX_WAIT_S = 600.0
+from sagex.server.operations import wait_seconds
 
 
 def _job_id(name: str) -> str:
@@ -119,15 +118,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: aio.ServicerContext
                             ) -> operations_pb2.Operation:
         await self._get(request.name)
-        # Plain arithmetic: ToTimedelta overflows on the huge Durations a client may send.
-        timeout = (request.timeout.seconds + request.timeout.nanos / 1e9) if request.HasField("timeout") else MAX_WAIT_S
-        if timeout < 0:
-            raise InvalidArgument.one("timeout", "must be >= 0")
-        remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, max(remaining - 0.5, 0.0))  # answer before the caller's deadline
+        timeout = wait_seconds(request, context)
         try:
-            return await self.operations.wait(_job_id(request.name), min(timeout, MAX_WAIT_S))
+            return await self.operations.wait(_job_id(request.name), timeout)
         except KeyError:  # deleted while waiting
             raise self._not_found(request.name) from None
 
