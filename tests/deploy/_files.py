@@ -4,6 +4,8 @@ code (ports, gRPC health names, config classes) rather than copied."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import shlex
 from collections.abc import Iterator
@@ -152,3 +154,14 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
     return matches[0]
+
+
+def parse_serve(argv: list[str]) -> argparse.Namespace:
+    """A deployed command line as the real programs read it: `sage serve SERVICE FLAGS` by the
+    CLI, then FLAGS by that service's own parser (`python -m sagex.SERVICE`)."""
+    from sagex.cli.main import build_parser
+
+    outer = build_parser().parse_args(argv)
+    assert outer.command == "serve", argv
+    inner = importlib.import_module(f"sagex.{outer.service}.__main__").build_parser().parse_args(outer.flags)
+    return argparse.Namespace(command=outer.command, service=outer.service, **vars(inner))

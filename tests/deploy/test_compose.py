@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sagex.cli.main import build_parser
-from tests.deploy._files import COMPOSE, COMPOSE_GPU, DEPLOY, SERVICES, UID, load_config, service_facts
+from tests.deploy._files import COMPOSE, COMPOSE_GPU, DEPLOY, SERVICES, UID, load_config, parse_serve, service_facts
 
 # Where Debian's docker-compose package (1.29) keeps the compose-spec JSON schema.
 COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
@@ -56,7 +55,7 @@ def test_command_binds_loopback_on_the_service_port(compose: dict[str, Any], nam
     facts = service_facts()[name]
     service = compose["services"][name]
     assert service["image"].startswith(f"sage-{name}:")
-    args = build_parser().parse_args(service["command"])
+    args = parse_serve(service["command"])
     assert (args.command, args.service) == ("serve", name)
     assert args.host == "127.0.0.1"
     assert args.port == facts.port
@@ -68,14 +67,14 @@ def test_command_binds_loopback_on_the_service_port(compose: dict[str, Any], nam
 def test_config_is_mounted_read_only_and_loads(compose: dict[str, Any], name: str) -> None:
     facts = service_facts()[name]
     service = compose["services"][name]
-    config_path = build_parser().parse_args(service["command"]).config
+    config_path = parse_serve(service["command"]).config
     entries = [v for v in service["volumes"] if v.split(":")[1] == config_path]
     assert len(entries) == 1 and entries[0].endswith(":ro"), entries
     source = (COMPOSE.parent / entries[0].split(":")[0]).resolve()
     assert source.is_file() and source.is_relative_to(DEPLOY)
     config = load_config(facts, source)
     # On one machine the services find each other on loopback, at the ports the commands use.
-    ports = {n: build_parser().parse_args(s["command"]).port for n, s in compose["services"].items()}
+    ports = {n: parse_serve(s["command"]).port for n, s in compose["services"].items()}
     if name in ("agent", "scoring"):
         assert list(config.activation) == [f"127.0.0.1:{ports['activation']}"]
     if name == "scoring":
@@ -85,7 +84,7 @@ def test_config_is_mounted_read_only_and_loads(compose: dict[str, Any], name: st
 def test_metrics_ports_do_not_collide_on_the_host(compose: dict[str, Any]) -> None:
     taken: list[int] = []
     for name, service in compose["services"].items():
-        args = build_parser().parse_args(service["command"])
+        args = parse_serve(service["command"])
         config_source = COMPOSE.parent / _mounts(service)[args.config]
         server = load_config(service_facts()[name], config_source).server
         taken += [args.port] + ([server.metrics_port] if server.metrics_port else [])

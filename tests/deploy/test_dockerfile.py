@@ -16,7 +16,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sagex.cli.main import build_parser
 from tests.deploy._files import (
     DEPLOY,
     ROOT,
@@ -25,6 +24,7 @@ from tests.deploy._files import (
     Stage,
     copy_sources,
     parse_dockerfile,
+    parse_serve,
     service_facts,
 )
 
@@ -51,7 +51,7 @@ def test_target_serves_its_service_on_its_port(stages: dict[str, Stage], target:
     entrypoint, cmd = stage.exec_form("ENTRYPOINT"), stage.exec_form("CMD")
     assert entrypoint == ["sage-entrypoint"] and cmd is not None
     # The entrypoint execs `sage "$@"`: the CMD must be a command line the real CLI accepts.
-    args = build_parser().parse_args(cmd)
+    args = parse_serve(cmd)
     assert (args.command, args.service) == ("serve", service)
     assert args.port == facts.port
     assert args.host == "0.0.0.0"  # inside a container; compose and k8s pass their own

