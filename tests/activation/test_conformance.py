@@ -14,8 +14,8 @@ import torch
 
 from sagex.activation.assets.model import ensure_embedded_model
 from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID
-from sagex.activation.packing import unpack_sparse
 from sagex.api.activation.v1 import activation_service_pb2 as pb
+from sagex.api.codec import unpack_sparse
 from tests.conftest import TEXTS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

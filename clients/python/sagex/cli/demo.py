@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.api.codec import dense_column
 from sagex.cli.up import SERVICES
 from sagex.report import Report, collect, write
 from sagex.sdk import Explanation, JobProgress, Sage
@@ -198,12 +199,7 @@ def _explore(stub: pb_grpc.ActivationServiceStub) -> tuple[str, list[int]]:
                                           features=pb.FeatureIdSelection(feature_ids=[feature]))
 
     for msg in stub.StreamActivations(requests(), timeout=60):
-        values = np.zeros(len(msg.tokens.ids), np.float32)
-        offsets = np.frombuffer(msg.activations.row_offsets, "<u4")
-        vals = np.frombuffer(msg.activations.values, "<f4")
-        for t in range(len(values)):
-            if offsets[t + 1] > offsets[t]:
-                values[t] = vals[offsets[t]]
+        values = dense_column(msg.activations, feature)
         shown = "".join(f"[[{t}]]({v:.1f})" if v > 0 else t for t, v in zip(msg.tokens.texts, values, strict=True))
         print(f"  max {values.max():5.2f}: {shown}")
     return sae.id, sample

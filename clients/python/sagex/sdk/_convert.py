@@ -22,20 +22,6 @@ def model_info(msg: apb.GetModelInfoResponse) -> t.ModelInfo:
     return t.ModelInfo(m.name, m.num_layers, m.loaded_layers, m.d_model, m.device, saes)
 
 
-def dense(activations: types_pb2.SparseActivations, features: list[int]) -> dict[int, np.ndarray]:
-    offsets = np.frombuffer(activations.row_offsets, "<u4")
-    ids = np.frombuffer(activations.feature_ids, "<u4")
-    vals = np.frombuffer(activations.values, "<f4")
-    rows = np.repeat(np.arange(activations.num_tokens), np.diff(offsets))
-    out = {}
-    for f in features:
-        column = np.zeros(activations.num_tokens, np.float32)
-        hit = ids == f
-        column[rows[hit]] = vals[hit]
-        out[f] = column
-    return out
-
-
 def exemplar(e: types_pb2.Exemplar) -> t.Exemplar:
     return t.Exemplar(e.window_id, e.text, tuple(e.tokens.texts), _floats(e.trace.values), e.max_activation,
                       e.max_token_index)

@@ -8,6 +8,7 @@ import grpc
 
 from sagex.api.activation.v1 import activation_service_pb2 as apb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as apb_grpc
+from sagex.api.codec import assemble_texts
 from sagex.sdk import _convert, _requests
 from sagex.sdk._channel import ChannelConfig
 from sagex.sdk.errors import from_rpc_error
@@ -18,19 +19,9 @@ MINING_TIMEOUT_S = 1800.0  # the first scan of a corpus builds the index
 
 def _assemble(texts: Sequence[str], features: Sequence[int], chunks: Sequence[apb.StreamActivationsResponse]
               ) -> list[TokenActivations]:
-    import numpy as np
-
-    tokens: dict[int, list[str]] = {}
-    special: dict[int, set[int]] = {}
-    values: dict[int, list[dict[int, np.ndarray]]] = {}
-    for msg in chunks:
-        i = msg.text_index
-        tokens.setdefault(i, []).extend(msg.tokens.texts)
-        special.setdefault(i, set()).update(p + msg.token_start for p in msg.tokens.special_positions)
-        values.setdefault(i, []).append(_convert.dense(msg.activations, list(features)))
-    return [TokenActivations(texts[i], tuple(tokens[i]), frozenset(special[i]),
-                             {f: np.concatenate([c[f] for c in values[i]]) for f in features})
-            for i in range(len(texts))]
+    assembled = assemble_texts(chunks)
+    return [TokenActivations(texts[i], tuple(a.tokens), frozenset(a.special), a.columns(features))
+            for i, a in sorted(assembled.items())]
 
 
 class Activation:

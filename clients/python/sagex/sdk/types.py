@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from sagex.api.codec import counted_positions
+
 
 @dataclass(frozen=True)
 class SaeInfo:
@@ -40,7 +42,7 @@ class TokenActivations:
     def max(self, feature: int) -> float:
         """Maximum over non-special tokens after position 0, the service's rule for exemplars."""
         values = self.activations[feature]
-        keep = [i for i in range(len(self.tokens)) if i not in self.special_positions and i > 0]
+        keep = counted_positions(len(self.tokens), self.special_positions)
         return float(values[keep].max()) if keep else 0.0
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-
 from sagex.activation.encode import SparseRows
 from sagex.activation.lm import Tokenized
 from sagex.api.activation.v1 import activation_service_pb2 as pb
+from sagex.api.codec import pack_sparse
 from sagex.api.common.v1 import types_pb2
 
 # Fixed per-message and per-token overheads (ids, token text framing, offsets).
@@ -18,13 +17,7 @@ _BYTES_PER_ENTRY = 8  # uint32 id + float32 value
 
 
 def sparse_to_proto(rows: SparseRows) -> types_pb2.SparseActivations:
-    offsets = rows.row_offsets.numpy()
-    return types_pb2.SparseActivations(
-        num_tokens=rows.num_rows,
-        row_offsets=(offsets - offsets[0]).astype("<u4").tobytes(),
-        feature_ids=rows.feature_ids.numpy().astype("<u4").tobytes(),
-        values=rows.values.numpy().astype("<f4").tobytes(),
-    )
+    return pack_sparse(rows.row_offsets.numpy(), rows.feature_ids.numpy(), rows.values.numpy())
 
 
 def tokens_to_proto(tok: Tokenized, start: int = 0, stop: int | None = None) -> types_pb2.TokenSequence:
@@ -65,11 +58,3 @@ def text_responses(
             text_complete=n == len(bounds) - 1,
         )
 
-
-def unpack_sparse(msg: types_pb2.SparseActivations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row_offsets, feature_ids, values) as numpy arrays; the inverse of sparse_to_proto."""
-    return (
-        np.frombuffer(msg.row_offsets, dtype="<u4"),
-        np.frombuffer(msg.feature_ids, dtype="<u4"),
-        np.frombuffer(msg.values, dtype="<f4"),
-    )

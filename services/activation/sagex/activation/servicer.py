@@ -30,6 +30,7 @@ from sagex.activation.validation import (
 )
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.api.codec import counted_positions
 from sagex.api.common.v1 import types_pb2
 from sagex.server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 
@@ -192,16 +193,14 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
 
     def _exemplar(self, index: MiningIndex, feature: int, window: int, trace: np.ndarray) -> types_pb2.Exemplar:
         tok = self.engine.describe(index.tokens[window])
-        masked = trace.copy()
-        masked[tok.special_positions] = -np.inf
-        masked[:1] = -np.inf  # position 0, as in the mining scan
-        peak = int(np.argmax(masked)) if len(masked) else 0
+        counted = counted_positions(len(trace), tok.special_positions)
+        peak = counted[int(np.argmax(trace[counted]))] if counted else 0
         return types_pb2.Exemplar(
             window_id=index.window_ids[window],
             text=self.engine.lm.decode(index.tokens[window]),
             tokens=tokens_to_proto(tok),
             trace=types_pb2.FeatureTrace(feature_id=feature, values=trace.astype("<f4").tobytes()),
-            max_activation=float(max(masked[peak], 0.0)) if len(masked) else 0.0,
+            max_activation=float(max(trace[peak], 0.0)) if counted else 0.0,
             max_token_index=peak,
         )
 

@@ -23,6 +23,7 @@ import structlog
 
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+from sagex.api.codec import assemble_texts
 from sagex.api.common.v1 import types_pb2
 from sagex.remote.traces import Trace
 from sagex.server.credentials import ClientCredentials
@@ -60,18 +61,6 @@ class SaeDescription:
 
 class ActivationUnavailable(Exception):
     """No replica answered; the message names them and the last status."""
-
-
-def dense_values(activations: types_pb2.SparseActivations, feature_id: int) -> np.ndarray:
-    """One feature's value per token from a CSR chunk."""
-    offsets = np.frombuffer(activations.row_offsets, "<u4")
-    ids = np.frombuffer(activations.feature_ids, "<u4")
-    vals = np.frombuffer(activations.values, "<f4")
-    out = np.zeros(activations.num_tokens, np.float32)
-    rows = np.repeat(np.arange(activations.num_tokens), np.diff(offsets))
-    hit = ids == feature_id
-    out[rows[hit]] = vals[hit]
-    return out
 
 
 def _exemplar_trace(ex: types_pb2.Exemplar) -> Trace:
@@ -193,19 +182,14 @@ class ActivationClient:
             yield request
 
         async def stream(stub: pb_grpc.ActivationServiceStub) -> list[Trace]:
-            tokens: dict[int, types_pb2.TokenSequence] = {}
-            chunks: dict[int, list[np.ndarray]] = {}
+            messages = []
             async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s, metadata=self._metadata()):
-                if msg.token_start == 0:
-                    tokens[msg.text_index] = msg.tokens
-                else:
-                    tokens[msg.text_index].ids.extend(msg.tokens.ids)
-                    tokens[msg.text_index].texts.extend(msg.tokens.texts)
-                    tokens[msg.text_index].special_positions.extend(
-                        p + msg.token_start for p in msg.tokens.special_positions)
-                chunks.setdefault(msg.text_index, []).append(dense_values(msg.activations, feature_id))
+                messages.append(msg)
                 if msg.batch_complete:
                     break
-            return [Trace.from_proto(texts[i], tokens[i], np.concatenate(chunks[i])) for i in range(len(texts))]
+            assembled = assemble_texts(messages)
+            return [Trace(texts[i], tuple(a.token_ids), tuple(a.tokens), frozenset(a.special),
+                          a.columns([feature_id])[feature_id])
+                    for i, a in sorted(assembled.items())]
 
         return await self._call("StreamActivations", stream)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sagex.api.codec import counted_positions
 from sagex.api.common.v1 import types_pb2
 
 
@@ -27,7 +28,7 @@ class Trace:
     def content_positions(self) -> list[int]:
         """Positions that count: never position 0, even in a one-token text, where
         the attention-sink value would read as a huge activation."""
-        return [i for i in range(len(self.tokens)) if i not in self.special and i > 0]
+        return counted_positions(len(self.tokens), self.special)
 
     @property
     def argmax(self) -> int:
