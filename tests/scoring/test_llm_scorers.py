@@ -14,7 +14,7 @@ import pytest
 from sagex.llm import LLMBackend, LLMConfig
 from sagex.remote.activation import ActivationClient
 from sagex.scoring.heldout import FeatureData, HeldoutSpec
-from sagex.scoring.result import ScoreResult
+from sagex.scoring.result import ScorerOutcome
 from sagex.scoring.scorers import ScoringInput, Toolkit, build_scorer, run_scorer
 from sagex.scoring.scorers.generative import GenerativeSettings
 from sagex.scoring.scorers.predictive import PredictiveSettings
@@ -45,12 +45,12 @@ async def toolkit(activation: ActivationClient, handler: Callable[[dict[str, Any
 
 
 async def score(kit: Toolkit, name: str, feature: int, explanation: str, settings: object | None = None,
-                seed: int = 0) -> ScoreResult:
+                seed: int = 0) -> ScorerOutcome:
     data = FeatureData(kit.activation, SAE, feature, HeldoutSpec(), seed)
     return await run_scorer(build_scorer(name, kit, settings), ScoringInput(explanation, data))
 
 
-def assert_metrics(result: ScoreResult, *names: str) -> None:
+def assert_metrics(result: ScorerOutcome, *names: str) -> None:
     assert result.ok, result.error
     assert [m.name for m in result.metrics][: len(names)] == list(names)
     for m in result.metrics:

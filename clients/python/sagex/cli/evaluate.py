@@ -4,19 +4,13 @@ the paper-style table; also written as Markdown and JSON."""
 
 from __future__ import annotations
 
-import json
 import math
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-from google.longrunning import operations_pb2, operations_pb2_grpc
-from google.protobuf import duration_pb2, json_format
-
-from sagex.api.scoring.v1 import scoring_service_pb2 as pb
-from sagex.api.scoring.v1 import scoring_service_pb2_grpc as pb_grpc
+from sagex.cli.explain import _fail
+from sagex.sdk import Sage, SageError
+from sagex.sdk.scoring import Comparison, Metric
 
 
 def parse_features(specs: Sequence[str]) -> list[int]:
@@ -39,68 +33,50 @@ def parse_features(specs: Sequence[str]) -> list[int]:
     return out
 
 
-def _fmt(m: pb.Metric) -> str:
+def _fmt(m: Metric) -> str:
     if math.isnan(m.value):
         return f"undefined (n={m.n})"
-    ci = f" [{m.ci.lower:.3f}, {m.ci.upper:.3f}]" if m.HasField("ci") else " [no CI]"
+    ci = f" [{m.ci[0]:.3f}, {m.ci[1]:.3f}]" if m.ci else " [no CI]"
     return f"{m.value:.3f}{ci} (n={m.n})"
 
 
-def render(response: pb.CompareExplainersResponse) -> str:
-    explainers = [s.explainer for s in response.summaries]
-    by = {s.explainer: {m.name: m for m in s.metrics} for s in response.summaries}
-    metrics = sorted({name for s in response.summaries for name in by[s.explainer]})
+def render(comparison: Comparison) -> str:
+    explainers = list(comparison.summaries)
+    metrics = sorted({name for by in comparison.summaries.values() for name in by})
     lines = ["| metric | " + " | ".join(explainers) + " |", "|---|" + "---|" * len(explainers)]
     for name in metrics:
-        cells = [_fmt(by[e][name]) if name in by[e] else "-" for e in explainers]
+        cells = [_fmt(comparison.summaries[e][name]) if name in comparison.summaries[e] else "-" for e in explainers]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "| metric | a - b | mean difference [95% CI] (n) | p | wins / ties / losses |", "|---|---|---|---:|---|"]
-    for d in response.differences:
-        lines.append(f"| {d.metric} | {d.explainer_a} - {d.explainer_b} | {_fmt(d.difference)} | {d.p_value:.3f} | "
+    for d in comparison.differences:
+        lines.append(f"| {d.metric} | {d.a} - {d.b} | {_fmt(d.difference)} | {d.p_value:.3f} | "
                      f"{d.wins} / {d.ties} / {d.losses} |")
-    if response.skipped:
+    if comparison.skipped:
         lines += ["", "Left out of the means:"]
-        lines += [f"- {s.explainer}, feature {s.feature_id}" + (f", {s.scorer}" if s.scorer else "") + f": {s.reason}"
-                  for s in response.skipped]
+        lines += [f"- {explainer}, feature {feature}" + (f", {scorer}" if scorer else "") + f": {reason}"
+                  for explainer, feature, scorer, reason in comparison.skipped]
     return "\n".join(lines) + "\n"
 
 
 def run_eval(address: str, sae: str, features: list[int], explainers: list[str], scorers: list[str], seed: int,
              out: Path, timeout_s: float = 3600.0) -> int:
-    with grpc.insecure_channel(address) as channel:
-        scoring, ops = pb_grpc.ScoringServiceStub(channel), operations_pb2_grpc.OperationsStub(channel)
-        try:
-            op = scoring.CompareExplainers(pb.CompareExplainersRequest(
-                sae_id=sae, feature_ids=features, explainers=explainers, scorers=scorers, seed=seed,
-                request_id=uuid.uuid4().hex), timeout=60)
-        except grpc.RpcError as exc:
-            raise SystemExit(_explain_error(exc, address)) from None
-        meta = pb.CompareExplainersMetadata()
-        deadline = time.monotonic() + timeout_s
-        while not op.done and time.monotonic() < deadline:
-            op = ops.WaitOperation(operations_pb2.WaitOperationRequest(
-                name=op.name, timeout=duration_pb2.Duration(seconds=5)), timeout=60)
-            op.metadata.Unpack(meta)
-            print(f"  {meta.done}/{meta.total} features explained and scored", flush=True)
-    if not op.done:
-        raise SystemExit(f"sage eval: {op.name} is still running after {timeout_s:g}s")
-    if op.HasField("error"):
-        raise SystemExit(f"sage eval: the comparison failed: {op.error.message}")
-    response = pb.CompareExplainersResponse()
-    op.response.Unpack(response)
-    table = render(response)
+    """Through the SDK, so the token and TLS settings of the environment apply as everywhere else."""
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} features explained and scored", flush=True)
+
+    try:
+        with Sage(activation=None, agent=None, scoring=address) as sage:
+            comparison = sage.scoring.compare(sae, features, explainers, scorers, seed, timeout=timeout_s,
+                                              on_progress=progress)
+    except TimeoutError as exc:
+        raise SystemExit(f"sage eval: {exc} after {timeout_s:g}s") from None
+    except SageError as exc:
+        raise _fail("eval", exc, "scoring", address) from None
+    table = render(comparison)
     print("\n" + table)
     out.mkdir(parents=True, exist_ok=True)
     header = f"# Explainer comparison\n\nSAE {sae}, {len(features)} features, scorers {', '.join(scorers)}, seed {seed}\n\n"
     (out / "eval.md").write_text(header + table)
-    (out / "eval.json").write_text(json.dumps(json_format.MessageToDict(response), indent=2) + "\n")
+    (out / "eval.json").write_text(comparison.to_json())
     print(f"written: {out / 'eval.md'} and {out / 'eval.json'}")
     return 0
-
-
-def _explain_error(exc: grpc.RpcError, address: str) -> str:
-    code = exc.code()  # type: ignore[attr-defined]
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return (f"sage eval: cannot reach the scoring service at {address}; start it with "
-                "`sage serve scoring --agent 127.0.0.1:50052` (and the activation and agent services)")
-    return f"sage eval: {code.name}: {exc.details()}"  # type: ignore[attr-defined]

@@ -9,9 +9,10 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
+
+from sagex.api.credentials import ClientTls, token_from_env
 
 # Reads and operation polling are idempotent; BatchExplainFeatures is too, because
 # the SDK always sends a request_id (the server returns the first job for a repeat).
@@ -41,22 +42,10 @@ class ChannelConfig:
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ChannelConfig:
         """TLS from $SAGE_TLS (1/true: the system's roots), $SAGE_TLS_CA_FILE, and for
         mutual TLS $SAGE_TLS_CERT_FILE with $SAGE_TLS_KEY_FILE: the variables the
-        services read for their own calls to each other."""
-
-        def read(name: str) -> bytes | None:
-            path = environ.get(name)
-            if not path:
-                return None
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise ValueError(f"${name}: cannot read {path}: {exc.strerror}") from None
-
-        ca, cert, key = read("SAGE_TLS_CA_FILE"), read("SAGE_TLS_CERT_FILE"), read("SAGE_TLS_KEY_FILE")
-        if (cert is None) != (key is None):
-            raise ValueError("$SAGE_TLS_CERT_FILE and $SAGE_TLS_KEY_FILE: give both or neither")
-        tls = environ.get("SAGE_TLS", "").lower() in ("1", "true", "yes") or ca is not None or cert is not None
-        values: dict[str, object] = {"tls": tls, "root_certificates": ca, "private_key": key,
+        services read for their own calls to each other (sagex.api.credentials)."""
+        tls = ClientTls.from_env(environ)
+        ca, key, cert = tls.files()
+        values: dict[str, object] = {"tls": tls.tls, "root_certificates": ca, "private_key": key,
                                      "certificate_chain": cert}
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
@@ -89,20 +78,10 @@ class ChannelConfig:
         """Per call: a fresh request id (it follows the call through every service's
         logs) and the token, if any."""
         out = [("x-request-id", uuid.uuid4().hex)]
-        token = self.token or _token_from_file() or os.environ.get("SAGE_TOKEN")
+        token = self.token or token_from_env()
         if token:
             out.append(("authorization", f"Bearer {token}"))
         return tuple(out)
-
-
-def _token_from_file() -> str | None:
-    path = os.environ.get("SAGE_TOKEN_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError as exc:
-        raise ValueError(f"$SAGE_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
 
 
 def target(addresses: str | Sequence[str]) -> str:

@@ -6,7 +6,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from sagex.sdk._channel import ChannelConfig
 from sagex.sdk.errors import SageError, from_rpc_error
 
 SCORE_TIMEOUT_S = 1800.0
+ProgressCallback = Callable[[int, int], None]  # (feature units done, total), as the operation reports them
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class Comparison:
     summaries: dict[str, dict[str, Metric]]  # explainer -> metric -> mean over features
     differences: tuple[PairedDifference, ...]
     skipped: tuple[tuple[str, int, str, str], ...]  # (explainer, feature, scorer, reason)
+    raw: pb.CompareExplainersResponse | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> str:
+        """The comparison as `sage eval` writes eval.json (``load_comparison`` reads it back)."""
+        if self.raw is None:
+            raise ValueError("this comparison was not built from a service response")
+        return json.dumps(json_format.MessageToDict(self.raw), indent=2) + "\n"
 
 
 def _metric(m: pb.Metric) -> Metric:
@@ -85,6 +93,7 @@ def _comparison(msg: pb.CompareExplainersResponse) -> Comparison:
         tuple(PairedDifference(d.metric, d.explainer_a, d.explainer_b, _metric(d.difference), d.p_value, d.wins,
                                d.ties, d.losses) for d in msg.differences),
         tuple((s.explainer, s.feature_id, s.scorer, s.reason) for s in msg.skipped),
+        raw=msg,
     )
 
 
@@ -107,6 +116,13 @@ def _compare_request(sae: str, features: Sequence[int], explainers: Sequence[str
                      seed: int) -> pb.CompareExplainersRequest:
     return pb.CompareExplainersRequest(sae_id=sae, feature_ids=list(features), explainers=list(explainers),
                                        scorers=list(scorers), seed=seed, request_id=uuid.uuid4().hex)
+
+
+def _progress(op: operations_pb2.Operation, on_progress: ProgressCallback | None) -> None:
+    if on_progress is not None and op.HasField("metadata"):
+        meta = pb.CompareExplainersMetadata()
+        op.metadata.Unpack(meta)
+        on_progress(meta.done, meta.total)
 
 
 def _finished(op: operations_pb2.Operation) -> Comparison:
@@ -134,14 +150,17 @@ class Scoring:
         return [_result(r) for r in response.results]
 
     def compare(self, sae: str, features: Sequence[int], explainers: Sequence[str] = ("sage", "single_pass"),
-                scorers: Sequence[str] = (), seed: int = 0, timeout: float = 3600.0) -> Comparison:
-        """Explain ``features`` with each explainer and score all on the same held-out data."""
+                scorers: Sequence[str] = (), seed: int = 0, timeout: float = 3600.0,
+                on_progress: ProgressCallback | None = None) -> Comparison:
+        """Explain ``features`` with each explainer and score all on the same held-out data;
+        ``on_progress(done, total)`` after every wait while it runs."""
         try:
             op = self._stub.CompareExplainers(_compare_request(sae, features, explainers, scorers, seed),
                                               timeout=self._config.timeout_s, metadata=self._config.metadata())
             deadline = time.monotonic() + timeout
             while not op.done and time.monotonic() < deadline:
                 op = self._ops.WaitOperation(_requests.wait(op.name, 10), timeout=60, metadata=self._config.metadata())
+                _progress(op, on_progress)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         if not op.done:
@@ -165,7 +184,8 @@ class AsyncScoring:
         return [_result(r) for r in response.results]
 
     async def compare(self, sae: str, features: Sequence[int], explainers: Sequence[str] = ("sage", "single_pass"),
-                      scorers: Sequence[str] = (), seed: int = 0, timeout: float = 3600.0) -> Comparison:
+                      scorers: Sequence[str] = (), seed: int = 0, timeout: float = 3600.0,
+                      on_progress: ProgressCallback | None = None) -> Comparison:
         try:
             op = await self._stub.CompareExplainers(_compare_request(sae, features, explainers, scorers, seed),
                                                     timeout=self._config.timeout_s, metadata=self._config.metadata())
@@ -173,6 +193,7 @@ class AsyncScoring:
             while not op.done and time.monotonic() < deadline:
                 op = await self._ops.WaitOperation(_requests.wait(op.name, 10), timeout=60,
                                                    metadata=self._config.metadata())
+                _progress(op, on_progress)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         if not op.done:

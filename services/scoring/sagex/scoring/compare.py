@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sagex.scoring.result import Metric, ScoreResult
+from sagex.scoring.result import Metric, ScorerOutcome
 from sagex.scoring.stats import PairedComparison, mean_ci, paired_difference
 
 # explainer -> feature -> its scorer results, or why it has no explanation
-Outcomes = Mapping[str, Mapping[int, Sequence[ScoreResult] | str]]
+Outcomes = Mapping[str, Mapping[int, Sequence[ScorerOutcome] | str]]
 
 
 @dataclass(frozen=True)

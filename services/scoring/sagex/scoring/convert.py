@@ -7,7 +7,7 @@ from google.rpc import status_pb2
 
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
 from sagex.llm import Usage
-from sagex.scoring.result import Metric, ScorerError, ScoreResult
+from sagex.scoring.result import Metric, ScorerError, ScorerOutcome
 from sagex.scoring.stats import Interval
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -22,7 +22,7 @@ def metric(m: Metric) -> pb.Metric:
     return pb.Metric(name=m.name, value=m.value, ci=interval(m.ci), n=m.n)
 
 
-def scorer_result(result: ScoreResult) -> pb.ScorerResult:
+def scorer_result(result: ScorerOutcome) -> pb.ScorerResult:
     out = pb.ScorerResult(
         scorer=result.scorer, metrics=[metric(m) for m in result.metrics],
         llm_prompt_tokens=result.usage.prompt_tokens, llm_completion_tokens=result.usage.completion_tokens,
@@ -34,7 +34,7 @@ def scorer_result(result: ScoreResult) -> pb.ScorerResult:
     return out
 
 
-def score_result(message: pb.ScorerResult) -> ScoreResult:
+def score_result(message: pb.ScorerResult) -> ScorerOutcome:
     """The inverse of ``scorer_result`` for everything but ``details``, which come
     back as the strings that were sent."""
     metrics = tuple(
@@ -44,7 +44,7 @@ def score_result(message: pb.ScorerResult) -> ScoreResult:
              if message.HasField("error") else None)
     usage = Usage(prompt_tokens=message.llm_prompt_tokens, completion_tokens=message.llm_completion_tokens,
                   cost_usd=message.llm_cost_usd, calls=message.llm_calls)
-    return ScoreResult(message.scorer, metrics, error, usage, dict(message.details))
+    return ScorerOutcome(message.scorer, metrics, error, usage, dict(message.details))
 
 
 __all__ = ["interval", "metric", "score_result", "scorer_result"]

@@ -12,7 +12,7 @@ from sagex.remote.activation import ActivationClient
 from sagex.scoring.config import SCORERS, ScoringConfig
 from sagex.scoring.embedder import Embedder
 from sagex.scoring.heldout import FeatureData
-from sagex.scoring.result import ScoreResult
+from sagex.scoring.result import ScorerOutcome
 from sagex.scoring.scorers import Scorer, ScoringInput, Toolkit, build_scorer, run_scorer
 
 
@@ -37,7 +37,7 @@ class ScoringEngine:
         return FeatureData(self.activation, sae_id, feature_id, self.config.heldout, seed)
 
     async def score(self, explanation: ExplanationRef, scorers: Sequence[str], seed: int,
-                    data: FeatureData | None = None) -> list[ScoreResult]:
+                    data: FeatureData | None = None) -> list[ScorerOutcome]:
         """One result per scorer, in the order named; failures are results with an error.
         Pass ``data`` to score several explanations of a feature on the same sample."""
         data = data or self.feature_data(explanation.sae_id, explanation.feature_id, seed)

@@ -2,7 +2,7 @@
 unit and stores as it goes:
 
 * ``BatchScoring``: one unit per explanation, scored on its own feature's sample.
-* ``Comparison``: one unit per (feature, explainer): the explainer explains the
+* ``CompareJob``: one unit per (feature, explainer): the explainer explains the
   feature, then the explanation is scored on that feature's one held-out sample
   (shared by the feature's units); the comparison is computed from the stored
   units when all are done.
@@ -35,7 +35,7 @@ from sagex.scoring.engine import ExplanationRef, ScoringEngine
 from sagex.scoring.explainers import Explainer, ExplainerFailed, capped
 from sagex.scoring.heldout import FeatureData
 from sagex.scoring.operations import CannotResume, Commit, Job, UnitResult
-from sagex.scoring.result import ScoreResult
+from sagex.scoring.result import ScorerOutcome
 from sagex.scoring.store import Progress, UnitRow
 
 log = structlog.get_logger(__name__)
@@ -135,7 +135,7 @@ class BatchScoring:
             results=[pb.ScoreExplanationResponse.FromString(u.result) for u in units if u.done and u.result])
 
 
-class Comparison:
+class CompareJob:
     kind: ClassVar[str] = "compare"
 
     def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer],
@@ -148,7 +148,7 @@ class Comparison:
 
     @classmethod
     async def new(cls, engine: ScoringEngine, explainers: Mapping[str, Explainer],
-                  request: pb.CompareExplainersRequest, scorers: Sequence[str]) -> Comparison:
+                  request: pb.CompareExplainersRequest, scorers: Sequence[str]) -> CompareJob:
         saes = await _sae_plan(engine, [request.sae_id])
         settings = _settings(engine, scorers, baseline="single_pass" in request.explainers)
         return cls(engine, explainers, request, {"scorers": list(scorers), "settings": settings, "saes": saes})
@@ -200,7 +200,7 @@ class Comparison:
             results=[convert.scorer_result(s) for s in scored])))
 
     def response(self, units: Sequence[UnitRow]) -> pb.CompareExplainersResponse:
-        outcomes: dict[str, dict[int, Sequence[ScoreResult] | str]] = {name: {} for name in self.names}
+        outcomes: dict[str, dict[int, Sequence[ScorerOutcome] | str]] = {name: {} for name in self.names}
         for unit in units:
             if not unit.done:
                 continue
@@ -230,7 +230,7 @@ class Comparison:
 class ScoringJobs:
     """The jobs of this server: new ones from validated requests, stored ones to resume."""
 
-    KINDS: ClassVar[dict[str, Any]] = {BatchScoring.kind: BatchScoring, Comparison.kind: Comparison}
+    KINDS: ClassVar[dict[str, Any]] = {BatchScoring.kind: BatchScoring, CompareJob.kind: CompareJob}
 
     def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer]) -> None:
         self.engine = engine
@@ -239,14 +239,14 @@ class ScoringJobs:
     async def batch(self, request: pb.BatchScoreExplanationsRequest, scorers: Sequence[str]) -> BatchScoring:
         return await BatchScoring.new(self.engine, request, scorers)
 
-    async def compare(self, request: pb.CompareExplainersRequest, scorers: Sequence[str]) -> Comparison:
-        return await Comparison.new(self.engine, self.explainers, request, scorers)
+    async def compare(self, request: pb.CompareExplainersRequest, scorers: Sequence[str]) -> CompareJob:
+        return await CompareJob.new(self.engine, self.explainers, request, scorers)
 
     def load(self, kind: str, request: bytes, plan: dict[str, Any]) -> Job:
         if kind == BatchScoring.kind:
             return BatchScoring(self.engine, pb.BatchScoreExplanationsRequest.FromString(request), plan)
-        if kind == Comparison.kind:
-            return Comparison(self.engine, self.explainers, pb.CompareExplainersRequest.FromString(request), plan)
+        if kind == CompareJob.kind:
+            return CompareJob(self.engine, self.explainers, pb.CompareExplainersRequest.FromString(request), plan)
         raise ValueError(f"the operation is of kind {kind!r}, which this server does not run")
 
     def metadata(self, kind: str, progress: Progress) -> Message:
@@ -255,4 +255,4 @@ class ScoringJobs:
         return self.KINDS[kind].metadata(progress)
 
 
-__all__ = ["BatchScoring", "Comparison", "ScoringJobs"]
+__all__ = ["BatchScoring", "CompareJob", "ScoringJobs"]

@@ -32,7 +32,7 @@ class ScorerError:
 
 
 @dataclass(frozen=True)
-class ScoreResult:
+class ScorerOutcome:
     scorer: str
     metrics: tuple[Metric, ...] = ()
     error: ScorerError | None = None
@@ -52,4 +52,4 @@ class ScoreResult:
         raise KeyError(f"{self.scorer} reported no metric {name!r}; it has {[m.name for m in self.metrics]}")
 
 
-__all__ = ["Metric", "ScoreResult", "ScorerError"]
+__all__ = ["Metric", "ScorerOutcome", "ScorerError"]

@@ -2,8 +2,8 @@
 
 from sagex.scoring.scorers.base import (
     Meter,
-    Scored,
     Scorer,
+    ScorerOutput,
     ScoringInput,
     Toolkit,
     build_scorer,
@@ -14,7 +14,7 @@ from sagex.scoring.scorers.base import (
 
 __all__ = [
     "Meter",
-    "Scored",
+    "ScorerOutput",
     "Scorer",
     "ScoringInput",
     "Toolkit",

@@ -25,7 +25,7 @@ from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.scoring.embedder import Embedder
 from sagex.scoring.errors import ScorerFailed
 from sagex.scoring.heldout import FeatureData
-from sagex.scoring.result import Metric, ScorerError, ScoreResult
+from sagex.scoring.result import Metric, ScorerError, ScorerOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class ScoringInput:
 
 
 @dataclass(frozen=True)
-class Scored:
+class ScorerOutput:
     """What a scorer's ``score`` returns on success."""
 
     metrics: Sequence[Metric]
@@ -154,7 +154,7 @@ class Scorer(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored: ...
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput: ...
 
 
 ScorerFactory = Callable[[Toolkit, Any], Scorer]
@@ -192,8 +192,8 @@ def _load_builtin() -> None:
     from sagex.scoring.scorers import detection, embedding, fuzzing, generative, predictive  # noqa: F401
 
 
-async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScoreResult:
-    """Run one scorer; expected failures come back as ``ScoreResult.error``."""
+async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScorerOutcome:
+    """Run one scorer; expected failures come back as ``ScorerOutcome.error``."""
     meter = Meter()
     try:
         scored = await scorer.score(task, meter)
@@ -216,15 +216,15 @@ async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScoreResult:
         error = ScorerError(grpc.StatusCode.INTERNAL, f"the {scorer.name} scorer failed ({type(e).__name__}: {e}); "
                                                       "please report it with the server log")
     else:
-        return ScoreResult(scorer.name, tuple(scored.metrics), None, meter.usage, dict(scored.details))
+        return ScorerOutcome(scorer.name, tuple(scored.metrics), None, meter.usage, dict(scored.details))
     log.info("scorer_failed", scorer=scorer.name, feature=task.data.feature_id, code=error.code.name,
              reason=error.message)
-    return ScoreResult(scorer.name, (), error, meter.usage)
+    return ScorerOutcome(scorer.name, (), error, meter.usage)
 
 
 __all__ = [
     "Meter",
-    "Scored",
+    "ScorerOutput",
     "Scorer",
     "ScoringInput",
     "Toolkit",

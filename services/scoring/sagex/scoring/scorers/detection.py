@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
+from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput, Toolkit, register
 from sagex.scoring.scorers.classifier import ClassifierSettings, classification_metrics, judge
 
 SYSTEM = (
@@ -32,7 +32,7 @@ class DetectionScorer(Scorer):
         self.toolkit = toolkit
         self.settings = settings
 
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored:
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         llm = self.toolkit.need_llm(self.name)
         sample = await task.data.checked_heldout()
         judgements = await judge(
@@ -40,7 +40,7 @@ class DetectionScorer(Scorer):
             examples=sample.texts, labels=list(sample.labels), settings=self.settings.classifier, seed=task.seed,
         )
         metrics, details = classification_metrics(judgements, task.seed)
-        return Scored(metrics, details)
+        return ScorerOutput(metrics, details)
 
 
 @register("detection", DetectionSettings)

@@ -17,7 +17,7 @@ import numpy as np
 from sagex.scoring.embedder import EmbedderUnavailable
 from sagex.scoring.errors import ScorerFailed
 from sagex.scoring.result import Metric
-from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
+from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput, Toolkit, register
 from sagex.scoring.stats import auroc, bootstrap_ci
 
 
@@ -33,7 +33,7 @@ class EmbeddingScorer(Scorer):
         self.toolkit = toolkit
         self.settings = settings
 
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored:
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         embedder = self.toolkit.embedder
         if embedder is None:
             raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION,
@@ -53,7 +53,7 @@ class EmbeddingScorer(Scorer):
             "mean_similarity_activating": float(similarity[labels].mean()),
             "mean_similarity_non_activating": float(similarity[~labels].mean()),
         }
-        return Scored([Metric("auroc", value, ci, len(labels))], details)
+        return ScorerOutput([Metric("auroc", value, ci, len(labels))], details)
 
 
 @register("embedding", EmbeddingSettings)

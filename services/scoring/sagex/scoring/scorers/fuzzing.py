@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sagex.remote.traces import Trace
-from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
+from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput, Toolkit, register
 from sagex.scoring.scorers.classifier import ClassifierSettings, classification_metrics, judge
 
 SYSTEM = (
@@ -84,7 +84,7 @@ class FuzzingScorer(Scorer):
         self.toolkit = toolkit
         self.settings = settings
 
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored:
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         llm = self.toolkit.need_llm(self.name)
         sample = await task.data.checked_heldout()
         examples = fuzzed_examples(list(sample.activating), list(sample.non_activating),
@@ -94,7 +94,7 @@ class FuzzingScorer(Scorer):
             examples=examples, labels=list(sample.labels), settings=self.settings.classifier, seed=task.seed,
         )
         metrics, details = classification_metrics(judgements, task.seed)
-        return Scored(metrics, details)
+        return ScorerOutput(metrics, details)
 
 
 @register("fuzzing", FuzzingSettings)

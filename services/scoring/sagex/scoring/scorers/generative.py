@@ -26,7 +26,7 @@ import numpy as np
 
 from sagex.remote.traces import Trace, normalize_token
 from sagex.scoring.result import Metric
-from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
+from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput, Toolkit, register
 from sagex.scoring.stats import auroc, bootstrap_ci, mean_ci, proportion_ci
 
 SYSTEM = (
@@ -130,7 +130,7 @@ class GenerativeScorer(Scorer):
         self.toolkit = toolkit
         self.settings = settings
 
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored:
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         llm = self.toolkit.need_llm(self.name)
         reference = await task.data.reference()
         messages = [{"role": "system", "content": SYSTEM},
@@ -166,7 +166,7 @@ class GenerativeScorer(Scorer):
             "context_tokens": reference.context_tokens, "matching_texts": len(m), "contrasting_texts": len(c),
             "contrast_description": written.contrast_description,
         }
-        return Scored(metrics, details)
+        return ScorerOutput(metrics, details)
 
 
 @register("generative", GenerativeSettings)

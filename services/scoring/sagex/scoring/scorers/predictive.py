@@ -31,7 +31,7 @@ from sagex.remote.traces import Trace
 from sagex.scoring.errors import ScorerFailed
 from sagex.scoring.readout import read_array
 from sagex.scoring.result import Metric
-from sagex.scoring.scorers.base import Meter, Scored, Scorer, ScoringInput, Toolkit, register
+from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput, Toolkit, register
 from sagex.scoring.stats import bootstrap_ci, pearson
 
 READOUTS = ("auto", "logprobs", "sampled")
@@ -83,7 +83,7 @@ class PredictiveScorer(Scorer):
         self.toolkit = toolkit
         self.settings = settings
 
-    async def score(self, task: ScoringInput, meter: Meter) -> Scored:
+    async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         llm = self.toolkit.need_llm(self.name)
         reference = await task.data.reference()
         sample = (await task.data.checked_heldout()).subset(self.settings.per_band, self.settings.non_activating,
@@ -134,7 +134,7 @@ class PredictiveScorer(Scorer):
             "misaligned_texts": sum(not s.aligned for s in sims),
             "readout": "logprobs" if lp[have].all() else ("sampled" if not lp[have].any() else "mixed"),
         }
-        return Scored(metrics, details)
+        return ScorerOutput(metrics, details)
 
     async def _simulate(self, llm: LLMBackend, explanation: str, trace: Trace, meter: Meter) -> Simulation:
         tokens = [trace.tokens[i] for i in _shown(trace)]
