@@ -106,6 +106,6 @@ async def test_killed_agent_resumes_its_job_exactly_once(server: Any, stub: Any,
     job_id = op.name.removeprefix("operations/")
     rows = db.execute("SELECT feature_id FROM explanations WHERE job_id = ?", (job_id,)).fetchall()
     assert sorted(r[0] for r in rows) == sorted(features)  # every feature once: none lost, none twice
-    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
-    assert db.execute("SELECT COUNT(*) FROM job_features WHERE explanation IS NULL").fetchone()[0] == 0
-    assert "job_resumed" in log.read_text()
+    assert db.execute("SELECT COUNT(*) FROM operations").fetchone()[0] == 1
+    assert db.execute("SELECT COUNT(*) FROM units WHERE done = 0").fetchone()[0] == 0
+    assert "operation_resumed" in log.read_text()

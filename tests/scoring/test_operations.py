@@ -20,12 +20,12 @@ from google.rpc import code_pb2, error_details_pb2
 
 from sagex.api.scoring.v1 import scoring_service_pb2 as pb
 from sagex.llm import LLMConfig
-from sagex.scoring import operations as ops_module
 from sagex.scoring.config import SCORERS, ScoringConfig
 from sagex.scoring.heldout import HeldoutSpec
 from sagex.scoring.jobs import BatchScoring
-from sagex.scoring.operations import CannotResume, Commit, Operations, UnitResult
-from sagex.scoring.store import OperationStore, Progress, Runner, StaleRequest, UnitRow
+from sagex.server import operations as ops_module
+from sagex.server.operations import CannotResume, Commit, Operations, UnitResult
+from sagex.server.opstore import OperationRow, OperationStore, Progress, Runner, StaleRequest, UnitRow
 
 on_loop = pytest.mark.asyncio(loop_scope="session")
 
@@ -34,6 +34,7 @@ class ScriptedJob:
     """Scores explanation i by echoing it; items in ``jobs.held`` wait for ``jobs.release``."""
 
     kind: ClassVar[str] = "batch_score"
+    concurrency: ClassVar[int] = 0
 
     def __init__(self, jobs: ScriptedJobs, request: pb.BatchScoreExplanationsRequest) -> None:
         self.jobs = jobs
@@ -47,7 +48,7 @@ class ScriptedJob:
         if self.jobs.missing:
             raise CannotResume(self.jobs.missing, f"{self.jobs.missing} is gone")
 
-    async def run_item(self, item: int, positions: Sequence[int], commit: Commit) -> None:
+    async def run_item(self, op_id: str, item: int, positions: Sequence[int], commit: Commit) -> None:
         self.jobs.runs[item] += 1
         if item in self.jobs.held:
             await self.jobs.release.wait()
@@ -77,7 +78,7 @@ class ScriptedJobs:
     def load(self, kind: str, request: bytes, plan: dict[str, Any]) -> ScriptedJob:
         return ScriptedJob(self, pb.BatchScoreExplanationsRequest.FromString(request))
 
-    def metadata(self, kind: str, progress: Progress) -> pb.BatchScoreExplanationsMetadata:
+    def metadata(self, row: OperationRow, progress: Progress) -> pb.BatchScoreExplanationsMetadata:
         return BatchScoring.metadata(progress)
 
 
@@ -119,6 +120,26 @@ async def until_done(ops: Operations, name: str, units: int) -> None:
     raise AssertionError(f"{name} is stuck at {meta}")
 
 
+def test_a_units_own_records_land_with_its_done_mark_or_not_at_all(tmp_path: Path) -> None:
+    store = OperationStore(tmp_path / "ops.sqlite3", extra_schema="CREATE TABLE IF NOT EXISTS notes (text TEXT);")
+    try:
+        store.create("a", "batch_score", b"", "", {}, [0, 1], "me")
+
+        def broken(db: Any) -> None:
+            db.execute("INSERT INTO notes VALUES ('half')")
+            raise RuntimeError("disk full")
+
+        with pytest.raises(RuntimeError):
+            store.commit_unit("a", 0, b"r", failed=False, also=broken)
+        assert store.pending("a") == [(0, 0), (1, 1)] and store.count("notes") == 0  # rolled back together
+        assert store.commit_unit("a", 0, b"r", failed=False, also=lambda db: db.execute("INSERT INTO notes VALUES ('x')"))
+        assert not store.commit_unit("a", 0, b"r", failed=False,  # a duplicate: its records are not written
+                                     also=lambda db: db.execute("INSERT INTO notes VALUES ('y')"))
+        assert store.count("notes") == 1 and store.pending("a") == [(1, 1)]
+    finally:
+        store.close()
+
+
 def test_store_records_each_unit_once_and_pages(tmp_path: Path) -> None:
     store = OperationStore(tmp_path / "ops.sqlite3")
     try:
@@ -137,10 +158,10 @@ def test_store_records_each_unit_once_and_pages(tmp_path: Path) -> None:
 
         for op_id in ("b", "c"):
             store.create(op_id, "batch_score", b"", "", {}, [0], "me")
-        first, token = store.page(2)
-        assert [r.id for r in first] == ["a", "b"] and token == "b"
+        first, token = store.page(2)  # newest first
+        assert [r.id for r in first] == ["c", "b"] and token == "b"
         rest, token = store.page(2, token)
-        assert [r.id for r in rest] == ["c"] and token == ""
+        assert [r.id for r in rest] == ["a"] and token == ""
         with pytest.raises(KeyError):
             store.page(2, "nope")
 

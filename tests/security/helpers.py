@@ -65,7 +65,7 @@ async def agent_server(tmp_path: Path, options: ServerOptions, activation: str =
     nothing here calls the activation service unless a test asks the agent to."""
     config = AgentConfig(activation=(activation,), database=tmp_path / "agent.sqlite3", server=options)
     rt = build_runtime(config)
-    await rt.jobs.resume()
+    await rt.start()
     async with running_services([*services(rt), *extra], options, on_stop=rt.close) as running:
         yield running
 

@@ -47,6 +47,7 @@ class AgentConfig:
     default_concurrency: int = 4  # features of one job explained at once
     max_concurrent_features: int = 16  # across all jobs and streams
     max_features_per_job: int = 10_000
+    retention_hours: float = 168.0  # finished jobs are deleted this long after (their explanations stay)
     activation_timeout_s: float = 60.0
     mining_timeout_s: float = 1800.0  # the first mining scan of a corpus is slow
     server: ServerOptions = field(default_factory=lambda: ServerOptions(port=DEFAULT_PORT))
@@ -69,6 +70,8 @@ class AgentConfig:
             problems.append("exemplars.top_k: must be in 1..50")
         if not 1 <= self.default_concurrency <= 64 or not 1 <= self.max_concurrent_features <= 256:
             problems.append("default_concurrency (1..64) and max_concurrent_features (1..256) out of range")
+        if not self.retention_hours > 0:
+            problems.append(f"retention_hours: {self.retention_hours} must be > 0")
         if self.activation_timeout_s <= 0 or self.mining_timeout_s <= 0:
             problems.append("activation_timeout_s and mining_timeout_s: must be > 0")
         if problems:

@@ -4,6 +4,8 @@ sends. In memory only: a resumed feature starts over, and so does its view."""
 
 from __future__ import annotations
 
+import threading
+
 from sagex.agent import convert
 from sagex.agent.loop import Emit
 from sagex.agent.state import Hypothesis, Phase, Probe
@@ -14,12 +16,14 @@ class LiveProgress:
     def __init__(self) -> None:
         self._jobs: dict[str, dict[int, pb.FeatureProgress]] = {}
         self._hypotheses: dict[tuple[str, int], set[int]] = {}
+        self._lock = threading.Lock()  # ``running`` is read off the event loop, with the operation's metadata
 
     def watch(self, job_id: str, feature_id: int) -> Emit:
         """An ``emit`` for one feature's run that keeps its entry up to date."""
         entry = pb.FeatureProgress(feature_id=feature_id, state=convert.phase(Phase.TRIAGE))
-        self._jobs.setdefault(job_id, {})[feature_id] = entry
-        seen = self._hypotheses.setdefault((job_id, feature_id), set())
+        with self._lock:
+            self._jobs.setdefault(job_id, {})[feature_id] = entry
+            seen = self._hypotheses.setdefault((job_id, feature_id), set())
 
         async def emit(event: object) -> None:
             if isinstance(event, Phase):
@@ -34,10 +38,13 @@ class LiveProgress:
         return emit
 
     def finished(self, job_id: str, feature_id: int) -> None:
-        self._jobs.get(job_id, {}).pop(feature_id, None)
-        self._hypotheses.pop((job_id, feature_id), None)
-        if not self._jobs.get(job_id, True):
-            del self._jobs[job_id]
+        with self._lock:
+            self._jobs.get(job_id, {}).pop(feature_id, None)
+            self._hypotheses.pop((job_id, feature_id), None)
+            if not self._jobs.get(job_id, True):
+                del self._jobs[job_id]
 
     def running(self, job_id: str) -> list[pb.FeatureProgress]:
-        return sorted(self._jobs.get(job_id, {}).values(), key=lambda e: e.feature_id)
+        with self._lock:
+            entries = list(self._jobs.get(job_id, {}).values())
+        return sorted(entries, key=lambda e: e.feature_id)

@@ -10,16 +10,18 @@ from google.longrunning import operations_pb2_grpc
 
 from sagex.agent.config import AgentConfig
 from sagex.agent.explainer import Explainer, RunSpec
-from sagex.agent.jobs import JobManager
+from sagex.agent.jobs import AgentJobs, FeatureRunner
 from sagex.agent.policies.base import Policy
 from sagex.agent.policies.heuristic import HeuristicPolicy
 from sagex.agent.policies.llm import LLMPolicy
-from sagex.agent.servicer import AgentServicer, OperationsServicer
+from sagex.agent.servicer import AgentServicer
 from sagex.agent.store import Store
 from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from sagex.llm.backend import LLMBackend
 from sagex.remote.activation import ActivationClient
 from sagex.server.lifecycle import RunningServer, Service, running_services, serve_until_signal
+from sagex.server.operations import Operations
+from sagex.server.opservicer import OperationsServicer
 from sagex.server.paths import cache_dir
 
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -32,10 +34,17 @@ class AgentRuntime:
     activation: ActivationClient
     store: Store
     llm: LLMBackend
-    jobs: JobManager
+    runner: FeatureRunner
+    jobs: AgentJobs
+    operations: Operations
+
+    async def start(self) -> None:
+        """Resume the jobs a previous process (or a replica that died) left running:
+        before serving, so a job submitted now cannot be started twice."""
+        await self.operations.start()
 
     async def close(self) -> None:
-        await self.jobs.close()
+        await self.operations.close()
         await self.activation.close()
         await self.llm.aclose()
         self.store.close()
@@ -51,13 +60,16 @@ def build_runtime(config: AgentConfig) -> AgentRuntime:
             return LLMPolicy(llm, spec.model or config.llm.model, spec.budget)
         return HeuristicPolicy()
 
-    jobs = JobManager(config, store, Explainer(config, activation, make_policy))
-    return AgentRuntime(config, activation, store, llm, jobs)
+    runner = FeatureRunner(config, store, Explainer(config, activation, make_policy))
+    jobs = AgentJobs(runner)
+    operations = Operations(store.ops, jobs, concurrency=config.default_concurrency,
+                            retention_s=config.retention_hours * 3600)
+    return AgentRuntime(config, activation, store, llm, runner, jobs, operations)
 
 
 def services(rt: AgentRuntime) -> list[Service]:
-    agent = AgentServicer(rt.config, rt.activation, rt.store, rt.jobs)
-    ops = OperationsServicer(rt.store, rt.jobs)
+    agent = AgentServicer(rt.config, rt.activation, rt.store, rt.runner, rt.jobs, rt.operations)
+    ops = OperationsServicer(rt.operations, "retention_hours in [agent]")
     return [
         Service(SERVICE_NAME, lambda server: agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)),
         Service(OPERATIONS_NAME, lambda server: operations_pb2_grpc.add_OperationsServicer_to_server(ops, server)),
@@ -69,7 +81,7 @@ async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[Runni
     """Start a server on ``config.server`` (port 0 picks one), ready and with
     unfinished jobs resumed when yielded."""
     rt = build_runtime(config)
-    await rt.jobs.resume()  # before serving, so a job submitted now cannot be started twice
+    await rt.start()
     async with running_services(services(rt), config.server, on_stop=rt.close) as running:
         yield running, rt
 
@@ -77,7 +89,7 @@ async def running_agent_server(config: AgentConfig) -> AsyncIterator[tuple[Runni
 async def serve(config: AgentConfig) -> None:
     """Run the agent server until SIGTERM/SIGINT; a restart resumes its jobs."""
     rt = build_runtime(config)
-    await rt.jobs.resume()  # before serving, so a job submitted now cannot be started twice
+    await rt.start()
     await serve_until_signal(services(rt), config.server, on_stop=rt.close)
 
 

@@ -104,9 +104,3 @@ async def batch_request(config: AgentConfig, activation: ActivationClient,
         raise InvalidArgument(problems)
     return await run_spec(config, activation, request.sae_id, ids, request.policy, request.budget,
                           request.skip_triage, field="feature_ids")
-
-
-def page(page_size: int, default: int = 50, limit: int = 500) -> int:
-    if page_size < 0:
-        raise InvalidArgument.one("page_size", "must be >= 0")
-    return min(page_size or default, limit)

@@ -41,6 +41,22 @@ def service_parser(service: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_store_flags(parser: argparse.ArgumentParser, stored: str) -> None:
+    """The flags of a service that calls the activation service and keeps a database."""
+    parser.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
+                        help="an activation replica (repeat for round robin; default 127.0.0.1:50051)")
+    parser.add_argument("--database", help=f"SQLite file of {stored} (default: under ~/.cache/sagex)")
+
+
+def store_overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    if args.activation:
+        overrides["activation"] = tuple(args.activation)
+    if args.database:
+        overrides["database"] = Path(args.database)
+    return overrides
+
+
 def add_llm_flags(parser: argparse.ArgumentParser, who: str) -> None:
     parser.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--llm-model", help=f"model name ({who})")

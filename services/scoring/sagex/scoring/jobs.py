@@ -34,9 +34,9 @@ from sagex.scoring.compare import compare
 from sagex.scoring.engine import ExplanationRef, ScoringEngine
 from sagex.scoring.explainers import Explainer, ExplainerFailed, capped
 from sagex.scoring.heldout import FeatureData
-from sagex.scoring.operations import CannotResume, Commit, Job, UnitResult
 from sagex.scoring.result import ScorerOutcome
-from sagex.scoring.store import Progress, UnitRow
+from sagex.server.operations import CannotResume, Commit, Job, UnitResult
+from sagex.server.opstore import OperationRow, Progress, UnitRow
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,7 @@ def _settings(engine: ScoringEngine, scorers: Sequence[str], baseline: bool = Fa
     config = engine.config
     out: dict[str, Any] = {"llm.model": config.llm.model, "heldout": asdict(config.heldout),
                            "max_explanation_chars": config.max_explanation_chars}
-    out.update({name: asdict(config.settings_of(name)) for name in scorers})  # type: ignore[arg-type]
+    out.update({name: asdict(config.settings_of(name)) for name in scorers})
     if baseline:
         out["baseline"] = asdict(config.baseline)
     return json.loads(json.dumps(out))
@@ -94,6 +94,7 @@ def _check_plan(engine: ScoringEngine, plan: Mapping[str, Any], baseline: bool =
 
 class BatchScoring:
     kind: ClassVar[str] = "batch_score"
+    concurrency: ClassVar[int] = 0  # the server's batch_concurrency
 
     def __init__(self, engine: ScoringEngine, request: pb.BatchScoreExplanationsRequest, plan: dict[str, Any]) -> None:
         self.engine = engine
@@ -123,7 +124,7 @@ class BatchScoring:
         _check_plan(self.engine, self.plan)
         await _check_saes(self.engine, self.plan["saes"])
 
-    async def run_item(self, item: int, positions: Sequence[int], commit: Commit) -> None:
+    async def run_item(self, op_id: str, item: int, positions: Sequence[int], commit: Commit) -> None:
         ex = self.request.explanations[item]
         scored = await self.engine.score(ExplanationRef(ex.sae_id, ex.feature_id, ex.text), self.plan["scorers"],
                                          self.request.seed)
@@ -137,6 +138,7 @@ class BatchScoring:
 
 class CompareJob:
     kind: ClassVar[str] = "compare"
+    concurrency: ClassVar[int] = 0
 
     def __init__(self, engine: ScoringEngine, explainers: Mapping[str, Explainer],
                  request: pb.CompareExplainersRequest, plan: dict[str, Any]) -> None:
@@ -178,7 +180,7 @@ class CompareJob:
         _check_plan(self.engine, self.plan, baseline="single_pass" in self.names)
         await _check_saes(self.engine, self.plan["saes"])
 
-    async def run_item(self, item: int, positions: Sequence[int], commit: Commit) -> None:
+    async def run_item(self, op_id: str, item: int, positions: Sequence[int], commit: Commit) -> None:
         r = self.request
         feature_id = r.feature_ids[item]
         data = self.engine.feature_data(r.sae_id, feature_id, r.seed)  # one sample for every explainer
@@ -249,10 +251,10 @@ class ScoringJobs:
             return CompareJob(self.engine, self.explainers, pb.CompareExplainersRequest.FromString(request), plan)
         raise ValueError(f"the operation is of kind {kind!r}, which this server does not run")
 
-    def metadata(self, kind: str, progress: Progress) -> Message:
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown operation kind {kind!r}")
-        return self.KINDS[kind].metadata(progress)
+    def metadata(self, row: OperationRow, progress: Progress) -> Message:
+        if row.kind not in self.KINDS:
+            raise ValueError(f"unknown operation kind {row.kind!r}")
+        return self.KINDS[row.kind].metadata(progress)
 
 
 __all__ = ["BatchScoring", "CompareJob", "ScoringJobs"]

@@ -18,10 +18,11 @@ from sagex.scoring.embedder import MiniLMEmbedder
 from sagex.scoring.engine import ScoringEngine
 from sagex.scoring.explainers import Explainer, SageAgent, SinglePass
 from sagex.scoring.jobs import ScoringJobs
-from sagex.scoring.operations import Operations
-from sagex.scoring.servicer import OperationsServicer, ScoringServicer
-from sagex.scoring.store import OperationStore
+from sagex.scoring.servicer import ScoringServicer
 from sagex.server.lifecycle import RunningServer, Service, running_services, serve_until_signal
+from sagex.server.operations import Operations
+from sagex.server.opservicer import OperationsServicer
+from sagex.server.opstore import OperationStore
 
 SERVICE_NAME = scoring_service_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
@@ -71,7 +72,7 @@ def build_runtime(config: ScoringConfig) -> ScoringRuntime:
 
 def services(rt: ScoringRuntime) -> list[Service]:
     scoring = ScoringServicer(rt.engine, rt.explainers, rt.operations, rt.jobs)
-    ops = OperationsServicer(rt.operations)
+    ops = OperationsServicer(rt.operations, "retention_hours in [scoring]")
     return [
         Service(SERVICE_NAME,
                 lambda server: scoring_service_pb2_grpc.add_ScoringServiceServicer_to_server(scoring, server)),

@@ -112,10 +112,4 @@ async def compare_request(config: ScoringConfig, activation: ActivationClient, a
     return names
 
 
-def page(page_size: int, default: int = 50, limit: int = 500) -> int:
-    if page_size < 0:
-        raise InvalidArgument.one("page_size", "must be >= 0")
-    return min(page_size or default, limit)
-
-
-__all__ = ["batch_request", "compare_request", "page", "score_request"]
+__all__ = ["batch_request", "compare_request", "score_request"]

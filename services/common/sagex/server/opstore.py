@@ -1,14 +1,16 @@
-"""SQLite persistence of the long-running scoring operations.
+"""SQLite persistence of long-running operations (the agent's batch jobs, scoring's
+batches and comparisons).
 
 An operation is its request, a plan (what the request was resolved to when it
-was accepted: scorers, the SAEs' shapes) and one row per *unit* of work (an
-explanation to score; a feature and explainer to compare). A unit's result is
-written together with its "done" mark in one transaction, so after a crash a
+was accepted) and one row per *unit* of work (a feature to explain, an
+explanation to score, a feature and explainer to compare). A unit's result is
+written together with its "done" mark in one transaction (with whatever else
+the service records for it, ``commit_unit``'s ``also``), so after a crash a
 unit is either fully recorded or still pending, never half-done and never
 twice. Writes are durable at commit (WAL, synchronous=FULL).
 
-Several scoring servers may share one file (the default lives in the user's
-cache). Each server registers a *runner* row and heartbeats it; an operation is
+Several servers of one service may share one file (the default lives in the
+user's cache). Each server registers a *runner* row and heartbeats it; an operation is
 run only by the runner that owns it, and a RUNNING operation whose owner is gone
 (stopped, killed, or silent past the lease) is adopted by a live runner.
 """
@@ -20,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,9 @@ def pid_alive(pid: int) -> bool:
 class OperationStore:
     """Thread-safe; every method is a short blocking call (run them off the event loop)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extra_schema: str = "") -> None:
+        """``extra_schema``: the service's own tables, kept in the same file so they can be
+        written in a unit's transaction."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -149,9 +153,9 @@ class OperationStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 self._db.close()
-                raise ValueError(f"{self.path} holds scoring operations in format {version}; this server reads "
+                raise ValueError(f"{self.path} holds operations in format {version}; this server reads "
                                  f"format {SCHEMA_VERSION}: point database at another file")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + extra_schema)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -159,7 +163,7 @@ class OperationStore:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: committed on success, rolled back on any error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -171,7 +175,7 @@ class OperationStore:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -183,7 +187,7 @@ class OperationStore:
         item), or find the one with the same request_id. Returns (id, created);
         raises StaleRequest when the request_id names a different request."""
         now = time.time()
-        with self._write() as db:
+        with self.write() as db:
             if request_id:
                 row = db.execute("SELECT id, kind, request FROM operations WHERE request_id = ?",
                                  (request_id,)).fetchone()
@@ -199,7 +203,7 @@ class OperationStore:
         return op_id, True
 
     def operation(self, op_id: str) -> OperationRow | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,))
+        rows = self.read(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,))
         return _row(rows[0]) if rows else None
 
     def progress(self, op_id: str) -> Progress:
@@ -213,27 +217,31 @@ class OperationStore:
         return Progress(int(units[0]), int(units[1]), int(units[2]), int(items[0]), int(items[1]))
 
     def units(self, op_id: str) -> list[UnitRow]:
-        rows = self._read("SELECT position, item, done, failed, result, note FROM units WHERE operation_id = ? "
+        rows = self.read("SELECT position, item, done, failed, result, note FROM units WHERE operation_id = ? "
                           "ORDER BY position", (op_id,))
         return [UnitRow(r[0], r[1], bool(r[2]), bool(r[3]), None if r[4] is None else bytes(r[4]), r[5])
                 for r in rows]
 
     def pending(self, op_id: str) -> list[tuple[int, int]]:
         """(position, item) of every unit not done yet, in order."""
-        rows = self._read("SELECT position, item FROM units WHERE operation_id = ? AND done = 0 ORDER BY position",
+        rows = self.read("SELECT position, item FROM units WHERE operation_id = ? AND done = 0 ORDER BY position",
                           (op_id,))
         return [(int(p), int(i)) for p, i in rows]
 
-    def commit_unit(self, op_id: str, position: int, result: bytes | None, failed: bool, note: str = "") -> bool:
-        """Record a unit's result and mark it done, atomically. False when it was
-        already done (a duplicate run): the first result stands."""
+    def commit_unit(self, op_id: str, position: int, result: bytes | None, failed: bool, note: str = "",
+                    also: Callable[[sqlite3.Connection], None] | None = None) -> bool:
+        """Record a unit's result and mark it done, atomically, with ``also``'s writes in
+        the same transaction. False when it was already done (a duplicate run): the first
+        result stands and ``also`` does not run."""
         now = time.time()
-        with self._write() as db:
+        with self.write() as db:
             cur = db.execute("UPDATE units SET done = 1, failed = ?, result = ?, note = ?, finish_time = ? "
                              "WHERE operation_id = ? AND position = ? AND done = 0",
                              (int(failed), result, note, now, op_id, position))
             if cur.rowcount == 0:
                 return False
+            if also is not None:
+                also(db)
             db.execute("UPDATE operations SET update_time = ? WHERE id = ?", (now, op_id))
         return True
 
@@ -241,7 +249,7 @@ class OperationStore:
         """Move a RUNNING operation to its final state; False when it was not running."""
         assert state in STATES[1:], state
         now = time.time()
-        with self._write() as db:
+        with self.write() as db:
             cur = db.execute("UPDATE operations SET state = ?, response = ?, error = ?, owner = NULL, "
                              "update_time = ?, finish_time = ? WHERE id = ? AND state = 'RUNNING'",
                              (state, response, error, now, now, op_id))
@@ -249,7 +257,7 @@ class OperationStore:
 
     def delete(self, op_id: str) -> bool | None:
         """True when deleted, False when still running, None when unknown."""
-        with self._write() as db:
+        with self.write() as db:
             row = db.execute("SELECT state FROM operations WHERE id = ?", (op_id,)).fetchone()
             if row is None:
                 return None
@@ -259,7 +267,7 @@ class OperationStore:
             return True
 
     def page(self, page_size: int, after: str = "") -> tuple[list[OperationRow], str]:
-        """Oldest first; the page token is the last id returned. KeyError when
+        """Newest first; the page token is the last id returned. KeyError when
         ``after`` names no stored operation."""
         with self._lock:
             if after:
@@ -267,34 +275,35 @@ class OperationStore:
                 if mark is None:
                     raise KeyError(after)
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM operations WHERE (create_time, id) > (?, ?) "
-                    "ORDER BY create_time, id LIMIT ?", (mark[0], mark[1], page_size + 1)).fetchall()
+                    f"SELECT {_COLUMNS} FROM operations WHERE (create_time, id) < (?, ?) "
+                    "ORDER BY create_time DESC, id DESC LIMIT ?", (mark[0], mark[1], page_size + 1)).fetchall()
             else:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM operations ORDER BY create_time, id LIMIT ?",
-                                        (page_size + 1,)).fetchall()
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM operations ORDER BY create_time DESC, id DESC "
+                                        "LIMIT ?", (page_size + 1,)).fetchall()
         page = [_row(r) for r in rows[:page_size]]
         return page, (page[-1].id if len(rows) > page_size else "")
 
     def evict(self, finished_before: float) -> int:
         """Delete operations (and their units) that finished before the given time."""
-        with self._write() as db:
+        with self.write() as db:
             return db.execute("DELETE FROM operations WHERE state != 'RUNNING' AND finish_time < ?",
                               (finished_before,)).rowcount
 
     def count(self, table: str) -> int:
-        assert table in ("operations", "units", "runners")
-        return int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
+        if not table.isidentifier():
+            raise ValueError(f"not a table name: {table!r}")
+        return int(self.read(f"SELECT COUNT(*) FROM {table}")[0][0])
 
     # -- runners ----------------------------------------------------------------
 
     def register(self, runner: Runner) -> None:
-        with self._write() as db:
+        with self.write() as db:
             db.execute("INSERT OR REPLACE INTO runners VALUES (?, ?, ?, ?)",
                        (runner.token, runner.host, runner.pid, time.time()))
 
     def heartbeat(self, runner: Runner) -> set[str]:
         """Renew the runner's lease; returns the RUNNING operations it still owns."""
-        with self._write() as db:
+        with self.write() as db:
             db.execute("INSERT OR REPLACE INTO runners VALUES (?, ?, ?, ?)",
                        (runner.token, runner.host, runner.pid, time.time()))
             rows = db.execute("SELECT id FROM operations WHERE owner = ? AND state = 'RUNNING'",
@@ -309,7 +318,7 @@ class OperationStore:
         without being one of ``live_tokens`` (a previous incarnation: containers
         restart with the same pid)."""
         now = time.time()
-        with self._write() as db:
+        with self.write() as db:
             gone = []
             for token, host, pid, heartbeat in db.execute("SELECT token, host, pid, heartbeat FROM runners"):
                 if token in live_tokens:
@@ -326,7 +335,7 @@ class OperationStore:
 
     def release(self, runner: Runner) -> None:
         """Give up the runner's operations (left RUNNING, for another runner to resume)."""
-        with self._write() as db:
+        with self.write() as db:
             db.execute("UPDATE operations SET owner = NULL WHERE owner = ?", (runner.token,))
             db.execute("DELETE FROM runners WHERE token = ?", (runner.token,))
 
