@@ -18,6 +18,8 @@ setup: $(STAMP)/assets
 
 # Contracts first: everything else depends on them.
 DISTS := protos/python services/common services/activation services/agent services/scoring clients/python
+# Hand-written modules of the contracts (the rest of protos/python is generated).
+API_SOURCES := protos/python/sagex/api/codec.py protos/python/sagex/api/credentials.py
 
 $(STAMP)/venv: requirements.lock $(foreach d,$(DISTS),$(d)/pyproject.toml)
 	@mkdir -p $(STAMP)
@@ -53,10 +55,7 @@ $(STAMP)/browser:
 		|| echo "warning: could not install chromium (not root?); the HTML report's browser test will skip"
 	@command -v chromium >/dev/null && touch $@ || true
 
-test: setup $(STAMP)/browser
-	$(PY) scripts/protos.py check
-	$(PY) scripts/protos.py lint
-	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
+test: setup $(STAMP)/browser lint
 	$(PY) -m pytest -q -m "not gpu and not slow"
 
 test-all: setup
@@ -86,9 +85,14 @@ proto: $(STAMP)/venv
 proto-check: $(STAMP)/venv
 	$(PY) scripts/protos.py check
 
+# Generated code current, proto style, ruff, the folders' import boundaries (pyproject's
+# [tool.importlinter]) and mypy over every distribution.
 lint: $(STAMP)/venv
+	$(PY) scripts/protos.py check
 	$(PY) scripts/protos.py lint
-	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
+	$(VENV)/bin/ruff check services clients tests scripts benchmarks $(API_SOURCES)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy $(foreach d,$(DISTS),$(d)/sagex)
 
 assets: $(STAMP)/proto
 	$(VENV)/bin/sage assets prepare

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.codec import dense_column
+from sagex.api.common.v1 import types_pb2
 from sagex.cli.up import SERVICES
 from sagex.report import Report, collect, write
 from sagex.sdk import Explanation, JobProgress, Sage
@@ -66,7 +67,7 @@ def _serve(args: list[str]) -> subprocess.Popen[bytes]:
                                  "HF_HUB_DISABLE_PROGRESS_BARS": "1"})  # no weight-loading bars in the demo's output
 
 
-def _context(ex: pb.MineExemplarsResponse, width: int = 4) -> str:
+def _context(ex: types_pb2.Exemplar, width: int = 4) -> str:
     e = ex
     texts = list(e.tokens.texts)
     i = e.max_token_index

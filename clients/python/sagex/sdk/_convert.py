@@ -35,7 +35,7 @@ def exemplars(msg: apb.MineExemplarsResponse) -> t.FeatureExemplars:
     )
 
 
-def _status(value: int) -> str:
+def _status(value: pb.HypothesisStatus.ValueType) -> str:
     return pb.HypothesisStatus.Name(value).removeprefix("HYPOTHESIS_STATUS_")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sagex.llm.backend import Usage
 
@@ -40,7 +41,8 @@ class Budget:
 
     def overlay(self, **changes: float | int) -> Budget:
         """This budget with the non-zero ``changes`` applied (0 means "server default")."""
-        return replace(self, **{k: v for k, v in changes.items() if v})
+        applied: dict[str, Any] = {k: v for k, v in changes.items() if v}
+        return replace(self, **applied)
 
 
 @dataclass

@@ -20,7 +20,7 @@ STATUS = {
 EXPECT = {Expect.FIRES: pb.EXPECTED_OUTCOME_FIRES, Expect.SILENT: pb.EXPECTED_OUTCOME_SILENT}
 
 
-def phase(p: Phase) -> int:
+def phase(p: Phase) -> pb.AgentState.ValueType:
     return pb.AgentState.Value(f"AGENT_STATE_{p.value}")
 
 

@@ -146,7 +146,7 @@ class ActivationClient:
 
     async def exemplars(
         self, sae_id: str, feature_id: int, *, top_k: int, bands: int, per_band: int, non_activating: int, seed: int,
-        split: int = types_pb2.CORPUS_SPLIT_EXEMPLAR,
+        split: types_pb2.CorpusSplit.ValueType = types_pb2.CORPUS_SPLIT_EXEMPLAR,
     ) -> Exemplars:
         """Exemplars of one feature. ``split`` is EXEMPLAR for explainers; only the
         scorers read HELDOUT, which explainers must never see."""

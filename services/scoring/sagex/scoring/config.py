@@ -84,7 +84,7 @@ class ScoringConfig:
         if problems:
             raise ValueError("invalid scoring config: " + "; ".join(problems))
 
-    def settings_of(self, scorer: str) -> object:
+    def settings_of(self, scorer: str) -> Any:
         return getattr(self, scorer)
 
     def database_path(self) -> Path:

@@ -33,7 +33,7 @@ PROBES_PER_ROUND = 2
 
 _STR = {"type": "string"}
 _EXPECT = {"type": "string", "enum": ["fires", "silent"]}
-_PROBE = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
+_PROBE: dict[str, Any] = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
           "required": ["text", "expected"]}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "hypotheses": {"type": "object", "required": ["hypotheses"], "properties": {

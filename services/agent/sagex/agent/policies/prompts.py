@@ -4,6 +4,7 @@ its step needs (a hypothesis's own probes, not the others'), never a chat histor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from sagex.agent.state import FeatureView, Hypothesis, Probe, RunState
 from sagex.remote.traces import Trace
@@ -68,7 +69,7 @@ def probe_line(p: Probe, detail: bool) -> str:
     return line
 
 
-def hypothesis_block(state: RunState, h: Hypothesis, detail_ids: set[int] = frozenset(), last: int = 8) -> str:
+def hypothesis_block(state: RunState, h: Hypothesis, detail_ids: AbstractSet[int] = frozenset(), last: int = 8) -> str:
     kind = "control (predicts the feature stays silent)" if h.is_control else "hypothesis"
     lines = [f"H{h.id} [{kind}, status {h.status.value}]: {h.text}"]
     if h.history:

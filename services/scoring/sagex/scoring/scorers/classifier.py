@@ -14,6 +14,7 @@ scorers): shuffled examples go to the LLM a few per prompt, the LLM answers one
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ async def judge(
                                                     f"Reply with a JSON array of exactly {len(shown)} integers."}]
         return [(None, None)] * len(shown)
 
-    answers = await toolkit.gather_limited([lambda b=b: ask(b) for b in batches])
+    answers = await toolkit.gather_limited([functools.partial(ask, b) for b in batches])
     out: list[Judgement | None] = [None] * len(examples)
     for batch, batch_answers in zip(batches, answers, strict=True):
         for i, (prediction, probability) in zip(batch, batch_answers, strict=True):

@@ -48,7 +48,7 @@ class EmbeddingScorer(Scorer):
         value = auroc(labels, similarity)
         ci = bootstrap_ci(lambda i: auroc(labels[i], similarity[i]), len(labels), seed=task.seed,
                           strata=labels.astype(int))
-        details = {
+        details: dict[str, float | int | str] = {
             "embedder": embedder.name, "positives": int(labels.sum()), "negatives": int((~labels).sum()),
             "mean_similarity_activating": float(similarity[labels].mean()),
             "mean_similarity_non_activating": float(similarity[~labels].mean()),

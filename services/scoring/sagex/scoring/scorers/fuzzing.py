@@ -12,6 +12,7 @@ Prompting, read-out and metrics are in ``classifier``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,7 +73,8 @@ def fuzzed_examples(activating: list[Trace], silent: list[Trace], fraction: floa
     out = [highlight(t, m) for t, m in zip(activating, marks, strict=True)]
     for t in silent:
         positions = t.content_positions
-        chosen = rng.choice(positions, size=min(k, len(positions)), replace=False) if positions else []
+        chosen: Sequence[int] = (rng.choice(positions, size=min(k, len(positions)), replace=False).tolist()
+                                 if positions else [])
         out.append(highlight(t, {int(p) for p in chosen}))
     return out
 

@@ -161,7 +161,7 @@ class GenerativeScorer(Scorer):
                             zip(matched, written.matching, hit, strict=True) if h and target], bool)
         if len(located):
             metrics.append(Metric("location_accuracy", float(located.mean()), proportion_ci(located), len(located)))
-        details = {
+        details: dict[str, float | int | str] = {
             "tau": reference.tau, "global_max": reference.global_max, "reference_windows": reference.n_top,
             "context_tokens": reference.context_tokens, "matching_texts": len(m), "contrasting_texts": len(c),
             "contrast_description": written.contrast_description,

@@ -18,6 +18,7 @@ windows; the score is Pearson r between the predictions and 10·a/G.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -90,7 +91,7 @@ class PredictiveScorer(Scorer):
                                                             task.seed)
         traces = [*sample.activating, *sample.non_activating]
         sims = await self.toolkit.gather_limited(
-            [lambda t=t: self._simulate(llm, task.explanation, t, meter) for t in traces])
+            [functools.partial(self._simulate, llm, task.explanation, t, meter) for t in traces])
 
         truth, pred, from_lp, text_of, missing = [], [], [], [], []
         for i, (trace, sim) in enumerate(zip(traces, sims, strict=True)):
