@@ -47,16 +47,6 @@ def test_limits_that_would_deadlock_or_never_admit_are_rejected() -> None:
     assert "max_queue_texts" in message
 
 
-def test_hook_names_must_name_a_decoder_layer() -> None:
-    from sagex.activation.sae import SaeLoadError, hook_layer_of
-
-    assert hook_layer_of("model.layers.3") == 3
-    assert hook_layer_of("transformer.h.11") == 11
-    assert hook_layer_of("blocks.5.hook_resid_post") == 5
-    with pytest.raises(SaeLoadError, match="not a decoder-layer output"):
-        hook_layer_of("model.layers.3.mlp.experts.7")
-
-
 def test_token_limits_beyond_the_models_positions_fail_at_start() -> None:
     from sagex.activation.engine import ActivationEngine
 

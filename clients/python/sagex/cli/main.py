@@ -1,6 +1,6 @@
 """`sage`: run SAGE's services and prepare its assets.
 
-    sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
+    sage serve activation [--port 50051] [--config sage.toml] [--sae ID=SOURCE[@HOOK] ...] [--no-embedded-sae]
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
     sage serve all                 # = sage up: the three services, wired together
@@ -27,13 +27,17 @@ from typing import Any
 SERVICES = ("activation", "agent", "scoring", "all")
 
 
-def _parse_sae(values: list[str]) -> dict[str, Path]:
-    saes = {}
+def _parse_sae(values: list[str]) -> dict[str, Any]:
+    """``ID=SOURCE`` or ``ID=SOURCE@HOOK``; SOURCE is a folder or a release id ``release/sae_id``."""
+    from sagex.activation.formats import SaeSource
+
+    saes: dict[str, Any] = {}
     for value in values:
-        sae_id, sep, folder = value.partition("=")
-        if not sep or not sae_id or not folder:
-            raise SystemExit(f"--sae expects ID=FOLDER, got {value!r}")
-        saes[sae_id] = Path(folder)
+        sae_id, sep, source = value.partition("=")
+        if not sep or not sae_id or not source:
+            raise SystemExit(f"--sae expects ID=SOURCE[@HOOK], got {value!r}")
+        source, at, hook = source.rpartition("@") if "@" in source else (source, "", "")
+        saes[sae_id] = SaeSource(source, hook or None) if at else source
     return saes
 
 
@@ -68,12 +72,18 @@ def _activation_config(args: argparse.Namespace) -> Any:
     from sagex.activation.config import ActivationConfig
 
     overrides: dict[str, object] = {}
-    if args.sae:
-        overrides["saes"] = _parse_sae(args.sae)
     if args.model:
         overrides["model"] = Path(args.model)
     if args.device:
         overrides["device"] = args.device
+    if args.no_embedded_sae:
+        overrides["embedded_sae"] = False
+    if args.sae:  # --sae adds to the config's SAEs (and to the embedded one), never replaces them
+        try:
+            base = ActivationConfig.from_toml(Path(args.config)) if args.config else None
+        except (ValueError, OSError, TypeError) as exc:
+            raise SystemExit(f"sage serve activation: {exc}") from None
+        overrides["saes"] = {**(base.saes if base else {}), **_parse_sae(args.sae)}
     return _build("activation", ActivationConfig, args, overrides)
 
 
@@ -217,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="port (default 50051 activation, 50052 agent, 50053 scoring)")
     serve.add_argument("--config", help="TOML file with an [activation], [agent] or [scoring] table")
     serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
-    serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
+    serve.add_argument("--sae", action="append", default=[], metavar="ID=SOURCE[@HOOK]",
+                       help="activation: serve this SAE too (adds to the config's and the embedded one): a folder "
+                       "(SAELens, sparsify, Gemma Scope params.npz) or a SAELens release id release/sae_id from the "
+                       "HF cache; @HOOK names the hook (TransformerLens or HF module path)")
+    serve.add_argument("--no-embedded-sae", action="store_true",
+                       help="activation: do not serve the embedded SAE alongside the embedded model")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
                        help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
