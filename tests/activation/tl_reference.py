@@ -36,3 +36,58 @@ def hooked_smollm2(model_dir: Path, n_layers: int, processed: bool):  # type: ig
         fold_value_biases=processed, refactor_factored_attn_matrices=False,
     )
     return model.eval()
+
+
+def tiny_gpt2(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 (LayerNorm, learned positions, value biases) with random weights, its
+    norm gains and biases noised so gain/bias/centring mistakes show; saved with the
+    embedded model's tokenizer so the server can load it like any HF folder."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=49152, n_positions=256, n_embd=64, n_layer=2, n_head=4,
+                        bos_token_id=1, eos_token_id=2)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+        # Real GPT-2 residuals carry a large mean over d_model; give the writers one, so
+        # centring (TransformerLens's center_writing_weights) changes the values visibly.
+        for emb in (model.transformer.wte, model.transformer.wpe):
+            emb.weight.add_(torch.randn(emb.weight.shape[0], 1) * 0.5)
+        for block in model.transformer.h:
+            block.attn.c_proj.bias.add_(0.5)
+            block.mlp.c_proj.bias.add_(-0.5)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def hooked_gpt2(folder: Path, **flags: bool):  # type: ignore[no-untyped-def]
+    """HookedSAETransformer of ``tiny_gpt2`` with exactly the given processing flags
+    (``from_pretrained_no_processing(**flags)``, as SAELens trains)."""
+    from sae_lens.analysis.hooked_sae_transformer import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
+    c = hf.config
+    fold_ln = flags.get("fold_ln", False)
+    cfg = HookedTransformerConfig(
+        d_model=c.n_embd, d_head=c.n_embd // c.n_head, n_heads=c.n_head, d_mlp=4 * c.n_embd, n_layers=c.n_layer,
+        n_ctx=c.n_positions, eps=c.layer_norm_epsilon, d_vocab=c.vocab_size, act_fn="gelu_new",
+        normalization_type="LNPre" if fold_ln else "LN", positional_embedding_type="standard",
+        original_architecture="GPT2LMHeadModel", dtype=torch.float32, device="cpu", default_prepend_bos=False,
+    )
+    model = HookedSAETransformer(cfg)
+    model.load_and_process_state_dict(
+        convert_gpt2_weights(hf, cfg), fold_ln=fold_ln,
+        center_writing_weights=flags.get("center_writing_weights", False),
+        center_unembed=flags.get("center_unembed", False), fold_value_biases=flags.get("fold_value_biases", False),
+    )
+    return model.eval()
