@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
@@ -119,7 +120,19 @@ class ActivationEngine:
                 source=f.source, kind=f.kind, hook_name_out=f.hook_name_out,
             )
             self._transforms[sid] = tf
+            self._warn_mismatches(sid, f.meta)
         return saes
+
+    def _warn_mismatches(self, sae_id: str, meta: Mapping[str, Any]) -> None:
+        """Facts the server cannot check exactly but a user should see: another model's name,
+        another BOS rule than the server's (one tokenisation serves every SAE)."""
+        trained = str(meta.get("model_name") or "").rsplit("/", 1)[-1].lower()
+        served = self.lm.name.lower()
+        if trained and trained not in served and served not in trained:
+            log.warning("sae_model_name_differs", sae=sae_id, trained_on=meta.get("model_name"), served=self.lm.name)
+        bos = meta.get("prepend_bos")
+        if isinstance(bos, bool) and bos != self.lm.prepend_bos:
+            log.warning("sae_prepend_bos_differs", sae=sae_id, sae_prepend_bos=bos, server_prepend_bos=self.lm.prepend_bos)
 
     def hook_input(self, sae: LoadedSae, x: torch.Tensor) -> torch.Tensor:
         """The captured tensor in the basis the SAE was trained on."""
