@@ -91,3 +91,52 @@ def hooked_gpt2(folder: Path, **flags: bool):  # type: ignore[no-untyped-def]
         center_unembed=flags.get("center_unembed", False), fold_value_biases=flags.get("fold_value_biases", False),
     )
     return model.eval()
+
+
+def tiny_gemma2(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A 2-layer Gemma-2 (post-attention and post-feedforward norms, scaled embeddings,
+    GQA) with random weights and noised norm offsets, saved with the embedded tokenizer."""
+    import shutil
+
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Gemma2Config(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                          max_position_embeddings=256, sliding_window=4096, bos_token_id=1, eos_token_id=2,
+                          pad_token_id=2)
+    model = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def hooked_gemma2(folder: Path):  # type: ignore[no-untyped-def]
+    """HookedSAETransformer of ``tiny_gemma2``, unprocessed (TransformerLens's Gemma-2 settings)."""
+    from sae_lens.analysis.hooked_sae_transformer import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
+    from transformers import Gemma2ForCausalLM
+
+    hf = Gemma2ForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    c = hf.config
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=c.head_dim, n_heads=c.num_attention_heads, d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps, d_vocab=c.vocab_size,
+        act_fn="gelu_pytorch_tanh", normalization_type="RMS", rotary_base=c.rope_parameters["rope_theta"]
+        if getattr(c, "rope_parameters", None) else c.rope_theta, positional_embedding_type="rotary",
+        rotary_dim=c.head_dim, use_attn_scale=True, n_key_value_heads=c.num_key_value_heads,
+        window_size=c.sliding_window, use_local_attn=True, attn_types=["local", "global"] * (c.num_hidden_layers // 2),
+        attn_scores_soft_cap=c.attn_logit_softcapping, output_logits_soft_cap=c.final_logit_softcapping,
+        gated_mlp=True, final_rms=True, use_normalization_before_and_after=True,
+        original_architecture="Gemma2ForCausalLM", dtype=torch.float32, device="cpu", default_prepend_bos=False,
+    )
+    model = HookedSAETransformer(cfg)
+    model.load_and_process_state_dict(convert_gemma_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
+                                      center_unembed=False, fold_value_biases=False)
+    return model.eval()
