@@ -1,6 +1,7 @@
 """The hook table per architecture family, against TransformerLens: every TransformerLens
 hook this server resolves, on tiny random GPT-2 (LayerNorm, learned positions, value
-biases) and Gemma-2 (post-norms, scaled embeddings, GQA) models, captured the way the
+biases), Gemma-2 (post-norms, scaled embeddings, GQA) and GPT-NeoX (parallel residual)
+models, captured the way the
 server captures it, equals the TransformerLens cache of the same weights. (Llama, the
 embedded model's family, is covered SAE by SAE in test_hooks.) Also: a Gemma Scope
 embedding SAE, trained on the unscaled lookup, is fed the unscaled lookup."""
@@ -26,11 +27,14 @@ def _family_model(name: str, root: Path) -> tuple[Path, object]:
     if name == "gpt2":
         folder = ref.tiny_gpt2(root / "gpt2", ensure_embedded_model())
         return folder, ref.hooked_gpt2(folder)
+    if name == "neox":
+        folder = ref.tiny_neox(root / "neox", ensure_embedded_model())
+        return folder, ref.hooked_neox(folder)
     folder = ref.tiny_gemma2(root / "gemma2", ensure_embedded_model())
     return folder, ref.hooked_gemma2(folder)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gemma2"])
+@pytest.mark.parametrize("family", ["gpt2", "gemma2", "neox"])
 def test_every_transformer_lens_hook_matches(family: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -57,7 +61,8 @@ def test_every_transformer_lens_hook_matches(family: str, tmp_path: Path) -> Non
         kinds.add(point.kind)
     expected = {"embed", "resid_pre", "attn_z", "attn_out", "resid_mid", "ln2_normalized", "mlp_in", "mlp_out",
                 "resid_post"}
-    assert kinds == expected
+    # a parallel block (GPT-NeoX) has no residual between attention and MLP
+    assert kinds == (expected - {"resid_mid"} if family == "neox" else expected)
 
 
 def test_gemma_scope_embedding_sae_reads_the_unscaled_lookup(tmp_path: Path) -> None:

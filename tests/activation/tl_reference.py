@@ -140,3 +140,49 @@ def hooked_gemma2(folder: Path):  # type: ignore[no-untyped-def]
     model.load_and_process_state_dict(convert_gemma_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False)
     return model.eval()
+
+
+def tiny_neox(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-NeoX (Pythia-style parallel residual, partial rotary) with random weights."""
+    import shutil
+
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=49152, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                           num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25,
+                           use_parallel_residual=True, bos_token_id=1, eos_token_id=2)
+    model = GPTNeoXForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def hooked_neox(folder: Path):  # type: ignore[no-untyped-def]
+    """HookedSAETransformer of ``tiny_neox``, unprocessed, config as TransformerLens builds it for NeoX."""
+    from sae_lens.analysis.hooked_sae_transformer import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_neox_weights
+    from transformers import GPTNeoXForCausalLM
+
+    hf = GPTNeoXForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    c = hf.config
+    d_head = c.hidden_size // c.num_attention_heads
+    rotary_pct = (getattr(c, "rope_parameters", None) or {}).get("partial_rotary_factor", getattr(c, "rotary_pct", 0.25))
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=d_head, n_heads=c.num_attention_heads, d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.layer_norm_eps, d_vocab=c.vocab_size,
+        act_fn=c.hidden_act, use_attn_scale=True, use_local_attn=False, scale_attn_by_inverse_layer_idx=False,
+        parallel_attn_mlp=c.use_parallel_residual, positional_embedding_type="rotary", rotary_adjacent_pairs=False,
+        normalization_type="LN", default_prepend_bos=False, rotary_dim=round(rotary_pct * d_head),
+        original_architecture="GPTNeoXForCausalLM", dtype=torch.float32, device="cpu",
+    )
+    model = HookedSAETransformer(cfg)
+    model.load_and_process_state_dict(convert_neox_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
+                                      center_unembed=False, fold_value_biases=False)
+    return model.eval()
