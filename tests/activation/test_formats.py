@@ -254,6 +254,9 @@ def test_a_processed_basis_the_server_cannot_reproduce_is_refused(tmp_path: Path
                              model_from_pretrained_kwargs={"center_writing_weights": True})
     with pytest.raises(SaeLoadError, match="HF module point"):
         _engine({"c": custom})
+    head = save_random_sae(tmp_path / "h", "standard", 64, 16, "blocks.2.hook_resid_post", seed=1, hook_head_index=2)
+    with pytest.raises(SaeLoadError, match="hook_head_index=2 is supported on attn.hook_z only"):
+        _engine({"h": head})
 
 
 def test_a_bare_npz_without_a_hook_asks_for_one(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ CASES: dict[str, tuple[str, str, str, bool, dict]] = {
     "mlpin3": ("standard", "blocks.3.mlp.hook_in", "blocks.3.mlp.hook_in", False, {}),
     "tc3": ("jumprelu_transcoder", "blocks.3.ln2.hook_normalized", "blocks.3.ln2.hook_normalized", False,
             {"hook_name_out": "blocks.3.hook_mlp_out"}),
+    "z2-head3": ("topk", "blocks.2.attn.hook_z", "blocks.2.attn.hook_z", False, {"hook_head_index": 3, "d_in": 64}),
     "hf-mlp1": ("standard", "model.layers.1.mlp", "blocks.1.hook_mlp_out", False, {}),
     "hf-post0": ("topk", "layers.0", "blocks.0.hook_resid_post", False, {}),
     "hf-oproj1": ("standard", "model.layers.1.self_attn.o_proj.input", "blocks.1.attn.hook_z", False, {}),
@@ -53,10 +54,12 @@ CASES: dict[str, tuple[str, str, str, bool, dict]] = {
 @pytest.fixture(scope="module")
 def hook_saes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hook-saes")
-    return {
-        sid: save_random_sae(root / sid, arch, D_MODEL, 96, hook, seed=100 + i, **dict(meta))
-        for i, (sid, (arch, hook, _, _, meta)) in enumerate(CASES.items())
-    }
+    out = {}
+    for i, (sid, (arch, hook, _, _, meta)) in enumerate(CASES.items()):
+        meta = dict(meta)
+        d_in = meta.pop("d_in", D_MODEL)
+        out[sid] = save_random_sae(root / sid, arch, d_in, 96, hook, seed=100 + i, **meta)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +107,10 @@ def _reference(folder: Path, model, tl_hook: str, ids: list[int]) -> np.ndarray:
     with torch.inference_mode():
         _, cache = model.run_with_cache(torch.tensor([ids]), names_filter=[tl_hook])
         x = cache[tl_hook][0]
-        if tl_hook.endswith("hook_z") and sae.cfg.reshape_activations != "hook_z":
+        head = sae.cfg.metadata.hook_head_index
+        if head is not None:
+            x = x[..., head, :]  # SAELens's activation store: one head of the per-head tensor
+        elif tl_hook.endswith("hook_z") and sae.cfg.reshape_activations != "hook_z":
             x = x.flatten(-2)  # an HF-named o_proj-input SAE reads the flat, head-major tensor
         return sae.encode(x).numpy()
 
@@ -150,6 +156,7 @@ async def test_model_info_lists_hook_convention_and_source(hook_stub, hook_saes)
     assert by_id["fold-mlpin1"].tl_hook_name == "blocks.1.ln2.hook_normalized"  # fold_ln drops the gain
     assert by_id["tc3"].kind == "transcoder" and by_id["tc3"].hook_name_out == "blocks.3.hook_mlp_out"
     assert by_id["embed"].format == "saelens" and by_id["embed"].source == str(hook_saes["embed"])
+    assert by_id["z2-head3"].transform == "head(3/9)" and by_id["z2-head3"].d_in == 64
 
 
 def test_all_hooks_come_from_one_forward_pass(hook_runtime) -> None:  # type: ignore[no-untyped-def]

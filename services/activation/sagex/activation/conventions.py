@@ -57,15 +57,23 @@ class Plan:
 
 @dataclass(frozen=True)
 class Transform:
-    """Applied to the captured tensor before encoding: ``(x - mean(x) if center) * scale``."""
+    """Applied to the captured tensor before encoding: one head's slice of a per-head
+    tensor (``hook_head_index``), then ``(x - mean(x) if center) * scale``."""
 
     center: bool = False
     scale: float = 1.0
+    head: int | None = None
+    n_heads: int = 0
 
     @property
     def name(self) -> str:
-        parts = (["center"] if self.center else []) + ([f"scale({self.scale:.6g})"] if self.scale != 1.0 else [])
+        parts = [f"head({self.head}/{self.n_heads})"] if self.head is not None else []
+        parts += (["center"] if self.center else []) + ([f"scale({self.scale:.6g})"] if self.scale != 1.0 else [])
         return "+".join(parts) or "none"
+
+    def width(self, hook_width: int) -> int:
+        """The width the SAE sees, given the hook's."""
+        return hook_width // self.n_heads if self.head is not None else hook_width
 
 
 def plan(hook_name: str, meta: Mapping[str, Any]) -> Plan:
@@ -76,8 +84,6 @@ def plan(hook_name: str, meta: Mapping[str, Any]) -> Plan:
             f"model_class_name {model_class!r} is not a transformer this server reproduces "
             f"(supported: {', '.join(TL_CLASSES + HF_CLASSES)})"
         )
-    if meta.get("hook_head_index") is not None:
-        raise SaeLoadError(f"hook_head_index={meta['hook_head_index']} (a single-head SAE) is not supported")
     kwargs = dict(meta.get("model_from_pretrained_kwargs") or {})
     unknown = sorted(k for k in kwargs if k not in PROCESSING_FLAGS + HARMLESS_KWARGS)
     if unknown:
@@ -103,8 +109,17 @@ def transform(p: Plan, point: HookPoint, table: HookTable, meta: Mapping[str, An
     scale = 1.0
     if meta.get("trained_on_unscaled_embedding") and point.kind == "embed":
         scale = 1.0 / table.embed_scale  # HF 5.x Gemma embeddings are already scaled
+    head = meta.get("hook_head_index")
+    if head is not None:
+        # SAELens's activation store selects [..., head, :] of the per-head hook tensor; the
+        # HF o_proj input is that tensor flattened head-major.
+        if point.kind != "attn_z":
+            raise SaeLoadError(f"hook_head_index={head} is supported on attn.hook_z only, not {point.tl_name or point.hf_name}")
+        if not isinstance(head, int) or not 0 <= head < table.n_heads:
+            raise SaeLoadError(f"hook_head_index={head!r} is not a head of this model (0..{table.n_heads - 1})")
+    sliced = {"head": head, "n_heads": table.n_heads} if head is not None else {}
     if not p.flags:
-        return Transform(scale=scale)
+        return Transform(scale=scale, **sliced)
     if point.kind == "custom":
         raise SaeLoadError(
             f"TransformerLens processing {list(p.flags)} is defined on TransformerLens hooks, but the SAE reads the "
@@ -129,4 +144,4 @@ def transform(p: Plan, point: HookPoint, table: HookTable, meta: Mapping[str, An
             f"refactor_factored_attn_matrices re-factorises W_V per head, so {point.tl_name} has no HF "
             "equivalent; the server cannot reproduce it"
         )
-    return Transform(center=center, scale=scale)
+    return Transform(center=center, scale=scale, **sliced)

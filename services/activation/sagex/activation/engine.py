@@ -100,16 +100,17 @@ class ActivationEngine:
         saes: dict[str, LoadedSae] = {}
         for sid, f in files.items():
             point = self.lm.hooks[plans[sid].hook_name]
-            width = widths[point.key]
-            if f.params.d_in != width:
-                raise SaeLoadError(
-                    f"SAE {sid!r} ({f.source}) reads d_in={f.params.d_in}, but its hook {f.hook_name!r} "
-                    f"({point.hf_name}) has width {width} on this model: the SAE was trained on another model or hook"
-                )
             try:
                 tf = conventions.transform(plans[sid], point, self.lm.hook_table, f.meta)
             except SaeLoadError as exc:
                 raise SaeLoadError(f"SAE {sid!r} ({f.source}): {exc}") from exc
+            width = tf.width(widths[point.key])
+            if f.params.d_in != width:
+                raise SaeLoadError(
+                    f"SAE {sid!r} ({f.source}) reads d_in={f.params.d_in}, but its hook {f.hook_name!r} "
+                    f"({point.hf_name}{', one head' if tf.head is not None else ''}) has width {width} on this "
+                    "model: the SAE was trained on another model or hook"
+                )
             params = f.params
             params = EncoderParams(**{**params.__dict__, "w_enc": params.w_enc.to(dtype).contiguous()}).to(self.device)
             saes[sid] = LoadedSae(
@@ -137,6 +138,8 @@ class ActivationEngine:
     def hook_input(self, sae: LoadedSae, x: torch.Tensor) -> torch.Tensor:
         """The captured tensor in the basis the SAE was trained on."""
         tf = self._transforms[sae.id]
+        if tf.head is not None:
+            x = x.unflatten(-1, (tf.n_heads, -1))[..., tf.head, :].contiguous()
         if tf.center:
             x = x.float()
             x = x - x.mean(-1, keepdim=True)

@@ -127,6 +127,7 @@ class HookTable:
         self.model_type = str(getattr(config, "model_type", ""))
         self.family = FAMILIES.get(self.model_type)
         self.num_layers = int(config.num_hidden_layers)
+        self.n_heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0))
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
         if self.family is not None:
             self.layers_path, self.embed_path = self.family.layers, self.family.embed
