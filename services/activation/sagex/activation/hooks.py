@@ -210,8 +210,8 @@ class HookTable:
 
     def _resolve_hf(self, name: str) -> HookPoint | None:
         side: Side = "output"
-        for suffix in (".output", ".input"):
-            if name.endswith(suffix) and name.removesuffix(suffix) in self._full_paths(name.removesuffix(suffix)):
+        for suffix in (".output", ".input"):  # nnsight style: which side of the module
+            if name.endswith(suffix):
                 side = "input" if suffix == ".input" else "output"
                 name = name.removesuffix(suffix)
                 break
