@@ -47,18 +47,60 @@ def test_limits_that_would_deadlock_or_never_admit_are_rejected() -> None:
     assert "max_queue_texts" in message
 
 
-def test_hook_names_must_name_a_decoder_layer() -> None:
-    from sagex.activation.sae import SaeLoadError, hook_layer_of
-
-    assert hook_layer_of("model.layers.3") == 3
-    assert hook_layer_of("transformer.h.11") == 11
-    assert hook_layer_of("blocks.5.hook_resid_post") == 5
-    with pytest.raises(SaeLoadError, match="not a decoder-layer output"):
-        hook_layer_of("model.layers.3.mlp.experts.7")
-
-
 def test_token_limits_beyond_the_models_positions_fail_at_start() -> None:
     from sagex.activation.engine import ActivationEngine
 
     with pytest.raises(ValueError, match="positions; lower them"):
         ActivationEngine(ActivationConfig(max_tokens_per_text=100_000, batch_token_budget=100_000))
+
+
+def test_saes_add_to_the_embedded_one_unless_told_otherwise(tmp_path: Path) -> None:
+    from sagex.activation.__main__ import build_parser, overrides
+    from sagex.activation.assets.paths import EMBEDDED_SAE_ID
+    from sagex.activation.config import ActivationConfig
+    from sagex.activation.formats import SaeSource
+    from sagex.server.cli import build_config
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "model").mkdir()
+
+    def served(*argv: str) -> dict[str, SaeSource]:
+        args = build_parser().parse_args(list(argv))
+        return build_config("activation", ActivationConfig, args, overrides(args)).served_saes()
+
+    assert set(served("--sae", f"a={tmp_path / 'a'}")) == {EMBEDDED_SAE_ID, "a"}
+    assert set(served("--sae", f"a={tmp_path / 'a'}", "--no-embedded-sae")) == {"a"}
+    # the embedded SAE only fits the embedded model
+    assert set(served("--model", str(tmp_path / "model"), "--sae", f"a={tmp_path / 'a'}")) == {"a"}
+    hooked = served("--sae", f"a={tmp_path / 'a'}@blocks.2.hook_mlp_out")["a"]
+    assert hooked == SaeSource(str(tmp_path / "a"), "blocks.2.hook_mlp_out")
+    release = served("--sae", "jb=gpt2-small-res-jb/blocks.8.hook_resid_pre")["jb"]
+    assert release.source == "gpt2-small-res-jb/blocks.8.hook_resid_pre" and release.hook is None
+    # --sae adds to the TOML's SAEs too
+    toml = tmp_path / "sage.toml"
+    toml.write_text('[activation]\n[activation.saes]\nb = "b"\n')
+    assert set(served("--config", str(toml), "--sae", f"a={tmp_path / 'a'}")) == {EMBEDDED_SAE_ID, "a", "b"}
+
+
+def test_toml_sae_entries_take_a_hook_and_release_ids(tmp_path: Path) -> None:
+    from sagex.activation.formats import SaeSource
+
+    (tmp_path / "npz").mkdir()
+    toml = tmp_path / "sage.toml"
+    toml.write_text(
+        '[activation]\nembedded_sae = false\n[activation.saes]\n'
+        'raw = { source = "npz", hook = "model.layers.4" }\n'
+        'jb = "gpt2-small-res-jb/blocks.8.hook_resid_pre"\n'
+    )
+    config = ActivationConfig.from_toml(toml)
+    assert config.served_saes() == {
+        "raw": SaeSource(str(tmp_path / "npz"), "model.layers.4"),
+        "jb": SaeSource("gpt2-small-res-jb/blocks.8.hook_resid_pre"),
+    }
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[activation]\n[activation.saes]\nx = { path = "npz" }\n')
+    with pytest.raises(ValueError, match=r"saes.x: expected \{ source"):
+        ActivationConfig.from_toml(bad)
+    with pytest.raises(ValueError, match="configure at least one SAE"):
+        ActivationConfig(embedded_sae=False)

@@ -32,7 +32,7 @@ def test_cli_reports_bad_flags() -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "sagex.cli.main", "serve", "activation", "--sae", "oops"], capture_output=True, text=True
     )
-    assert bad.returncode != 0 and "ID=FOLDER" in bad.stderr
+    assert bad.returncode != 0 and "ID=SOURCE" in bad.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "sagex.cli.main", "serve", "activation", "--sae", "x=/no/such/folder"],
         capture_output=True, text=True,

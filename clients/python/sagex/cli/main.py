@@ -1,6 +1,6 @@
 """`sage`: run SAGE's services and prepare its assets.
 
-    sage serve activation [--port 50051] [--config sage.toml] [--sae ID=FOLDER ...]
+    sage serve activation [--port 50051] [--config sage.toml] [--sae ID=SOURCE[@HOOK] ...] [--no-embedded-sae]
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
     sage serve all                 # = sage up: the three services, wired together
@@ -11,6 +11,7 @@
     sage score SAE FEATURE "text"        # score one explanation
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
+    sage export SAE 1,5,10-20 --format neuronpedia,delphi --out export/
 
 The services are separate distributions: `sage serve X` runs `python -m sagex.X`
 and `sage assets` runs `python -m sagex.activation.assets`, so this CLI (and the SDK it
@@ -123,6 +124,20 @@ def cmd_report(args: argparse.Namespace) -> int:
                   title=args.title)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sagex.cli.evaluate import parse_features
+    from sagex.cli.export import export
+
+    try:
+        features = parse_features(args.features)
+    except ValueError as exc:
+        raise SystemExit(f"sage export: {exc}") from None
+    scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    return export(args.sae, features, formats, Path(args.out), agent=args.agent, activation=args.activation,
+                  scoring=args.scoring, scorers=scorers, seed=args.seed, model_id=args.model_id, source=args.source)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--title", default="SAGE explanations")
     rep.set_defaults(func=cmd_report)
+
+    exp = sub.add_parser("export", help="explanations, scores and top activations as Neuronpedia uploads "
+                         "and/or a delphi-style folder")
+    exp.add_argument("sae", help="SAE id, as the activation service lists it")
+    exp.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20 (their newest explanations)")
+    exp.add_argument("--format", default="neuronpedia,delphi", help="neuronpedia, delphi or both (default %(default)s)")
+    exp.add_argument("--out", default="sage-export", help="folder; one subfolder per format (default %(default)s)")
+    exp.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
+    exp.add_argument("--activation", default="127.0.0.1:50051", help="the activation service (default %(default)s)")
+    exp.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    exp.add_argument("--scorers", default="embedding", help="comma-separated; '' exports no scores (default %(default)s)")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--model-id", default="", help="Neuronpedia model id (default: from the served model's name)")
+    exp.add_argument("--source", default="", help="Neuronpedia source id, {layer}-{set} (default: from the hook and SAE id)")
+    exp.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")

@@ -17,7 +17,8 @@ def _floats(raw: bytes) -> np.ndarray:
 
 def model_info(msg: apb.GetModelInfoResponse) -> t.ModelInfo:
     saes = tuple(t.SaeInfo(s.id, s.hook_name, s.d_sae, apb.SaeArchitecture.Name(s.architecture)
-                           .removeprefix("SAE_ARCHITECTURE_").lower(), s.k) for s in msg.saes)
+                           .removeprefix("SAE_ARCHITECTURE_").lower(), s.k, s.tl_hook_name, s.hf_hook_name,
+                           s.convention, s.source, s.kind or "sae") for s in msg.saes)
     m = msg.model
     return t.ModelInfo(m.name, m.num_layers, m.loaded_layers, m.d_model, m.device, saes)
 

@@ -18,6 +18,11 @@ class SaeInfo:
     d_sae: int
     architecture: str
     k: int
+    tl_hook_name: str = ""  # the resolved point's TransformerLens name ("" when it has none)
+    hf_hook_name: str = ""  # its HF module path and side, e.g. "model.layers.3.mlp.output"
+    convention: str = ""  # "hf", "transformer_lens(unprocessed)", "transformer_lens(<flags>)"
+    source: str = ""  # folder or release id the server loaded it from
+    kind: str = "sae"  # "sae" or "transcoder"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID
+from sagex.activation.formats import SaeSource, looks_like_release
 from sagex.server.lifecycle import ServerOptions
 
 DEFAULT_PORT = 50051
@@ -19,11 +20,16 @@ class ActivationConfig:
 
     ``model`` is a local transformers folder or a ``.gguf`` file; None means the
     embedded SmolLM2-135M-Instruct. ``saes`` is the server-side allowlist: id ->
-    SAELens folder. Requests name an id, never a path.
+    source (a folder in any format ``sagex.activation.formats`` reads, a SAELens
+    release id ``release/sae_id`` found in the Hugging Face cache, or a ``SaeSource``
+    with an explicit hook). With the embedded model the embedded SAE is served *too*
+    (``embedded_sae = false`` drops it). Requests name an id, never a path.
     """
 
     model: Path | None = None
-    saes: dict[str, Path] = field(default_factory=lambda: {EMBEDDED_SAE_ID: EMBEDDED_SAE_DIR})
+    saes: dict[str, Path | str | SaeSource] = field(default_factory=dict)
+    embedded_sae: bool = True  # add the embedded SAE when serving the embedded model
+    hf_cache_dir: Path | None = None  # release ids are looked up here; None: huggingface_hub's default
     device: str = "auto"  # "auto" picks cuda when available
     dtype: str = "float32"  # LM and SAE weights; bf16 is slower than fp32 on CPU
     prepend_bos: bool | None = None  # None: the tokenizer's own default
@@ -48,13 +54,14 @@ class ActivationConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.saes:
+        if not self.served_saes():
             problems.append("saes: configure at least one SAE")
-        for sae_id, path in self.saes.items():
+        for sae_id, value in self.saes.items():
+            src = SaeSource.of(value)
             if not sae_id or "/" in sae_id:
                 problems.append(f"saes: id {sae_id!r} must be non-empty and contain no '/'")
-            if not Path(path).is_dir():
-                problems.append(f"saes.{sae_id}: {path} is not a folder")
+            if not Path(src.source).expanduser().is_dir() and not looks_like_release(src.source):
+                problems.append(f"saes.{sae_id}: {src.source} is not a folder (nor a release id 'release/sae_id')")
         if self.model is not None and not Path(self.model).exists():
             problems.append(f"model: {self.model} does not exist")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -75,6 +82,15 @@ class ActivationConfig:
         if problems:
             raise ValueError("invalid activation config: " + "; ".join(problems))
 
+    def served_saes(self) -> dict[str, SaeSource]:
+        """Every SAE the server loads: the embedded one (with the embedded model, unless
+        ``embedded_sae`` is off) plus ``saes``; an id in ``saes`` wins."""
+        out: dict[str, SaeSource] = {}
+        if self.model is None and self.embedded_sae:
+            out[EMBEDDED_SAE_ID] = SaeSource(str(EMBEDDED_SAE_DIR))
+        out.update({k: SaeSource.of(v) for k, v in self.saes.items()})
+        return out
+
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> ActivationConfig:
         """Read ``[activation]`` (and ``[activation.saes]``, ``[activation.server]``) from a TOML file.
@@ -88,10 +104,10 @@ class ActivationConfig:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key == "saes":
-                kwargs["saes"] = {k: base / v for k, v in value.items()}
+                kwargs["saes"] = {k: _toml_source(base, v, f"{path}: saes.{k}") for k, v in value.items()}
             elif key == "server":
                 kwargs["server"] = ServerOptions.from_table(value, base, f"{path}: [activation.server]")
-            elif key in ("model", "corpus_dir", "mining_cache_dir"):
+            elif key in ("model", "corpus_dir", "mining_cache_dir", "hf_cache_dir"):
                 kwargs[key] = base / value
             else:
                 kwargs[key] = value
@@ -99,3 +115,17 @@ class ActivationConfig:
 
     def with_server(self, **changes: Any) -> ActivationConfig:
         return replace(self, server=replace(self.server, **changes))
+
+
+def _toml_source(base: Path, value: Any, where: str) -> Path | str | SaeSource:
+    """A TOML SAE entry: "folder-or-release" or { source = "...", hook = "..." }."""
+    if isinstance(value, dict):
+        unknown = set(value) - {"source", "hook"}
+        if unknown or "source" not in value:
+            raise ValueError(f"{where}: expected {{ source = ..., hook = ... }}, got keys {sorted(value)}")
+        src = _toml_source(base, value["source"], where)
+        return SaeSource(str(src), value.get("hook"))
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a folder, a release id or a table")
+    local = base / value
+    return value if (not local.exists() and looks_like_release(value)) else local

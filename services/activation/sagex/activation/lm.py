@@ -1,8 +1,9 @@
 """A Hugging Face causal LM cut at the deepest hook layer.
 
-Layers after the deepest hook are deleted at load, and the forward pass stops
-(by an exception raised from the last kept layer's hook) before the final norm
-and the LM head, so no FLOP is spent past the residual stream we read.
+Hook names (TransformerLens or HF, see ``hooks``) are resolved against the full
+model; layers after the deepest hook's layer are deleted at load, and the forward
+pass stops (by an exception raised at that layer's output) before the final norm
+and the LM head, so no FLOP is spent past what we read.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import structlog
 import torch
 from torch import nn
 
+from sagex.activation.hooks import HookCapture, HookPoint, HookTable, StopForward, deepest_layer
+
 log = structlog.get_logger(__name__)
-
-
-class _StopForward(Exception):
-    """Raised by the last kept layer's hook: everything after it is dead work."""
 
 
 @dataclass(frozen=True)
@@ -30,29 +29,14 @@ class Tokenized:
     special_positions: list[int]
 
 
-def _decoder_layers(model: nn.Module, num_layers: int) -> tuple[nn.Module, str, nn.ModuleList]:
-    """Find the ModuleList of decoder blocks (``model.layers``, ``transformer.h``, ...)."""
-    candidates = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) == num_layers
-    ]
-    if not candidates:
-        raise ValueError(f"no ModuleList of {num_layers} decoder layers found in {type(model).__name__}")
-    name, layers = min(candidates, key=lambda c: c[0].count("."))  # the outermost one
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    return parent, attr, layers  # type: ignore[return-value]
-
-
 class TruncatedLM:
-    """Tokenizer + the LM's blocks ``0..max(hook_layers)``, returning hidden states
-    at each hook layer's output (the residual stream after the block)."""
+    """Tokenizer + the LM's blocks ``0..deepest hook layer``, returning the activations
+    at each requested hook point (keyed by ``HookPoint.key``)."""
 
     def __init__(
         self,
         model_dir: Path,
-        hook_layers: Sequence[int],
+        hook_names: Sequence[str],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         prepend_bos: bool | None = None,
@@ -73,21 +57,27 @@ class TruncatedLM:
         self.max_positions: int | None = int(positions) if positions else None
         self.device = device
         self.dtype = dtype
-        self.hook_layers = sorted(set(hook_layers))
-        if not self.hook_layers or self.hook_layers[-1] >= self.num_layers or self.hook_layers[0] < 0:
-            raise ValueError(f"hook layers {self.hook_layers} outside the model's 0..{self.num_layers - 1}")
-        self.loaded_layers = self.hook_layers[-1] + 1
+        # Resolve every hook name on the whole model first: a name it lacks is refused here,
+        # with the names it has.
+        self.hook_table = HookTable(model)
+        self.hooks: dict[str, HookPoint] = {name: self.hook_table.resolve(name) for name in hook_names}
+        if not self.hooks:
+            raise ValueError("no hooks to read")
+        deepest = deepest_layer(self.hooks.values())
+        self.loaded_layers = deepest + 1
+        stop = self.hook_table.layer_path(deepest) if deepest >= 0 else self.hook_table.embed_path
 
-        # Keep only the transformer trunk (no LM head) and only the layers we read.
+        # Keep only the transformer trunk (no LM head) and only the layers we read. The hooks
+        # hold the module objects, so replacing the layer list does not detach them.
+        self._capture = HookCapture(self.hook_table, self.hooks.values(), stop)
+        self.hook_table.release()
         self.base: nn.Module = model.base_model
-        parent, attr, layers = _decoder_layers(self.base, self.num_layers)
-        setattr(parent, attr, nn.ModuleList(list(layers)[: self.loaded_layers]))
+        parent_name, _, attr = self.hook_table.layers_path.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layers = getattr(parent, attr)
+        setattr(parent, attr, nn.ModuleList(list(layers)[: max(self.loaded_layers, 1)]))
         del model, layers
         self.base.to(device).eval()
-        kept: nn.ModuleList = getattr(parent, attr)
-        self._captured: dict[int, torch.Tensor] = {}
-        for layer in self.hook_layers:
-            kept[layer].register_forward_hook(self._capture_hook(layer, stop=layer == self.loaded_layers - 1))
 
         self.special_ids = set(self.tokenizer.all_special_ids)
         bos = self.tokenizer.bos_token_id
@@ -97,14 +87,6 @@ class TruncatedLM:
             raise ValueError("prepend_bos is set but the tokenizer has no BOS token")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         log.info("lm_loaded", model=self.name, layers=f"{self.loaded_layers}/{self.num_layers}", device=str(device))
-
-    def _capture_hook(self, layer: int, stop: bool):  # type: ignore[no-untyped-def]
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            self._captured[layer] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
-            if stop:
-                raise _StopForward
-
-        return hook
 
     # --- tokens ------------------------------------------------------------
 
@@ -131,8 +113,8 @@ class TruncatedLM:
     # --- forward -----------------------------------------------------------
 
     @torch.inference_mode()
-    def hidden_states(self, batch: Sequence[Sequence[int]]) -> dict[int, list[torch.Tensor]]:
-        """Run right-padded token lists; return, per hook layer, one ``[len_i, d_model]``
+    def hidden_states(self, batch: Sequence[Sequence[int]]) -> dict[str, list[torch.Tensor]]:
+        """Run right-padded token lists; return, per hook point key, one ``[len_i, width]``
         tensor per input (padding removed). Right padding keeps every real token's
         causal context identical to an unpadded run."""
         lengths = [len(ids) for ids in batch]
@@ -142,11 +124,14 @@ class TruncatedLM:
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = 1
-        self._captured.clear()
+        self._capture.take()
         try:
             self.base(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
-        except _StopForward:
+        except StopForward:
             pass
-        out = {layer: [self._captured[layer][row, :n] for row, n in enumerate(lengths)] for layer in self.hook_layers}
-        self._captured.clear()
-        return out
+        captured = self._capture.take()
+        return {key: [captured[key][row, :n] for row, n in enumerate(lengths)] for key in captured}
+
+    def hook_widths(self) -> dict[str, int]:
+        """The last dimension of every hook point, measured on a one-token pass."""
+        return {key: int(xs[0].shape[-1]) for key, xs in self.hidden_states([[self.pad_id]]).items()}

@@ -1,4 +1,7 @@
-"""Loading SAELens-format SAEs and folding them into encoder parameters.
+"""SAE encoders folded into encoder parameters, and the facts the server keeps per SAE.
+
+Reading files is the job of ``sagex.activation.formats`` (one module per format);
+this module reduces a loaded SAE to what the encoder needs.
 
 Every supported architecture is reduced at load time to one matrix product and
 a per-feature epilogue (``EncoderParams``), which both the torch path and the
@@ -19,7 +22,6 @@ TopK's decoder-norm rescale is a per-feature scale, and the gated SAE's
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,14 @@ import torch
 
 Architecture = Literal["standard", "topk", "jumprelu", "gated"]
 ARCHITECTURES: tuple[Architecture, ...] = ("standard", "topk", "jumprelu", "gated")
+# Transcoders encode like the SAE of the same activation; their decoder writes elsewhere
+# (``hook_name_out``), which serving latents never needs.
+TRANSCODER_ENCODERS: dict[str, Architecture] = {
+    "transcoder": "standard",
+    "skip_transcoder": "standard",
+    "jumprelu_transcoder": "jumprelu",
+    "jumprelu_skip_transcoder": "jumprelu",
+}
 
 
 class SaeLoadError(ValueError):
@@ -79,7 +89,11 @@ class EncoderParams:
 
 @dataclass(frozen=True)
 class LoadedSae:
-    """An SAE the server may serve, with the facts clients see."""
+    """An SAE the server may serve, with the facts clients see.
+
+    ``hook_name`` is the name the SAE's files give; ``hook_key`` the captured tensor
+    it reads (``hooks.HookPoint.key``); ``transform`` what is applied to that tensor
+    first to reproduce the SAE's training basis (``conventions``)."""
 
     id: str
     hook_name: str
@@ -87,16 +101,26 @@ class LoadedSae:
     params: EncoderParams
     content_hash: str
     dtype: str
+    hook_key: str = ""
+    tl_hook_name: str = ""  # TransformerLens name of the resolved point ("" for custom module paths)
+    hf_hook_name: str = ""  # HF module path + ".input"/".output"
+    transform: str = "none"  # "none" | "center"
+    convention: str = "hf"
+    format: str = "saelens"
+    source: str = ""
+    kind: str = "sae"  # "sae" | "transcoder"
+    hook_name_out: str = ""  # a transcoder's target
 
     @property
     def architecture(self) -> Architecture:
         return self.params.architecture
 
 
-def _content_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("cfg.json", "sae_weights.safetensors"):
-        with (folder / name).open("rb") as f:
+def content_hash(paths: list[Path], extra: str = "") -> str:
+    """Hash of the SAE's files (and anything else that changes its activations)."""
+    digest = hashlib.sha256(extra.encode())
+    for path in paths:
+        with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
@@ -105,7 +129,7 @@ def _content_hash(folder: Path) -> str:
 def fold(sae: torch.nn.Module) -> EncoderParams:
     """Fold a loaded sae-lens SAE into ``EncoderParams`` (float32 vectors)."""
     cfg = sae.cfg
-    arch = cfg.architecture()
+    arch = TRANSCODER_ENCODERS.get(cfg.architecture(), cfg.architecture())
     if arch not in ARCHITECTURES:
         raise SaeLoadError(f"architecture {arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
     if getattr(cfg, "normalize_activations", "none") not in ("none", None):
@@ -113,8 +137,10 @@ def fold(sae: torch.nn.Module) -> EncoderParams:
             f"normalize_activations={cfg.normalize_activations!r} is not supported; "
             "fold the normalisation into the weights and save with 'none'"
         )
-    if getattr(cfg, "reshape_activations", "none") != "none":
-        raise SaeLoadError("reshape_activations (hook_z SAEs) is not supported")
+    if getattr(cfg, "reshape_activations", "none") not in ("none", "hook_z"):
+        raise SaeLoadError(f"reshape_activations={cfg.reshape_activations!r} is not supported")
+    # reshape_activations="hook_z" flattens [.., n_heads, d_head] to n_heads*d_head before encoding;
+    # the HF hook (the o_proj input) is already that flat tensor, so nothing is left to do.
     with torch.no_grad():
         w = sae.W_enc.detach().float()
         b_dec = sae.b_dec.detach().float() if cfg.apply_b_dec_to_input else torch.zeros(w.shape[0])
@@ -141,45 +167,3 @@ def fold(sae: torch.nn.Module) -> EncoderParams:
                 raise SaeLoadError("JumpReLU thresholds must be >= 0")
             return EncoderParams("jumprelu", w, bias, threshold=threshold)
         return EncoderParams("standard", w, bias)
-
-
-def hook_layer_of(hook_name: str) -> int:
-    """Layer index of a hook: HF module names (``model.layers.3``, ``transformer.h.3``)
-    or TransformerLens residual names (``blocks.3.hook_resid_post``)."""
-    parts = hook_name.split(".")
-    if parts[0] == "blocks" and len(parts) == 3 and parts[2] == "hook_resid_post" and parts[1].isdigit():
-        return int(parts[1])
-    if len(parts) >= 2 and parts[-1].isdigit() and parts[-2] in ("layers", "h", "layer", "blocks"):
-        return int(parts[-1])
-    raise SaeLoadError(
-        f"hook {hook_name!r} is not a decoder-layer output; use an HF module name such as "
-        "'model.layers.3' or 'blocks.3.hook_resid_post'"
-    )
-
-
-def load_sae(sae_id: str, folder: Path, dtype: torch.dtype = torch.float32) -> LoadedSae:
-    """Load an SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``)."""
-    from sae_lens import SAE
-
-    folder = Path(folder)
-    for name in ("cfg.json", "sae_weights.safetensors"):
-        if not (folder / name).is_file():
-            raise SaeLoadError(f"SAE {sae_id!r}: {folder / name} is missing")
-    try:
-        sae = SAE.load_from_disk(str(folder), device="cpu", dtype="float32")
-    except Exception as exc:  # sae-lens raises many types for a bad folder
-        raise SaeLoadError(f"SAE {sae_id!r}: sae-lens cannot load {folder}: {exc}") from exc
-    cfg_json = json.loads((folder / "cfg.json").read_text())
-    hook_name = (cfg_json.get("metadata") or {}).get("hook_name") or cfg_json.get("hook_name")
-    if not hook_name:
-        raise SaeLoadError(f"SAE {sae_id!r}: cfg.json names no hook_name")
-    params = fold(sae)
-    params = EncoderParams(**{**params.__dict__, "w_enc": params.w_enc.to(dtype).contiguous()})
-    return LoadedSae(
-        id=sae_id,
-        hook_name=hook_name,
-        hook_layer=hook_layer_of(hook_name),
-        params=params,
-        content_hash=_content_hash(folder),
-        dtype=str(dtype).removeprefix("torch."),
-    )

@@ -95,9 +95,12 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
 
     def _sae_info(self, sae: LoadedSae) -> pb.SaeInfo:
         return pb.SaeInfo(
-            id=sae.id, hook_name=sae.hook_name, hook_layer=sae.hook_layer, d_in=sae.params.d_in,
+            id=sae.id, hook_name=sae.hook_name, hook_layer=max(sae.hook_layer, 0), d_in=sae.params.d_in,
             d_sae=sae.params.d_sae, architecture=ARCH[sae.architecture], k=sae.params.k, dtype=sae.dtype,
             encode_backend=self.engine.encode_backend, content_hash=sae.content_hash,
+            tl_hook_name=sae.tl_hook_name, hf_hook_name=sae.hf_hook_name, convention=sae.convention,
+            transform=sae.transform, format=sae.format, source=sae.source, kind=sae.kind,
+            hook_name_out=sae.hook_name_out,
         )
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:

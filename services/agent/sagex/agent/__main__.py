@@ -17,12 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
+def overrides(args: argparse.Namespace) -> dict[str, object]:
     return store_overrides(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return main_for(build_parser(), "agent", _overrides, AgentConfig, serve, argv)
+    return main_for(build_parser(), "agent", overrides, AgentConfig, serve, argv)
 
 
 if __name__ == "__main__":

@@ -231,7 +231,11 @@ async def serve_until_signal(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     if ready is not None:
-        await ready()
+        try:
+            await ready()
+        except BaseException:  # refused to load (a bad SAE, say): stop cleanly so only the reason is printed
+            await running.stop(options)
+            raise
     await running.set_ready()
     log.info("server_ready", port=running.port)
     await stop.wait()

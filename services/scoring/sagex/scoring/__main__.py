@@ -18,15 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    overrides = store_overrides(args)
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    out = store_overrides(args)
     if args.agent:
-        overrides["agent"] = args.agent
-    return overrides
+        out["agent"] = args.agent
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return main_for(build_parser(), "scoring", _overrides, ScoringConfig, serve, argv)
+    return main_for(build_parser(), "scoring", overrides, ScoringConfig, serve, argv)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,14 @@ class SaeInfo(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     ENCODE_BACKEND_FIELD_NUMBER: _builtins.int
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    TL_HOOK_NAME_FIELD_NUMBER: _builtins.int
+    HF_HOOK_NAME_FIELD_NUMBER: _builtins.int
+    CONVENTION_FIELD_NUMBER: _builtins.int
+    TRANSFORM_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HOOK_NAME_OUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id used in requests."""
     hook_name: _builtins.str
@@ -205,6 +213,26 @@ class SaeInfo(_message.Message):
     """Encoder implementation in use: "torch" or "triton"."""
     content_hash: _builtins.str
     """Content hash of the SAE weights and config (cache key of mined exemplars)."""
+    tl_hook_name: _builtins.str
+    """The point the SAE reads, resolved on the served model: its TransformerLens name
+    ("blocks.3.hook_mlp_out"; empty for an HF module with no TransformerLens equivalent)
+    and its HF module path with the side read ("model.layers.3.mlp.output").
+    hook_layer is 0 for the embeddings (tl_hook_name "hook_embed").
+    """
+    hf_hook_name: _builtins.str
+    convention: _builtins.str
+    """Basis the SAE was trained in: "hf", "transformer_lens(unprocessed)" or
+    "transformer_lens(<processing flags>)", e.g. "transformer_lens(center_writing_weights)".
+    """
+    transform: _builtins.str
+    """What the server applies to the hook tensor to reproduce that basis: "none", "center", "scale(f)"."""
+    format: _builtins.str
+    """File format: "saelens", "saelens-release", "sparsify", "gemmascope", ..."""
+    source: _builtins.str
+    """Where it was loaded from: a folder or a SAELens release id "release/sae_id"."""
+    kind: _builtins.str
+    """"sae", or "transcoder" (reads hook_name, predicts hook_name_out; its latents are served)."""
+    hook_name_out: _builtins.str
     def __init__(
         self,
         *,
@@ -218,10 +246,18 @@ class SaeInfo(_message.Message):
         dtype: _builtins.str = ...,
         encode_backend: _builtins.str = ...,
         content_hash: _builtins.str = ...,
+        tl_hook_name: _builtins.str = ...,
+        hf_hook_name: _builtins.str = ...,
+        convention: _builtins.str = ...,
+        transform: _builtins.str = ...,
+        format: _builtins.str = ...,
+        source: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        hook_name_out: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "content_hash", b"content_hash", "d_in", b"d_in", "d_sae", b"d_sae", "dtype", b"dtype", "encode_backend", b"encode_backend", "hook_layer", b"hook_layer", "hook_name", b"hook_name", "id", b"id", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "content_hash", b"content_hash", "convention", b"convention", "d_in", b"d_in", "d_sae", b"d_sae", "dtype", b"dtype", "encode_backend", b"encode_backend", "format", b"format", "hf_hook_name", b"hf_hook_name", "hook_layer", b"hook_layer", "hook_name", b"hook_name", "hook_name_out", b"hook_name_out", "id", b"id", "k", b"k", "kind", b"kind", "source", b"source", "tl_hook_name", b"tl_hook_name", "transform", b"transform"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
