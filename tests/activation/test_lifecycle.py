@@ -14,7 +14,7 @@ from sagex.activation.server import SERVICE_NAME, activation_service
 from sagex.activation.servicer import ActivationServicer
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
-from sagex.server.lifecycle import start_server
+from sagex.server.lifecycle import LIVENESS, start_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -26,8 +26,11 @@ async def test_not_serving_and_unavailable_until_loaded(activation_config, runti
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = lambda name: health.Check(health_pb2.HealthCheckRequest(service=name))  # noqa: E731
-            assert (await check("")).status == health_pb2.HealthCheckResponse.SERVING
+            # Readiness, the whole server ("") and the service alike, waits for the model;
+            # liveness (the health service's own name) is SERVING once the port is bound.
+            assert (await check("")).status == health_pb2.HealthCheckResponse.NOT_SERVING
             assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert (await check(LIVENESS)).status == health_pb2.HealthCheckResponse.SERVING
             stub = pb_grpc.ActivationServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetModelInfo(pb.GetModelInfoRequest())
@@ -35,6 +38,7 @@ async def test_not_serving_and_unavailable_until_loaded(activation_config, runti
             servicer.attach(runtime.engine, runtime.batcher, runtime.miner)
             await running.set_ready()
             assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.SERVING
+            assert (await check("")).status == health_pb2.HealthCheckResponse.SERVING
             info_ok = await stub.GetModelInfo(pb.GetModelInfoRequest())
             assert info_ok.model.loaded_layers == 4 and info_ok.model.num_layers == 30
     finally:
