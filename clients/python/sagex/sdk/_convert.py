@@ -36,6 +36,14 @@ def dense(activations: types_pb2.SparseActivations, features: list[int]) -> dict
     return out
 
 
+def statistics(msg: apb.GetFeatureStatisticsResponse) -> dict[int, t.FeatureStatistics]:
+    ids = np.frombuffer(msg.feature_ids, "<u4")
+    columns = [np.frombuffer(getattr(msg, name), "<f4") for name in
+               ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
+    return {int(f): t.FeatureStatistics(int(f), *(float(c[i]) for c in columns), msg.tokens_scanned,
+                                        msg.windows_scanned) for i, f in enumerate(ids)}
+
+
 def exemplar(e: types_pb2.Exemplar) -> t.Exemplar:
     return t.Exemplar(e.window_id, e.text, tuple(e.tokens.texts), _floats(e.trace.values), e.max_activation,
                       e.max_token_index)

@@ -41,8 +41,8 @@ def check_texts(texts: Sequence[str], config: ActivationConfig, field: str = "te
     if len(texts) > config.max_texts_per_batch:
         problems.append(FieldViolation(field, f"{len(texts)} texts; send at most {config.max_texts_per_batch} per batch"))
     for i, text in enumerate(texts):
-        if not text.strip():
-            problems.append(FieldViolation(f"{field}[{i}]", "empty text; send at least one non-blank character"))
+        if not text:  # whitespace is text: " " is a token like any other
+            problems.append(FieldViolation(f"{field}[{i}]", "empty text; send at least one character"))
         elif len(text) > config.max_chars_per_text:
             problems.append(
                 FieldViolation(f"{field}[{i}]", f"{len(text)} characters; the limit is {config.max_chars_per_text}")

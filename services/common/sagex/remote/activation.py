@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import structlog
+from google.rpc import status_pb2
 
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
@@ -72,6 +73,14 @@ def dense_values(activations: types_pb2.SparseActivations, feature_id: int) -> n
     hit = ids == feature_id
     out[rows[hit]] = vals[hit]
     return out
+
+
+def batch_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
+    """A batch's own status (``per_batch_errors``) as the error a failed call raises, details
+    included, so retries and error handling treat both alike."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=status.message)
 
 
 def _exemplar_trace(ex: types_pb2.Exemplar) -> Trace:
@@ -186,7 +195,7 @@ class ActivationClient:
             return []
         request = pb.StreamActivationsRequest(
             batch_id="probes", sae_id=sae_id, texts=list(texts),
-            features=pb.FeatureIdSelection(feature_ids=[feature_id]),
+            features=pb.FeatureIdSelection(feature_ids=[feature_id]), per_batch_errors=True,
         )
 
         async def requests() -> AsyncIterator[pb.StreamActivationsRequest]:
@@ -196,6 +205,8 @@ class ActivationClient:
             tokens: dict[int, types_pb2.TokenSequence] = {}
             chunks: dict[int, list[np.ndarray]] = {}
             async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s, metadata=self._metadata()):
+                if msg.HasField("error"):
+                    raise batch_error(msg.error)
                 if msg.token_start == 0:
                     tokens[msg.text_index] = msg.tokens
                 else:
