@@ -56,6 +56,28 @@ async def test_reflection_lists_the_service(server) -> None:  # type: ignore[no-
     assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
 
 
+async def test_reflection_v1_lists_and_describes(server) -> None:  # type: ignore[no-untyped-def]
+    """grpc.reflection.v1 (what newer tools ask first) answers like v1alpha: same messages,
+    another package name."""
+    from google.protobuf import descriptor_pb2
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+        listed, described, itself = [r async for r in info(iter(requests), timeout=30)]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in described.file_descriptor_response.file_descriptor_proto]
+    assert any(f.package == "sagex.api.activation.v1" and f.service[0].name == "ActivationService" for f in files)
+    own = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in itself.file_descriptor_response.file_descriptor_proto]
+    assert own and own[0].package == "grpc.reflection.v1"
+
+
 async def test_model_info_and_request_id_echo(stub) -> None:  # type: ignore[no-untyped-def]
     call = stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=(("x-request-id", "req-123"),))
     info = await call

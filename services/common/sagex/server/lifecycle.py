@@ -25,13 +25,13 @@ import grpc
 import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from sagex.server.auth import TokenAuthInterceptor, TokenSet, check_exposure, load_tokens
 from sagex.server.credentials import server_credentials
 from sagex.server.interceptors import ServerInterceptor
 from sagex.server.limits import ConcurrencyLimitInterceptor
 from sagex.server.metrics import MetricsEndpoint, MetricsInterceptor
+from sagex.server.reflection import enable_reflection
 
 log = structlog.get_logger(__name__)
 
@@ -173,8 +173,7 @@ async def _start(services: Sequence[Service], options: ServerOptions, tokens: To
         await health_servicer.set(svc.name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     if options.reflection:
-        names = [svc.name for svc in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, server)
+        enable_reflection([svc.name for svc in services] + [health.SERVICE_NAME], server)
     address = f"{options.host}:{options.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
