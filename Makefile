@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all test-e2e bench bench-gpu load fuzz report serve proto proto-check lint assets clean
+.PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean
 
 setup: $(STAMP)/assets
 
@@ -49,7 +49,21 @@ $(STAMP)/browser:
 		|| echo "warning: could not install chromium (not root?); the HTML report's browser test will skip"
 	@command -v chromium >/dev/null && touch $@ || true
 
-test: setup $(STAMP)/browser
+# Node's grpc-js for the interop test (tests/interop/node_modules, ignored by git); without
+# node or npm that test skips and says why.
+$(STAMP)/node: tests/interop/package-lock.json
+	@mkdir -p $(STAMP)
+	@command -v npm >/dev/null && npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error \
+		&& touch $@ || echo "warning: could not install the interop test's Node packages (no node/npm?); it will skip"
+
+# A client nobody in the project wrote: Node's @grpc/grpc-js against the real services.
+test-interop: setup
+	@command -v node >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+	$(PY) -m pytest -q tests/interop
+
+test: setup $(STAMP)/browser $(STAMP)/node
 	$(PY) scripts/protos.py check
 	$(PY) scripts/protos.py lint
 	$(VENV)/bin/ruff check --select F,E9,B,I services clients tests scripts benchmarks
