@@ -83,9 +83,9 @@ bench-gpu: setup
 load: setup
 	$(PY) benchmarks/load.py
 
-# 10,000 generated requests per service; prints the status-code counts.
+# 10,000 generated requests and 10,000 byte-level mutants per service; prints the status-code counts.
 fuzz: setup
-	$(PY) scripts/fuzz.py --examples 10000
+	$(PY) scripts/fuzz.py --examples 10000 --bytes 10000
 
 serve: setup
 	$(VENV)/bin/sage serve all
