@@ -122,6 +122,8 @@ async def test_health_check_with_a_malformed_name_is_invalid_argument(server: An
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         error = await call(channel, "/grpc.health.v1.Health/Check", [string_field(1, BAD_UTF8)])
         assert_invalid(error, "service", "UTF-8")
+        error = await call(channel, "/grpc.health.v1.Health/Watch", [string_field(1, BAD_UTF8)], server_stream=True)
+        assert_invalid(error, "service", "UTF-8")
 
 
 async def test_the_token_is_checked_before_the_request_is_parsed(activation_config: Any, tokens_file: Path

@@ -16,6 +16,7 @@ naming the field at fault (``sagex.server.wire``).
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,7 +111,7 @@ def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
-    if handler.unary_stream:
+    if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
         inner_stream = handler.unary_stream
 
         async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
@@ -120,6 +121,15 @@ def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(stream, deserializer, handler.response_serializer)
+    if handler.unary_stream:  # one that writes with context.write (health's Watch)
+        inner_write = handler.unary_stream
+
+        async def writes(request: Any, context: aio.ServicerContext) -> None:
+            if isinstance(request, Malformed):
+                await abort(context, request.error)
+            await inner_write(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(writes, deserializer, handler.response_serializer)
     return handler  # no client-streaming quiet method exists
 
 
