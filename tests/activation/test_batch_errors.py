@@ -77,3 +77,10 @@ async def test_a_duplicate_batch_id_ends_the_stream_even_with_the_flag(stub) -> 
         async for _ in stub.StreamActivations(iter([slow, slow]), timeout=120):
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "already in flight" in info.value.details()
+
+
+async def test_an_over_long_batch_id_is_not_echoed(stub) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.StreamActivations(iter([batch("b" * 10_000)]), timeout=120):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 128" in info.value.details()

@@ -22,6 +22,7 @@ from sagex.activation.mining import ExemplarMiner, MiningIndex
 from sagex.activation.packing import text_responses, tokens_to_proto
 from sagex.activation.sae import LoadedSae
 from sagex.activation.validation import (
+    MAX_BATCH_ID_CHARS,
     ActivationBatch,
     Limits,
     check_token_counts,
@@ -159,7 +160,8 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
                     try:
                         batch, toks = await prepare(req)
                     except ServiceError as exc:
-                        if not req.per_batch_errors:
+                        # An over-long batch_id is not echoed back: that error ends the stream.
+                        if not req.per_batch_errors or len(req.batch_id) > MAX_BATCH_ID_CHARS:
                             raise
                         await failed(req.batch_id, exc)
                         continue

@@ -21,6 +21,9 @@ SPLITS = {
 }
 
 
+MAX_BATCH_ID_CHARS = 128
+
+
 @dataclass(frozen=True)
 class Limits:
     config: ActivationConfig
@@ -102,8 +105,8 @@ def validate_batch(req: pb.StreamActivationsRequest, saes: dict[str, LoadedSae],
     config = limits.config
     sae = lookup_sae(saes, req.sae_id)
     problems: list[FieldViolation] = []
-    if len(req.batch_id) > 128:
-        problems.append(FieldViolation("batch_id", "at most 128 characters"))
+    if len(req.batch_id) > MAX_BATCH_ID_CHARS:
+        problems.append(FieldViolation("batch_id", f"at most {MAX_BATCH_ID_CHARS} characters"))
     if bool(req.texts) == bool(req.token_ids):
         problems.append(FieldViolation("texts", "set exactly one of texts and token_ids, with at least one prompt"))
     problems += check_texts(req.texts, config)
