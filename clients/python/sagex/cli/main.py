@@ -12,6 +12,9 @@
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
 
+explain, score, eval and report find the services through --agent/--activation/--scoring,
+else $SAGE_AGENT/$SAGE_ACTIVATION/$SAGE_SCORING (as `sage up` prints them), else the local ports.
+
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
 that need them, so `sage --help` answers at once.
 """
