@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all test-e2e bench bench-gpu load fuzz report serve proto proto-check lint assets clean
+.PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean
 
 setup: $(STAMP)/assets
 
@@ -55,7 +55,21 @@ $(STAMP)/browser:
 		|| echo "warning: could not install chromium (not root?); the HTML report's browser test will skip"
 	@command -v chromium >/dev/null && touch $@ || true
 
-test: setup $(STAMP)/browser lint
+# Node's grpc-js for the interop test (tests/interop/node_modules, ignored by git): Debian's
+# node and npm when they are missing, like chromium above; without them that test skips and says why.
+$(STAMP)/node: tests/interop/package-lock.json
+	@mkdir -p $(STAMP)
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null) \
+		|| echo "warning: could not install node and npm (not root?); the interop test will skip"
+	@command -v npm >/dev/null && npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error \
+		&& touch $@ || echo "warning: could not install the interop test's Node packages; it will skip"
+
+# A client nobody in the project wrote: Node's @grpc/grpc-js against the real services.
+test-interop: setup $(STAMP)/node
+	$(PY) -m pytest -q tests/interop
+
+test: setup $(STAMP)/browser $(STAMP)/node lint
 	$(PY) -m pytest -q -m "not gpu and not slow"
 
 test-all: setup
@@ -72,9 +86,9 @@ bench-gpu: setup
 load: setup
 	$(PY) benchmarks/load.py
 
-# 10,000 generated requests per service; prints the status-code counts.
+# 10,000 generated requests and 10,000 byte-level mutants per service; prints the status-code counts.
 fuzz: setup
-	$(PY) scripts/fuzz.py --examples 10000
+	$(PY) scripts/fuzz.py --examples 10000 --bytes 10000
 
 serve: setup
 	$(VENV)/bin/sage serve all

@@ -12,9 +12,14 @@ a message, such a status inside an OK response, a call still open long after
 its deadline, or a server that no longer answers health and a valid request
 afterwards. The exit code is 1 if any service had one.
 
-    python scripts/fuzz.py [--examples 10000] [--services activation,agent,scoring] [--seed 1]
+``--bytes N`` adds a byte-level pass (tests/fuzz/bytelevel.py): N serialized valid
+requests per service with corrupted, cut, re-tagged, unknown, non-UTF-8 and
+overrunning bytes; there bytes that do not parse must also be INVALID_ARGUMENT.
 
-Writes benchmarks/results/fuzz_cpu_<machine>.md (``--out`` to change, ``--out ''`` not to write).
+    python scripts/fuzz.py [--examples 10000] [--bytes 10000] [--services activation,agent,scoring] [--seed 1]
+
+Writes benchmarks/results/fuzz_cpu_<machine>.md and, with --bytes,
+fuzz_bytes_cpu_<machine>.md (``--out``/``--bytes-out`` to change, '' not to write).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sagex.server.lifecycle import channel_options  # noqa: E402
 from sagex.server.logging import configure_logging  # noqa: E402
 from tests.builders import save_random_sae  # noqa: E402
 from tests.fuzz import servers  # noqa: E402
+from tests.fuzz.bytelevel import MUTATIONS, ByteTally, fuzz_bytes  # noqa: E402
 from tests.fuzz.harness import Tally  # noqa: E402
 from tests.fuzz.targets import Facts, Known, agent_setup, fuzz, read_facts, scoring_setup  # noqa: E402
 
@@ -112,6 +118,42 @@ def verdict(tally: Tally) -> str:
     return "\n".join(lines)
 
 
+def kinds_table(tally: ByteTally) -> str:
+    codes = sorted({c for _, c in tally.kinds}, key=lambda c: (CODE_ORDER.index(c) if c in CODE_ORDER else 99, c))
+    lines = ["| mutation | " + " | ".join(codes) + " | total |", "|---|" + "---:|" * (len(codes) + 1)]
+    for kind in MUTATIONS:
+        row = [tally.kinds.get((kind, c), 0) for c in codes]
+        if sum(row):
+            lines.append(f"| {kind} | " + " | ".join(f"{n:,}" if n else "" for n in row) + f" | {sum(row):,} |")
+    return "\n".join(lines)
+
+
+def bytes_report(tallies: list[ByteTally], args: argparse.Namespace, wall: float) -> str:
+    parts = [
+        "# Fuzzing the gRPC services with malformed bytes",
+        "",
+        f"Machine: {describe()}  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Command: `python scripts/fuzz.py --examples {args.examples} --bytes {args.bytes} --seed {args.seed} "
+        f"--concurrency {args.concurrency}` ({wall / 60:.1f} min in all)",
+        "",
+        "Each request is a valid request of its RPC (tests/fuzz/targets.py `seeds`), serialized and then broken "
+        "at the byte level (tests/fuzz/bytelevel.py): `corrupt` (1-3 random bytes), `truncate`, `wire_type` (a "
+        "field re-tagged with another or a non-existent wire type), `unknown_field`, `bad_utf8` (a string field, "
+        "possibly nested, that is not UTF-8), `overrun` (a length past the end) and `garbage`; client streams "
+        "send the mutant among valid messages. Every RPC of every service, the same servers as the generated "
+        "pass. A bug is what it is there (INTERNAL, UNKNOWN, UNIMPLEMENTED, no message, a hang, an error logged "
+        "by a server, a server not alive afterwards), and also a single request that does not parse answered "
+        "anything but INVALID_ARGUMENT (or the caller's own deadline or hang-up).",
+    ]
+    for tally in tallies:
+        parts += ["", f"## {tally.service}: {tally.calls:,} calls in {tally.seconds:.0f}s", "", table(tally), "",
+                  kinds_table(tally), "", verdict(tally)]
+    ok = all(t.ok for t in tallies)
+    parts += ["", f"**Verdict: {'PASS' if ok else 'FAIL'}**", ""]
+    return "\n".join(parts)
+
+
 def report(tallies: list[Tally], args: argparse.Namespace, wall: float) -> str:
     parts = [
         "# Fuzzing the gRPC services",
@@ -142,9 +184,20 @@ def report(tallies: list[Tally], args: argparse.Namespace, wall: float) -> str:
     return "\n".join(parts)
 
 
-async def run(args: argparse.Namespace) -> list[Tally]:
+async def run(args: argparse.Namespace) -> tuple[list[Tally], list[ByteTally]]:
     wanted = args.services.split(",")
     tallies: list[Tally] = []
+    byte_tallies: list[ByteTally] = []
+
+    async def both(service: str, ch: grpc.aio.Channel, facts: Facts, known: Known,
+                   weights: dict[str, int] | None = None) -> None:
+        if args.examples:
+            tallies.append(await one(service, ch, facts, known, args, weights))
+        if args.bytes:
+            print(f"{service}: {args.bytes:,} byte-level mutants ...", file=sys.stderr, flush=True)
+            byte_tallies.append(await fuzz_bytes(service, ch, facts, known, args.bytes, seed=args.seed,
+                                                 concurrency=args.concurrency, progress=progress_printer()))
+
     with tempfile.TemporaryDirectory(prefix="sagex-fuzz-") as tmp, servers.refusing_llm_url() as llm_url:
         root = Path(tmp)
         async with running_activation_server(activation_config(root)) as (activation, _):
@@ -155,22 +208,22 @@ async def run(args: argparse.Namespace) -> list[Tally]:
                     await stub.GetFeatureStatistics(apb.GetFeatureStatisticsRequest(
                         sae_id=EMBEDDED_SAE_ID, split=split, feature_ids=[0]), timeout=1800)
                 if "activation" in wanted:
-                    tallies.append(await one("activation", ch, facts, Known(), args))
+                    await both("activation", ch, facts, Known())
             if "agent" in wanted or "scoring" in wanted:
                 config = servers.agent_config(activation.port, root / "agent.sqlite3", llm_url)
                 async with running_agent_server(config) as (agent, _):
                     async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}", options=channel_options()) as ch:
                         if "agent" in wanted:
                             known = await agent_setup(ch, facts)
-                            tallies.append(await one("agent", ch, facts, known, args, AGENT_WEIGHTS))
+                            await both("agent", ch, facts, known, AGENT_WEIGHTS)
                     if "scoring" in wanted:
                         config = servers.scoring_config(activation.port, agent.port, llm_url, root / "scoring.sqlite3")
                         async with running_scoring_server(config) as (scoring, _):
                             address = f"127.0.0.1:{scoring.port}"
                             async with grpc.aio.insecure_channel(address, options=channel_options()) as ch:
                                 known = await scoring_setup(ch, facts)
-                                tallies.append(await one("scoring", ch, facts, known, args))
-    return tallies
+                                await both("scoring", ch, facts, known)
+    return tallies, byte_tallies
 
 
 async def one(service: str, channel: grpc.aio.Channel, facts: Facts, known: Known, args: argparse.Namespace,
@@ -185,27 +238,35 @@ async def one(service: str, channel: grpc.aio.Channel, facts: Facts, known: Know
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=10_000, help="generated requests per service")
+    parser.add_argument("--examples", type=int, default=10_000, help="generated requests per service (0: none)")
+    parser.add_argument("--bytes", type=int, default=0, help="byte-level mutants per service (0: none)")
     parser.add_argument("--services", default="activation,agent,scoring")
     parser.add_argument("--seed", type=int, default=1, help="the pytest quick pass uses seed 0")
     parser.add_argument("--concurrency", type=int, default=4, help="calls in flight per service")
     parser.add_argument("--out", default=str(RESULTS / f"fuzz_cpu_{platform.machine()}_{os.cpu_count()}cpu.md"))
+    parser.add_argument("--bytes-out",
+                        default=str(RESULTS / f"fuzz_bytes_cpu_{platform.machine()}_{os.cpu_count()}cpu.md"))
     parser.add_argument("--problems", help="write every bad answer with its whole request to this file")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging("error")  # bugs are logged with their tracebacks; client mistakes are not
     start = time.perf_counter()
-    tallies = asyncio.run(run(args))
-    text = report(tallies, args, time.perf_counter() - start)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    tallies, byte_tallies = asyncio.run(run(args))
+    wall = time.perf_counter() - start
+    for tallied, text, out in ((tallies, report(tallies, args, wall), args.out),
+                               (byte_tallies, bytes_report(byte_tallies, args, wall), args.bytes_out)):
+        if not tallied:
+            continue
+        print(text)
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(text)
+    everything = [*tallies, *byte_tallies]
     if args.problems:
         Path(args.problems).write_text("".join(f"{o.problem}\n{o.call.describe(limit=10**9)}\n\n"
-                                               for t in tallies for o in t.problems))
-    return 0 if tallies and all(t.ok for t in tallies) else 1
+                                               for t in everything for o in t.problems))
+    return 0 if everything and all(t.ok for t in everything) else 1
 
 
 if __name__ == "__main__":

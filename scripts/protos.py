@@ -1,12 +1,17 @@
 """Generate, check and lint the protobuf contracts.
 
-    python scripts/protos.py generate   # write protos/python (checked in)
-    python scripts/protos.py check      # fail if protos/python is stale
+    python scripts/protos.py generate   # write protos/python and protos/third_party (checked in)
+    python scripts/protos.py check      # fail if either is stale
     python scripts/protos.py lint       # buf lint (STANDARD), offline
 
 Generation uses grpcio-tools (no extra binary) with mypy-protobuf stubs. buf
 needs the googleapis protos we import; they ship in googleapis-common-protos,
 so lint builds a throwaway workspace from them instead of fetching a buf module.
+
+The Google protos the contracts import, and the google.rpc ones error details are
+made of, are shipped next to them in protos/third_party (copied unchanged from
+googleapis-common-protos), so a client in any language builds from this folder
+alone: ``protoc -I protos -I protos/third_party ...``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
 OUT = PROTOS / "python"
+THIRD_PARTY = PROTOS / "third_party"
 SITE = Path(sysconfig.get_paths()["purelib"])
 # googleapis-common-protos ships google/longrunning/operations.proto under the
 # file name operations_proto.proto, but its compiled module registers the real
@@ -36,6 +42,9 @@ GOOGLE_DEPS = [
     "google/api/http.proto",
     "google/api/launch_stage.proto",
 ]
+# What non-Python clients need besides our own files: the imports above, and the
+# google.rpc messages that errors carry (Status with BadRequest, RetryInfo, ...).
+SHIPPED = [*GOOGLE_DEPS, "google/rpc/error_details.proto", "google/rpc/code.proto"]
 
 
 def _sources() -> list[str]:
@@ -48,10 +57,11 @@ def _stage(dest: Path, names: list[str]) -> None:
         shutil.copy(SITE / RENAMED.get(name, name), dest / name)
 
 
-def generate(out: Path) -> None:
+def generate(out: Path, third_party: Path = THIRD_PARTY) -> None:
     with tempfile.TemporaryDirectory() as staged:
         _stage(Path(staged), list(RENAMED))
         _generate(out, Path(staged))
+    _stage(third_party, SHIPPED)
 
 
 def _generate(out: Path, staged: Path) -> None:
@@ -81,15 +91,20 @@ def _generate(out: Path, staged: Path) -> None:
         (d / "__init__.py").touch()
 
 
+# Modules of the contracts package that are written by hand, beside the generated ones.
+HANDWRITTEN = {"api/codec.py", "api/credentials.py"}
+
+
 def check() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
-        generate(fresh)
-        stale = _diff(fresh / "sagex", OUT / "sagex")
+        generate(fresh / "python", fresh / "third_party")
+        stale = [p for p in _diff(fresh / "python" / "sagex", OUT / "sagex") if p not in HANDWRITTEN] + [
+            f"third_party/{p}" for p in _diff(fresh / "third_party", THIRD_PARTY)]
     if stale:
-        print("generated protobuf code is stale; run `make proto`:", *stale, sep="\n  ")
+        print("generated protobuf code or shipped protos are stale; run `make proto`:", *stale, sep="\n  ")
         raise SystemExit(1)
-    print("protos/python is up to date")
+    print("protos/python and protos/third_party are up to date")
 
 
 def _diff(a: Path, b: Path) -> list[str]:

@@ -14,7 +14,7 @@ from sagex.activation.server import SERVICE_NAME, activation_service
 from sagex.activation.servicer import ActivationServicer
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
-from sagex.server.lifecycle import start_server
+from sagex.server.lifecycle import LIVENESS, start_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -26,8 +26,11 @@ async def test_not_serving_and_unavailable_until_loaded(activation_config, runti
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = lambda name: health.Check(health_pb2.HealthCheckRequest(service=name))  # noqa: E731
-            assert (await check("")).status == health_pb2.HealthCheckResponse.SERVING
+            # Readiness, the whole server ("") and the service alike, waits for the model;
+            # liveness (the health service's own name) is SERVING once the port is bound.
+            assert (await check("")).status == health_pb2.HealthCheckResponse.NOT_SERVING
             assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert (await check(LIVENESS)).status == health_pb2.HealthCheckResponse.SERVING
             stub = pb_grpc.ActivationServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetModelInfo(pb.GetModelInfoRequest())
@@ -35,6 +38,7 @@ async def test_not_serving_and_unavailable_until_loaded(activation_config, runti
             servicer.attach(runtime.engine, runtime.batcher, runtime.miner)
             await running.set_ready()
             assert (await check(SERVICE_NAME)).status == health_pb2.HealthCheckResponse.SERVING
+            assert (await check("")).status == health_pb2.HealthCheckResponse.SERVING
             info_ok = await stub.GetModelInfo(pb.GetModelInfoRequest())
             assert info_ok.model.loaded_layers == 4 and info_ok.model.num_layers == 30
     finally:
@@ -50,6 +54,28 @@ async def test_reflection_lists_the_service(server) -> None:  # type: ignore[no-
 
         names = {s.name async for resp in stub.ServerReflectionInfo(ask()) for s in resp.list_services_response.service}
     assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+
+
+async def test_reflection_v1_lists_and_describes(server) -> None:  # type: ignore[no-untyped-def]
+    """grpc.reflection.v1 (what newer tools ask first) answers like v1alpha: same messages,
+    another package name."""
+    from google.protobuf import descriptor_pb2
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+        listed, described, itself = [r async for r in info(iter(requests), timeout=30)]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in described.file_descriptor_response.file_descriptor_proto]
+    assert any(f.package == "sagex.api.activation.v1" and f.service[0].name == "ActivationService" for f in files)
+    own = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in itself.file_descriptor_response.file_descriptor_proto]
+    assert own and own[0].package == "grpc.reflection.v1"
 
 
 async def test_model_info_and_request_id_echo(stub) -> None:  # type: ignore[no-untyped-def]

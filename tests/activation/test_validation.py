@@ -42,7 +42,7 @@ def _violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
     ("request_kwargs", "field", "hint"),
     [
         ({"texts": []}, "texts", "exactly one"),
-        ({"texts": ["ok", "   "]}, "texts[1]", "empty"),
+        ({"texts": ["ok", ""]}, "texts[1]", "empty"),
         ({"texts": ["x" * 20_001]}, "texts[0]", "20000"),
         ({"texts": ["ok"] * 257}, "texts", "at most 256"),
         ({"texts": ["ok"], "features": pb.FeatureIdSelection(feature_ids=[4608])}, "features.feature_ids", "0..4607"),

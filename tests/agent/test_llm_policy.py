@@ -5,6 +5,7 @@ recovery, and a spendthrift that the token budget must stop."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -152,3 +153,23 @@ async def test_the_wall_clock_budget_ends_a_slow_run(llm_agent: Any, token_featu
         assert ex.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and ex.stop_reason == "max_seconds"
     else:
         assert ex.stop_reason == "max_seconds" and ex.description
+
+
+async def test_calls_cut_off_by_the_time_budget_are_counted(llm_agent: Any, token_features: dict[int, str]) -> None:
+    """The first answer is rejected (not JSON), the re-ask hangs past the wall-clock
+    budget: both calls count in the explanation's usage, whatever the machine's speed."""
+    answered = threading.Event()
+
+    def handler(body: dict[str, Any]) -> Reply:
+        if not answered.is_set():
+            answered.set()
+            return Reply(content="I think the feature is about words.", prompt_tokens=900, completion_tokens=9)
+        return Reply(content="still thinking", delay_s=20)
+
+    client, fake = await llm_agent(handler, prompt_usd_per_mtok=1.0)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_seconds=6)))[-1].explanation
+    assert ex.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and ex.stop_reason == "max_seconds", ex.error
+    assert len(fake.requests) == 2, "one rejected answer, one call in flight when the budget ended"
+    assert ex.usage.llm_calls == 2
+    assert ex.usage.completion_tokens == 9 and ex.usage.prompt_tokens > 900  # the cut-off call's prompt is estimated
+    assert ex.usage.cost_usd == pytest.approx(ex.usage.prompt_tokens / 1e6)

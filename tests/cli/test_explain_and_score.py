@@ -23,8 +23,9 @@ from tests.agent.conftest import SAE, agent_config  # noqa: F401 - fixture
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def sage_cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sagex.cli.main", *args, env=dict(os.environ),
+async def sage_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sagex.cli.main", *args,
+                                                env={**os.environ, **(env or {})},
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=600)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -99,3 +100,18 @@ async def test_sdk_scores_through_the_scoring_service(scoring_address: str, toke
         [result] = await sage.scoring.score(SAE, feature, f'the word "{word}"', ["embedding"], seed=1)
     auroc = result.metric("auroc")
     assert not result.error and auroc.n > 0 and auroc.ci is not None and auroc.ci[0] <= auroc.value <= auroc.ci[1]
+
+
+async def test_the_cli_finds_services_through_the_environment(scoring_address: str, agent_config: AgentConfig,  # noqa: F811
+                                                               token_features: dict[int, str]) -> None:
+    """No address flags: $SAGE_SCORING and $SAGE_AGENT, as `sage up` says to set them."""
+    feature, word = next(iter(token_features.items()))
+    code, out, err = await sage_cli("score", SAE, str(feature), f'the word "{word}"', "--scorers", "embedding",
+                                    env={"SAGE_SCORING": scoring_address})
+    assert code == 0, err
+    assert "auroc" in out.lower()
+    async with running_agent_server(agent_config) as (agent, _):
+        code, out, err = await sage_cli("explain", SAE, str(feature), "--policy", "heuristic",
+                                        env={"SAGE_AGENT": f"127.0.0.1:{agent.port}"})
+    assert code == 0, err
+    assert "operations/" in out

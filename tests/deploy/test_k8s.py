@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sagex.server.lifecycle import LIVENESS
 from tests.deploy._files import K8S, SERVICES, UID, find, k8s_objects, parse_serve, service_facts, yaml_documents
 
 # Native gRPC probes are GA since 1.27; validate against it and the newest schemas the package carries.
@@ -80,9 +81,10 @@ def test_container_serves_its_service_with_grpc_probes(objects: list[dict[str, A
     assert (args.command, args.service, args.port, args.host) == ("serve", name, facts.port, "0.0.0.0")
     # Readiness: the service's own health name (NOT_SERVING until loaded, and while draining).
     assert container["readinessProbe"]["grpc"] == {"port": facts.port, "service": facts.health_name}
-    # Liveness and startup: the whole server (the empty name).
+    # Liveness and startup: the health service's own name, SERVING once the port is bound
+    # ("" waits for the model like readiness, and would restart a pod still loading).
     for probe in ("livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"].get("service", "") == "", probe
+        assert container[probe]["grpc"].get("service") == LIVENESS, probe
         assert container[probe]["grpc"]["port"] == facts.port, probe
 
 

@@ -48,7 +48,7 @@ CLIENT_CANCELLED = "CANCELLED_BY_CLIENT"  # we cancelled a stream on purpose (no
 @dataclass(frozen=True)
 class Call:
     method: MethodDescriptor
-    request: Any  # a message, or a list of them for client-streaming methods
+    request: Any  # a message or raw bytes, or a list of them for client-streaming methods
     timeout: float
     request_id: str | None = None
     cancel_after: int | None = None  # server streams: cancel after reading this many responses
@@ -60,7 +60,8 @@ class Call:
     def describe(self, limit: int = 600) -> str:
         """The call in protobuf text format, runs of a repeated piece written ``[piece ×n]``."""
         reqs = self.request if isinstance(self.request, list) else [self.request]
-        body = " | ".join(" ".join(str(r).split()) for r in reqs) or "<no messages>"
+        body = " | ".join(f"bytes:{r.hex()}" if isinstance(r, bytes) else " ".join(str(r).split())
+                          for r in reqs) or "<no messages>"
         opts = f"timeout={self.timeout}s request_id={self.request_id!r} cancel_after={self.cancel_after}"
         text = _compact(f"{self.method.full_name}({body}) {opts}")
         return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
@@ -89,7 +90,8 @@ def multicallable(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
     kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
             (True, False): channel.stream_unary, (True, True): channel.stream_stream}
     factory = kind[(method.client_streaming, method.server_streaming)]
-    return factory(path, request_serializer=lambda m: m.SerializeToString(),
+    # Raw bytes (the byte-level pass) go out as they are.
+    return factory(path, request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
                    response_deserializer=response.FromString)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from tests.fuzz.bytelevel import MUTATIONS, fuzz_bytes
 from tests.fuzz.harness import Tally
 from tests.fuzz.targets import Facts, Known, agent_setup, fuzz, methods, scoring_setup
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SEED = 0
 PER_RPC = 20
+BYTES_PER_RPC = 12
 CONCURRENCY = 2
 
 
@@ -55,4 +57,35 @@ async def test_agent_service(agent_channel: grpc.aio.Channel, facts: Facts) -> N
 async def test_scoring_service(scoring_channel: grpc.aio.Channel, facts: Facts) -> None:
     known = await scoring_setup(scoring_channel, facts)
     tally = await run("scoring", scoring_channel, facts, known)
+    assert tally.ok, explain(tally)
+
+
+# The byte-level pass: serialized valid requests with corrupted, cut, re-tagged, unknown,
+# non-UTF-8 and overrunning bytes, on every RPC of every service.
+
+
+async def run_bytes(service: str, channel: grpc.aio.Channel, facts: Facts, known: Known) -> Tally:
+    tally = await fuzz_bytes(service, channel, facts, known, BYTES_PER_RPC * len(methods(service)), seed=SEED,
+                             concurrency=CONCURRENCY)
+    assert {m.name for m in methods(service)} <= set(tally.rpcs()), "every RPC was called"
+    assert {kind for kind, _ in tally.kinds} >= set(MUTATIONS) - {"overrun"}, tally.kinds
+    invalid = sum(n for (_, code), n in tally.counts.items() if code == "INVALID_ARGUMENT")
+    assert invalid >= tally.calls // 5, f"only {invalid} of {tally.calls} mutants were INVALID_ARGUMENT"
+    return tally
+
+
+async def test_activation_service_bytes(activation_channel: grpc.aio.Channel, facts: Facts) -> None:
+    tally = await run_bytes("activation", activation_channel, facts, Known())
+    assert tally.ok, explain(tally)
+
+
+async def test_agent_service_bytes(agent_channel: grpc.aio.Channel, facts: Facts) -> None:
+    known = await agent_setup(agent_channel, facts)
+    tally = await run_bytes("agent", agent_channel, facts, known)
+    assert tally.ok, explain(tally)
+
+
+async def test_scoring_service_bytes(scoring_channel: grpc.aio.Channel, facts: Facts) -> None:
+    known = await scoring_setup(scoring_channel, facts)
+    tally = await run_bytes("scoring", scoring_channel, facts, known)
     assert tally.ok, explain(tally)

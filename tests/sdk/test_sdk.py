@@ -85,3 +85,29 @@ async def test_sync_client_and_early_stream_close(addresses: tuple[str, str], to
 
     state, probes, names = await asyncio.to_thread(work)
     assert state == "TRIAGE" and probes > 0 and names[0] == names[1]
+
+
+async def test_a_bad_batch_fails_alone_and_statistics_are_typed(server: Any) -> None:
+    address = f"127.0.0.1:{server.port}"
+    async with AsyncSage(activation=address, agent=None, scoring=None) as sage:
+        good, bad, again = await sage.activation.activations_many(
+            SAE, [["In the beginning"], ["x" * 30_000], ["In the beginning"]], [3880])
+        assert isinstance(bad, InvalidArgumentError) and bad.field_violations[0][0] == "texts[0]"
+        assert isinstance(good, list) and isinstance(again, list)
+        assert good[0].tokens == again[0].tokens and np.array_equal(good[0].activations[3880],
+                                                                   again[0].activations[3880])
+        [text] = await sage.activation.activations(SAE, ["café 🎉 "], [3880])
+        assert "".join(text.tokens) == "café 🎉 " and [text.text[s:e] for s, e in text.spans] == list(text.tokens)
+        with pytest.raises(NotFoundError):
+            await sage.activation.activations(SAE.replace("topk", "nope"), ["hi"], [1])
+        stats = await sage.activation.statistics(SAE, [3880, 7])
+    assert sorted(stats) == [7, 3880] and stats[3880].tokens_scanned > 0 and stats[3880].windows_scanned > 0
+    assert 0 <= stats[3880].firing_frequency <= stats[3880].window_frequency <= 1
+    assert stats[3880].max_activation >= stats[3880].mean_active_activation >= 0
+
+    def sync() -> tuple[object, dict[int, Any]]:
+        with Sage(activation=address, agent=None, scoring=None) as s:
+            return s.activation.activations_many(SAE, [["ok"], []], [1])[1], s.activation.statistics(SAE, [1])
+
+    empty, one = await asyncio.to_thread(sync)
+    assert isinstance(empty, InvalidArgumentError) and list(one) == [1]

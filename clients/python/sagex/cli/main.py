@@ -16,6 +16,9 @@
 The services are separate distributions: `sage serve X` runs `python -m sagex.X`
 and `sage assets` runs `python -m sagex.activation.assets`, so this CLI (and the SDK it
 is built on) never imports torch, transformers or sae-lens.
+
+explain, score, eval and report find the services through --agent/--activation/--scoring,
+else $SAGE_AGENT/$SAGE_ACTIVATION/$SAGE_SCORING (as `sage up` prints them), else the local ports.
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ import sys
 from pathlib import Path
 
 SERVICES = ("activation", "agent", "scoring", "all")
+# Where the client commands find each service: the flag, else $SAGE_<SERVICE> (what
+# `sage up` tells users to set; the SDK reads the same), else the local port.
+SERVICE_ENV = {"activation": ("SAGE_ACTIVATION", "127.0.0.1:50051"), "agent": ("SAGE_AGENT", "127.0.0.1:50052"),
+               "scoring": ("SAGE_SCORING", "127.0.0.1:50053")}
+
+
+def _address_help(service: str, what: str = "") -> str:
+    env, local = SERVICE_ENV[service]
+    return f"the {service} service{what} (default ${env}, else {local})"
+
+
+def _resolve_addresses(args: argparse.Namespace) -> None:
+    for service, (env, local) in SERVICE_ENV.items():
+        if getattr(args, service, "") is None:
+            setattr(args, service, os.environ.get(env) or local)
 
 
 def _run_module(module: str, argv: list[str], folder: str) -> int:
@@ -165,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="explain features with the SAGE agent (a batch job)")
     explain.add_argument("sae", help="SAE id, as the activation service lists it")
     explain.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
-    explain.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
+    explain.add_argument("--agent", help=_address_help("agent"))
     explain.add_argument("--policy", default="", help="heuristic (no LLM) or openai (default: the server's)")
     explain.add_argument("--model", help="LLM model for the openai policy")
     explain.add_argument("--max-rounds", type=int, default=0, help="testing rounds per feature (default: server's)")
@@ -178,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     scorecmd.add_argument("sae")
     scorecmd.add_argument("feature", type=int)
     scorecmd.add_argument("text", help="the explanation to score")
-    scorecmd.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    scorecmd.add_argument("--scoring", help=_address_help("scoring"))
     scorecmd.add_argument("--scorers", default="", help="comma-separated (default: the server's)")
     scorecmd.add_argument("--seed", type=int, default=0)
     scorecmd.set_defaults(func=cmd_score)
@@ -186,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")
     evaluate.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
-    evaluate.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    evaluate.add_argument("--scoring", help=_address_help("scoring"))
     evaluate.add_argument("--explainers", default="sage,single_pass", help="comma-separated (default %(default)s)")
     evaluate.add_argument("--scorers", default="generative,predictive,detection,embedding",
                           help="comma-separated (default %(default)s)")
@@ -198,10 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("sae", help="SAE id, as the activation service lists it")
     rep.add_argument("features", nargs="*", help="feature ids: 3, 1,5,9 or 10-20 (their newest explanations)")
     rep.add_argument("--job", help="report the explanations of this batch job (a name from `sage explain`)")
-    rep.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
-    rep.add_argument("--activation", default="127.0.0.1:50051",
-                     help="the activation service, for exemplars ('' leaves them out; default %(default)s)")
-    rep.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
+    rep.add_argument("--agent", help=_address_help("agent"))
+    rep.add_argument("--activation", help=_address_help("activation", ", for exemplars ('' leaves them out)"))
+    rep.add_argument("--scoring", help=_address_help("scoring"))
     rep.add_argument("--scorers", default="embedding",
                      help="comma-separated; '' skips scoring (default %(default)s: needs no LLM)")
     rep.add_argument("--eval", help="eval.json from `sage eval`, for the comparison table and plot")
@@ -234,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve's --agent/--activation configure a server, not this client
+        _resolve_addresses(args)
     return int(args.func(args))
 
 

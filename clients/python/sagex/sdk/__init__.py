@@ -24,6 +24,7 @@ from sagex.sdk.types import (
     AgentEvent,
     Explanation,
     FeatureProgress,
+    FeatureStatistics,
     Hypothesis,
     JobProgress,
     Label,
@@ -33,7 +34,7 @@ from sagex.sdk.types import (
 
 __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
-    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "Hypothesis", "InternalError",
+    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "FeatureStatistics", "Hypothesis", "InternalError",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",

@@ -23,6 +23,14 @@ def model_info(msg: apb.GetModelInfoResponse) -> t.ModelInfo:
     return t.ModelInfo(m.name, m.num_layers, m.loaded_layers, m.d_model, m.device, saes)
 
 
+def statistics(msg: apb.GetFeatureStatisticsResponse) -> dict[int, t.FeatureStatistics]:
+    ids = np.frombuffer(msg.feature_ids, "<u4")
+    columns = [np.frombuffer(getattr(msg, name), "<f4") for name in
+               ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
+    return {int(f): t.FeatureStatistics(int(f), *(float(c[i]) for c in columns), msg.tokens_scanned,
+                                        msg.windows_scanned) for i, f in enumerate(ids)}
+
+
 def exemplar(e: types_pb2.Exemplar) -> t.Exemplar:
     return t.Exemplar(e.window_id, e.text, tuple(e.tokens.texts), _floats(e.trace.values), e.max_activation,
                       e.max_token_index)

@@ -16,9 +16,18 @@ SPLITS = {"exemplar": types_pb2.CORPUS_SPLIT_EXEMPLAR, "heldout": types_pb2.CORP
           "train": types_pb2.CORPUS_SPLIT_TRAIN}
 
 
-def activations(sae: str, texts: Sequence[str], features: Sequence[int]) -> apb.StreamActivationsRequest:
-    return apb.StreamActivationsRequest(batch_id=uuid.uuid4().hex[:8], sae_id=sae, texts=list(texts),
-                                        features=apb.FeatureIdSelection(feature_ids=list(features)))
+def activations(sae: str, texts: Sequence[str], features: Sequence[int], batch_id: str = ""
+                ) -> apb.StreamActivationsRequest:
+    # per_batch_errors: a failed batch comes back as its own status and the stream goes on.
+    return apb.StreamActivationsRequest(batch_id=batch_id or uuid.uuid4().hex[:8], sae_id=sae, texts=list(texts),
+                                        features=apb.FeatureIdSelection(feature_ids=list(features)),
+                                        per_batch_errors=True)
+
+
+def statistics(sae: str, features: Sequence[int], split: str) -> apb.GetFeatureStatisticsRequest:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    return apb.GetFeatureStatisticsRequest(sae_id=sae, feature_ids=list(features), split=SPLITS[split])
 
 
 def exemplars(sae: str, features: Sequence[int], top_k: int, bands: int, per_band: int, non_activating: int,

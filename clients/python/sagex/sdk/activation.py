@@ -11,17 +11,36 @@ from sagex.api.activation.v1 import activation_service_pb2_grpc as apb_grpc
 from sagex.api.codec import assemble_texts
 from sagex.sdk import _convert, _requests
 from sagex.sdk._channel import ChannelConfig
-from sagex.sdk.errors import from_rpc_error
-from sagex.sdk.types import FeatureExemplars, ModelInfo, TokenActivations
+from sagex.sdk.errors import SageError, from_rpc_error, from_status
+from sagex.sdk.types import FeatureExemplars, FeatureStatistics, ModelInfo, TokenActivations
 
 MINING_TIMEOUT_S = 1800.0  # the first scan of a corpus builds the index
 
 
 def _assemble(texts: Sequence[str], features: Sequence[int], chunks: Sequence[apb.StreamActivationsResponse]
               ) -> list[TokenActivations]:
+    """One batch's texts from its chunks; raises the batch's own error if it failed."""
+    for msg in chunks:
+        if msg.HasField("error"):
+            raise from_status(msg.error)
     assembled = assemble_texts(chunks)
-    return [TokenActivations(texts[i], tuple(a.tokens), frozenset(a.special), a.columns(features))
+    return [TokenActivations(texts[i], tuple(a.tokens), frozenset(a.special), a.columns(features), tuple(a.spans))
             for i, a in sorted(assembled.items())]
+
+
+def _split(batches: Sequence[Sequence[str]], features: Sequence[int],
+           chunks: Sequence[apb.StreamActivationsResponse]) -> list[list[TokenActivations] | SageError]:
+    """Per batch (batch ids are their indexes): its texts, or its own error."""
+    by_batch: dict[int, list[apb.StreamActivationsResponse]] = {}
+    for msg in chunks:
+        by_batch.setdefault(int(msg.batch_id), []).append(msg)
+    out: list[list[TokenActivations] | SageError] = []
+    for i, texts in enumerate(batches):
+        try:
+            out.append(_assemble(texts, features, by_batch.get(i, [])))
+        except SageError as exc:
+            out.append(exc)
+    return out
 
 
 class Activation:
@@ -46,6 +65,30 @@ class Activation:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return _assemble(texts, features, chunks)
+
+    def activations_many(self, sae: str, batches: Sequence[Sequence[str]], features: Sequence[int]
+                         ) -> list[list[TokenActivations] | SageError]:
+        """Several batches on one stream (the server batches them with other callers' work).
+        Each comes back as its texts or as its own error: a bad batch fails alone."""
+        requests = [_requests.activations(sae, texts, features, batch_id=str(i)) for i, texts in enumerate(batches)]
+        try:
+            chunks = list(self._stub.StreamActivations(iter(requests), timeout=self._config.timeout_s,
+                                                       metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return _split(batches, features, chunks)
+
+    def statistics(self, sae: str, features: Sequence[int] = (), split: str = "exemplar"
+                   ) -> dict[int, FeatureStatistics]:
+        """Firing frequency, window frequency, maximum and mean activation per feature over a
+        corpus split (every feature when ``features`` is empty). The first call on an SAE
+        may wait while the server scans the corpus."""
+        request = _requests.statistics(sae, features, split)
+        try:
+            return _convert.statistics(self._stub.GetFeatureStatistics(request, timeout=MINING_TIMEOUT_S,
+                                                                       metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     def exemplars(self, sae: str, features: Sequence[int], *, top_k: int = 10, bands: int = 0, per_band: int = 0,
                   non_activating: int = 0, seed: int = 0, split: str = "exemplar") -> Iterator[FeatureExemplars]:
@@ -84,6 +127,28 @@ class AsyncActivation:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return _assemble(texts, features, chunks)
+
+    async def activations_many(self, sae: str, batches: Sequence[Sequence[str]], features: Sequence[int]
+                               ) -> list[list[TokenActivations] | SageError]:
+        """Several batches on one stream; each comes back as its texts or as its own error."""
+        requests = [_requests.activations(sae, texts, features, batch_id=str(i)) for i, texts in enumerate(batches)]
+        try:
+            call = self._stub.StreamActivations(iter(requests), timeout=self._config.timeout_s,
+                                                metadata=self._config.metadata())
+            chunks = [msg async for msg in call]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return _split(batches, features, chunks)
+
+    async def statistics(self, sae: str, features: Sequence[int] = (), split: str = "exemplar"
+                         ) -> dict[int, FeatureStatistics]:
+        """Firing frequency, window frequency, maximum and mean activation per feature."""
+        request = _requests.statistics(sae, features, split)
+        try:
+            return _convert.statistics(await self._stub.GetFeatureStatistics(
+                request, timeout=MINING_TIMEOUT_S, metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def exemplars(self, sae: str, features: Sequence[int], *, top_k: int = 10, bands: int = 0,
                         per_band: int = 0, non_activating: int = 0, seed: int = 0, split: str = "exemplar"

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -95,9 +95,6 @@ def from_rpc_error(exc: grpc.RpcError) -> SageError:
     """The typed error for a failed call, with BadRequest, RetryInfo and ResourceInfo decoded."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[union-attr]
     message = exc.details() if hasattr(exc, "details") else str(exc)  # type: ignore[union-attr]
-    violations: list[tuple[str, str]] = []
-    retry_after = None
-    resource = None
     request_id = ""
     try:
         metadata = [*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ())]  # type: ignore[union-attr]
@@ -105,6 +102,20 @@ def from_rpc_error(exc: grpc.RpcError) -> SageError:
         status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     except (AttributeError, ValueError):
         status = None
+    return _typed(code, message, status, request_id)
+
+
+def from_status(status: status_pb2.Status, request_id: str = "") -> SageError:
+    """The typed error for a google.rpc.Status carried in a response (a failed batch of
+    StreamActivations, an operation's error), details decoded as for a failed call."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return _typed(code, status.message, status, request_id)
+
+
+def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None, request_id: str) -> SageError:
+    violations: list[tuple[str, str]] = []
+    retry_after = None
+    resource = None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()

@@ -40,15 +40,29 @@ class TokenActivations:
     """One text: its tokens and, per requested feature, the activation at every token."""
 
     text: str
-    tokens: tuple[str, ...]
+    tokens: tuple[str, ...]  # each token's span of ``text``: they join back into it
     special_positions: frozenset[int]
     activations: dict[int, np.ndarray] = field(compare=False)  # feature id -> float32[len(tokens)]
+    spans: tuple[tuple[int, int], ...] = ()  # (start, end) character offsets of each token in ``text``
 
     def max(self, feature: int) -> float:
         """Maximum over non-special tokens after position 0, the service's rule for exemplars."""
         values = self.activations[feature]
         keep = counted_positions(len(self.tokens), self.special_positions)
         return float(values[keep].max()) if keep else 0.0
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """One feature over a corpus split (``Activation.statistics``): what triage reads."""
+
+    feature_id: int
+    firing_frequency: float  # fraction of scanned tokens where the feature is > 0
+    window_frequency: float  # fraction of corpus windows where it fires at least once
+    max_activation: float
+    mean_active_activation: float  # mean over the tokens where it fires
+    tokens_scanned: int
+    windows_scanned: int
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ class AssembledText:
 
     token_ids: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each token's characters of the input text
     special: set[int] = field(default_factory=set)
     chunks: list[types_pb2.SparseActivations] = field(default_factory=list)
     complete: bool = False
@@ -95,6 +96,7 @@ def assemble_texts(messages: Iterable[apb.StreamActivationsResponse]) -> dict[in
         seq = msg.tokens
         text.token_ids.extend(seq.ids)
         text.tokens.extend(seq.texts)
+        text.spans.extend(zip(seq.char_starts, seq.char_ends, strict=True))
         text.special.update(p + start for p in seq.special_positions)
         text.chunks.append(msg.activations)
         text.complete = msg.text_complete

@@ -153,6 +153,10 @@ class ActivationEngine:
     def describe(self, ids: Sequence[int]) -> Tokenized:
         return self.lm.describe(ids)
 
+    def describe_texts(self, texts: Sequence[str]) -> list[Tokenized]:
+        """Tokens of each text with their character spans (the same ids as ``tokenize``)."""
+        return [self.lm.describe_text(t) for t in texts]
+
     def run(self, items: Sequence[WorkItem]) -> list[SparseRows]:
         """One shared forward pass for all items, then one encode per (SAE, selection) group."""
         hidden = self.lm.hidden_states([it.ids for it in items])

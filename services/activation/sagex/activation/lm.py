@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sagex.activation.hooks import HookCapture, HookPoint, HookTable, StopForward, deepest_layer
+from sagex.activation.spans import span_texts, token_spans
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,9 @@ class Tokenized:
     ids: list[int]
     texts: list[str]
     special_positions: list[int]
+    # (start, end) character offsets of each token in the input text, when there was one
+    # (sagex.activation.spans); None for token-id input.
+    spans: list[tuple[int, int]] | None = None
 
 
 class TruncatedLM:
@@ -104,6 +108,18 @@ class TruncatedLM:
     def decode(self, ids: Sequence[int]) -> str:
         """The text of a whole sequence (single-token decodes lose SentencePiece spaces)."""
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def describe_text(self, text: str) -> Tokenized:
+        """``text`` tokenized as ``encode_text`` does, each token's text its span of ``text``
+        (so the texts join back into it, multi-byte characters whole)."""
+        try:
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode per token
+            return self.describe(self.encode_text(text))
+        ids = [*self.prefix, *encoded.input_ids]
+        spans = token_spans(encoded.offset_mapping, len(text), prefix=len(self.prefix))
+        special = [i for i, t in enumerate(ids) if t in self.special_ids]
+        return Tokenized(ids, span_texts(text, spans), special, spans)
 
     def describe(self, ids: Sequence[int]) -> Tokenized:
         texts = self.tokenizer.batch_decode([[i] for i in ids])

@@ -22,10 +22,13 @@ def sparse_to_proto(rows: SparseRows) -> types_pb2.SparseActivations:
 
 def tokens_to_proto(tok: Tokenized, start: int = 0, stop: int | None = None) -> types_pb2.TokenSequence:
     stop = len(tok.ids) if stop is None else stop
+    spans = tok.spans[start:stop] if tok.spans is not None else []
     return types_pb2.TokenSequence(
         ids=tok.ids[start:stop],
         texts=tok.texts[start:stop],
         special_positions=[p - start for p in tok.special_positions if start <= p < stop],
+        char_starts=[s for s, _ in spans],
+        char_ends=[e for _, e in spans],
     )
 
 

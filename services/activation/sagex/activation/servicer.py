@@ -11,15 +11,18 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
+import structlog
 from grpc import aio
 
 from sagex.activation.batcher import DynamicBatcher
 from sagex.activation.config import ActivationConfig
 from sagex.activation.engine import ActivationEngine, WorkItem
+from sagex.activation.lm import Tokenized
 from sagex.activation.mining import ExemplarMiner, MiningIndex
 from sagex.activation.packing import text_responses, tokens_to_proto
 from sagex.activation.sae import LoadedSae
 from sagex.activation.validation import (
+    MAX_BATCH_ID_CHARS,
     ActivationBatch,
     Limits,
     check_token_counts,
@@ -32,7 +35,9 @@ from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.codec import counted_positions
 from sagex.api.common.v1 import types_pb2
-from sagex.server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from sagex.server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+
+log = structlog.get_logger(__name__)
 
 ARCH = {
     "standard": pb.SAE_ARCHITECTURE_STANDARD,
@@ -105,8 +110,8 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:
         texts = validate_tokenize(request, self.config)
-        ids = await asyncio.to_thread(self.engine.tokenize, texts)
-        return pb.TokenizeResponse(tokens=[tokens_to_proto(self.engine.describe(t)) for t in ids])
+        toks = await asyncio.to_thread(self.engine.describe_texts, texts)
+        return pb.TokenizeResponse(tokens=[tokens_to_proto(t) for t in toks])
 
     # --- streaming activations ------------------------------------------------------
 
@@ -118,34 +123,55 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
         inflight: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
 
-        async def run_batch(batch: ActivationBatch, ids: list[list[int]]) -> None:
+        async def failed(batch_id: str, exc: ServiceError) -> None:
+            """A batch that asked for per_batch_errors fails alone; the stream goes on."""
+            log.info("batch_error", batch_id=batch_id, code=exc.code.name, message=exc.message)
+            await out.put(pb.StreamActivationsResponse(batch_id=batch_id, batch_complete=True, error=exc.to_proto()))
+
+        async def run_batch(batch: ActivationBatch, toks: list[Tokenized], per_batch: bool) -> None:
             try:
-                items = [WorkItem(tuple(t), batch.sae.id, batch.selection) for t in ids]
+                items = [WorkItem(tuple(t.ids), batch.sae.id, batch.selection) for t in toks]
                 rows = await self.batcher.submit(items, timeout=_timeout(context, DEFAULT_TIMEOUT_S))
-                last = len(ids) - 1
-                for i, (t, r) in enumerate(zip(ids, rows, strict=True)):
-                    for msg in text_responses(batch.batch_id, i, self.engine.describe(t), r, self.config.max_response_bytes):
+                last = len(toks) - 1
+                for i, (t, r) in enumerate(zip(toks, rows, strict=True)):
+                    for msg in text_responses(batch.batch_id, i, t, r, self.config.max_response_bytes):
                         msg.batch_complete = i == last and msg.text_complete
                         await out.put(msg)  # a slow reader throttles us here
-            except Exception as exc:  # noqa: BLE001 - ends the stream with this error
+            except ServiceError as exc:
+                await (failed(batch.batch_id, exc) if per_batch else out.put(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug ends the stream (INTERNAL, logged)
                 await out.put(exc)
             finally:
                 inflight.discard(batch.batch_id)
                 slots.release()
 
+        async def prepare(req: pb.StreamActivationsRequest) -> tuple[ActivationBatch, list[Tokenized]]:
+            batch = validate_batch(req, self.engine.saes, self.limits)
+            if batch.token_ids:
+                toks = [self.engine.describe(t) for t in batch.token_ids]
+            else:
+                # Tokenizing up to 256 long texts takes long enough to stall other streams; the
+                # Rust tokenizer releases the GIL, so a thread keeps the event loop responsive.
+                toks = await asyncio.to_thread(self.engine.describe_texts, batch.texts or [])
+            check_token_counts([t.ids for t in toks], self.config, "texts" if batch.texts else "token_ids")
+            return batch, toks
+
         async def read_requests() -> None:
             try:
                 async for req in request_iterator:
-                    batch = validate_batch(req, self.engine.saes, self.limits)
-                    if batch.batch_id in inflight:
-                        raise InvalidArgument.one("batch_id", f"{batch.batch_id!r} is already in flight on this stream")
-                    # Tokenizing up to 256 long texts takes long enough to stall other streams; the
-                    # Rust tokenizer releases the GIL, so a thread keeps the event loop responsive.
-                    ids = batch.token_ids or await asyncio.to_thread(self.engine.tokenize, batch.texts or [])
-                    check_token_counts(ids, self.config, "texts" if batch.texts else "token_ids")
+                    if req.batch_id in inflight:  # always ends the stream: its answer could not be told apart
+                        raise InvalidArgument.one("batch_id", f"{req.batch_id!r} is already in flight on this stream")
+                    try:
+                        batch, toks = await prepare(req)
+                    except ServiceError as exc:
+                        # An over-long batch_id is not echoed back: that error ends the stream.
+                        if not req.per_batch_errors or len(req.batch_id) > MAX_BATCH_ID_CHARS:
+                            raise
+                        await failed(req.batch_id, exc)
+                        continue
                     await slots.acquire()  # bounded in-flight batches per stream: backpressure on the client
                     inflight.add(batch.batch_id)
-                    task = asyncio.create_task(run_batch(batch, ids))
+                    task = asyncio.create_task(run_batch(batch, toks, req.per_batch_errors))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:

@@ -21,6 +21,9 @@ SPLITS = {
 }
 
 
+MAX_BATCH_ID_CHARS = 128
+
+
 @dataclass(frozen=True)
 class Limits:
     config: ActivationConfig
@@ -41,8 +44,8 @@ def check_texts(texts: Sequence[str], config: ActivationConfig, field: str = "te
     if len(texts) > config.max_texts_per_batch:
         problems.append(FieldViolation(field, f"{len(texts)} texts; send at most {config.max_texts_per_batch} per batch"))
     for i, text in enumerate(texts):
-        if not text.strip():
-            problems.append(FieldViolation(f"{field}[{i}]", "empty text; send at least one non-blank character"))
+        if not text:  # whitespace is text: " " is a token like any other
+            problems.append(FieldViolation(f"{field}[{i}]", "empty text; send at least one character"))
         elif len(text) > config.max_chars_per_text:
             problems.append(
                 FieldViolation(f"{field}[{i}]", f"{len(text)} characters; the limit is {config.max_chars_per_text}")
@@ -102,8 +105,8 @@ def validate_batch(req: pb.StreamActivationsRequest, saes: dict[str, LoadedSae],
     config = limits.config
     sae = lookup_sae(saes, req.sae_id)
     problems: list[FieldViolation] = []
-    if len(req.batch_id) > 128:
-        problems.append(FieldViolation("batch_id", "at most 128 characters"))
+    if len(req.batch_id) > MAX_BATCH_ID_CHARS:
+        problems.append(FieldViolation("batch_id", f"at most {MAX_BATCH_ID_CHARS} characters"))
     if bool(req.texts) == bool(req.token_ids):
         problems.append(FieldViolation("texts", "set exactly one of texts and token_ids, with at least one prompt"))
     problems += check_texts(req.texts, config)

@@ -217,10 +217,13 @@ class LLMBackend:
         attempts: int = 3,
         max_tokens: int | None = None,
         model: str | None = None,
+        on_usage: Callable[[Usage], None] | None = None,
     ) -> tuple[T, Usage]:
         """Ask for JSON and validate it with ``parse``, which raises ValueError with a
         readable message on a bad object. Bad replies are re-asked with that message,
-        up to ``attempts`` calls in all; usage is summed over them.
+        up to ``attempts`` calls in all; usage is summed over them. ``on_usage`` hears
+        each call's usage as it returns, so a caller cut off mid-way (a time budget)
+        still knows what the calls before were.
 
         Raises MalformedAnswer when every attempt failed; never makes up an answer.
         Other exceptions from ``parse`` propagate: they are bugs, not bad answers.
@@ -238,9 +241,13 @@ class LLMBackend:
                     conversation, schema=schema, schema_name=schema_name, max_tokens=limit, model=model
                 )
             except LLMUnavailable as e:
+                if on_usage is not None:
+                    on_usage(e.usage)
                 e.usage = spent + e.usage
                 raise
             spent += completion.usage
+            if on_usage is not None:
+                on_usage(completion.usage)
             text = completion.text
             try:
                 return parse(_extract(completion, prefer, limit)), spent

@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import structlog
+from google.rpc import status_pb2
 
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
@@ -61,6 +62,14 @@ class SaeDescription:
 
 class ActivationUnavailable(Exception):
     """No replica answered; the message names them and the last status."""
+
+
+def batch_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
+    """A batch's own status (``per_batch_errors``) as the error a failed call raises, details
+    included, so retries and error handling treat both alike."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=status.message)
 
 
 def _exemplar_trace(ex: types_pb2.Exemplar) -> Trace:
@@ -175,7 +184,7 @@ class ActivationClient:
             return []
         request = pb.StreamActivationsRequest(
             batch_id="probes", sae_id=sae_id, texts=list(texts),
-            features=pb.FeatureIdSelection(feature_ids=[feature_id]),
+            features=pb.FeatureIdSelection(feature_ids=[feature_id]), per_batch_errors=True,
         )
 
         async def requests() -> AsyncIterator[pb.StreamActivationsRequest]:
@@ -184,6 +193,8 @@ class ActivationClient:
         async def stream(stub: pb_grpc.ActivationServiceStub) -> list[Trace]:
             messages = []
             async for msg in stub.StreamActivations(requests(), timeout=self.timeout_s, metadata=self._metadata()):
+                if msg.HasField("error"):
+                    raise batch_error(msg.error)
                 messages.append(msg)
                 if msg.batch_complete:
                     break

@@ -55,10 +55,14 @@ class ServiceError(Exception):
     def details(self) -> list[any_pb2.Any]:
         return []
 
-    def to_status(self) -> grpc.Status:
+    def to_proto(self) -> status_pb2.Status:
+        """The google.rpc.Status, details included (for a status inside a response)."""
         status = status_pb2.Status(code=self.code.value[0], message=clipped(self.message, MAX_MESSAGE_BYTES))
         status.details.extend(self.details())
-        return rpc_status.to_status(status)
+        return status
+
+    def to_status(self) -> grpc.Status:
+        return rpc_status.to_status(self.to_proto())
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -132,9 +136,12 @@ class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-def internal_status(request_id: str) -> grpc.Status:
+def internal_proto(request_id: str) -> status_pb2.Status:
     """What a client sees for a bug: no stack trace, a request id to quote."""
-    status = status_pb2.Status(
+    return status_pb2.Status(
         code=code_pb2.INTERNAL, message=f"internal error; quote request id {request_id} when reporting it"
     )
-    return rpc_status.to_status(status)
+
+
+def internal_status(request_id: str) -> grpc.Status:
+    return rpc_status.to_status(internal_proto(request_id))

@@ -1,8 +1,9 @@
 """Building, running and draining an asyncio gRPC server.
 
-Health: "" (liveness) is SERVING once the port is bound; each service name stays
-NOT_SERVING until its ``ready`` callback has run (models loaded and warmed),
-which is readiness. On SIGTERM/SIGINT every service turns NOT_SERVING, a short
+Health: "" (the whole server) and each service name stay NOT_SERVING until the
+``ready`` callback has run (models loaded and warmed): that is readiness.
+Liveness is ``grpc.health.v1.Health`` (``LIVENESS``), SERVING once the port is
+bound, so a probe can tell a process still loading from a dead one. On SIGTERM/SIGINT every service turns NOT_SERVING, a short
 drain lets load balancers notice, then in-flight calls get ``grace`` seconds.
 
 Every call passes, in order: metrics (counts every answer, refusals included),
@@ -24,17 +25,19 @@ import grpc
 import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from sagex.server.auth import TokenAuthInterceptor, TokenSet, check_exposure, load_tokens
 from sagex.server.credentials import server_credentials
 from sagex.server.interceptors import ServerInterceptor
 from sagex.server.limits import ConcurrencyLimitInterceptor
 from sagex.server.metrics import MetricsEndpoint, MetricsInterceptor
+from sagex.server.reflection import enable_reflection
 
 log = structlog.get_logger(__name__)
 
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# The health name that is SERVING as soon as the port is bound (liveness probes).
+LIVENESS = health.SERVICE_NAME
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class RunningServer:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for svc in self.services:
             await self.health.set(svc.name, status)
+        await self.health.set("", status)  # the whole server is ready when every service is
 
     async def stop(self, options: ServerOptions) -> None:
         try:
@@ -167,9 +171,9 @@ async def _start(services: Sequence[Service], options: ServerOptions, tokens: To
     for svc in services:
         svc.register(server)
         await health_servicer.set(svc.name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     if options.reflection:
-        names = [svc.name for svc in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, server)
+        enable_reflection([svc.name for svc in services] + [health.SERVICE_NAME], server)
     address = f"{options.host}:{options.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
@@ -194,7 +198,7 @@ async def start_server(services: Sequence[Service], options: ServerOptions) -> R
         if metrics is not None:
             metrics.close()
         raise
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     log.info("server_started", host=options.host, port=port, services=[s.name for s in services], auth=auth,
              tls="mutual" if options.tls_client_ca_file else options.tls,
              metrics_port=metrics.port if metrics else None)
@@ -256,5 +260,5 @@ def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str
     ]
 
 
-__all__ = ["RunningServer", "Service", "ServerOptions", "channel_options", "running_services", "serve_until_signal",
+__all__ = ["LIVENESS", "RunningServer", "Service", "ServerOptions", "channel_options", "running_services", "serve_until_signal",
            "start_server"]

@@ -25,7 +25,7 @@ from sagex.agent.state import (
     Status,
     Verdict,
 )
-from sagex.llm.backend import LLMBackend, LLMUnavailable, MalformedAnswer, Usage
+from sagex.llm.backend import LLMBackend, MalformedAnswer, Usage
 
 T = TypeVar("T")
 MAX_PROBE_CHARS = 300
@@ -130,6 +130,12 @@ class LLMPolicy:
             return self._usage.total_tokens // self._usage.calls
         return len(prompt) // 3 + self.backend.config.max_output_tokens // 2
 
+    def _cut_off(self, messages: list[dict[str, str]]) -> Usage:
+        """A call whose answer never came: one call, its prompt tokens estimated (about 3
+        characters a token), no completion tokens."""
+        tokens = sum(len(m["content"]) for m in messages) // 3
+        return Usage(prompt_tokens=tokens, cost_usd=self.backend.config.cost_usd(tokens, 0), calls=1)
+
     def _reserve(self, step: str, prompt: str) -> int:
         """Claim budget for one call, or refuse it. All steps but the conclusion
         stop at 1 - CONCLUSION_RESERVE of the budgets, so the conclusion can
@@ -169,17 +175,20 @@ class LLMPolicy:
             answers.append(obj)
             return parse(obj)
 
+        def spend(usage: Usage) -> None:  # every call as it returns, rejected answers included
+            self._usage = self._usage + usage
+
         try:
-            value, usage = await self.backend.ask_json(messages, keep, schema=SCHEMAS[schema], schema_name=schema,
-                                                       attempts=self.attempts, model=self.model)
+            value, _ = await self.backend.ask_json(messages, keep, schema=SCHEMAS[schema], schema_name=schema,
+                                                   attempts=self.attempts, model=self.model, on_usage=spend)
         except MalformedAnswer as exc:
-            self._usage = self._usage + exc.usage
             raise StepFailed(step, f"the model gave no valid answer in {exc.attempts} attempts: {exc.reason}") \
                 from None
-        except LLMUnavailable as exc:
-            self._usage = self._usage + exc.usage
+        except asyncio.CancelledError:
+            # Cut off in flight (the wall-clock budget ended the feature): the endpoint has the
+            # prompt and may bill it, so the call counts, with its prompt's estimated tokens.
+            self._usage = self._usage + self._cut_off(messages)
             raise
-        self._usage = self._usage + usage
         self.transcript.append((messages, json.dumps(answers[-1]) if answers else ""))
         return value
 

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from sagex.api.common.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -305,7 +306,7 @@ class TokenizeRequest(_message.Message):
     TEXTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """1..max_texts_per_batch non-empty texts."""
+        """1..max_texts_per_batch non-empty texts (whitespace-only texts are fine)."""
 
     def __init__(
         self,
@@ -421,12 +422,22 @@ class StreamActivationsRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
+    PER_BATCH_ERRORS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """Caller's id for this batch, echoed on every response chunk of it. Must be
     unique among the stream's in-flight batches.
     """
     sae_id: _builtins.str
     """SAE to encode with (an id from GetModelInfo)."""
+    per_batch_errors: _builtins.bool
+    """Opt in to a per-batch status: when this batch fails (a bad field, an unknown
+    SAE, a full queue, ...), the server answers it with one response carrying this
+    batch_id, `error` and batch_complete, and the stream goes on with the other
+    batches. Unset (clients written before this field), a failed batch ends the
+    whole stream with its status, as before. Bytes that do not parse, and a
+    batch_id already in flight on the stream, always end the stream: they cannot
+    be told apart from another batch.
+    """
     @_builtins.property
     def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The prompts. Exactly one of texts and token_ids is non-empty."""
@@ -451,10 +462,11 @@ class StreamActivationsRequest(_message.Message):
         features: Global___FeatureIdSelection | None = ...,
         top_k: Global___TopKSelection | None = ...,
         threshold: Global___ThresholdSelection | None = ...,
+        per_batch_errors: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "selection", b"selection", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "features", b"features", "sae_id", b"sae_id", "selection", b"selection", "texts", b"texts", "threshold", b"threshold", "token_ids", b"token_ids", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "features", b"features", "per_batch_errors", b"per_batch_errors", "sae_id", b"sae_id", "selection", b"selection", "texts", b"texts", "threshold", b"threshold", "token_ids", b"token_ids", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["features", "top_k", "threshold"]  # noqa: Y015
     _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
@@ -497,6 +509,7 @@ class StreamActivationsResponse(_message.Message):
     ACTIVATIONS_FIELD_NUMBER: _builtins.int
     TEXT_COMPLETE_FIELD_NUMBER: _builtins.int
     BATCH_COMPLETE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     text_index: _builtins.int
     """Index of the text within its batch."""
@@ -514,6 +527,15 @@ class StreamActivationsResponse(_message.Message):
     def activations(self) -> _types_pb2.SparseActivations:
         """Activations of those tokens; row t is token token_start + t."""
 
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Only for batches that set per_batch_errors: set when the batch failed, on a
+        response with no tokens and batch_complete true; no other response of the
+        batch follows. Code, message and details (BadRequest, ResourceInfo,
+        RetryInfo) are what the stream's own status would have carried. Clients that
+        set per_batch_errors must check it on every response.
+        """
+
     def __init__(
         self,
         *,
@@ -524,10 +546,11 @@ class StreamActivationsResponse(_message.Message):
         activations: _types_pb2.SparseActivations | None = ...,
         text_complete: _builtins.bool = ...,
         batch_complete: _builtins.bool = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["activations", b"activations", "tokens", b"tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activations", b"activations", "error", b"error", "tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activations", b"activations", "batch_complete", b"batch_complete", "batch_id", b"batch_id", "text_complete", b"text_complete", "text_index", b"text_index", "token_start", b"token_start", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activations", b"activations", "batch_complete", b"batch_complete", "batch_id", b"batch_id", "error", b"error", "text_complete", b"text_complete", "text_index", b"text_index", "token_start", b"token_start", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,6 +89,8 @@ class ActivationServiceServicer:
     def StreamActivations(self, request_iterator, context):
         """Bidirectional stream: prompt batches in, per-text activation chunks out.
         Concurrent streams share forward passes through the server's dynamic batcher.
+        A batch that sets per_batch_errors fails alone (a response with `error`);
+        otherwise a failed batch ends the stream with its status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

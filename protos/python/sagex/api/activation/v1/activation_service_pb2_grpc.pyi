@@ -44,6 +44,8 @@ class ActivationServiceStub:
     StreamActivations: _grpc.StreamStreamMultiCallable[_activation_service_pb2.StreamActivationsRequest, _activation_service_pb2.StreamActivationsResponse]
     """Bidirectional stream: prompt batches in, per-text activation chunks out.
     Concurrent streams share forward passes through the server's dynamic batcher.
+    A batch that sets per_batch_errors fails alone (a response with `error`);
+    otherwise a failed batch ends the stream with its status.
     """
     MineExemplars: _grpc.UnaryStreamMultiCallable[_activation_service_pb2.MineExemplarsRequest, _activation_service_pb2.MineExemplarsResponse]
     """Top-activating, quantile-band and random non-activating corpus windows per feature,
@@ -68,6 +70,8 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     StreamActivations: _aio.StreamStreamMultiCallable[_activation_service_pb2.StreamActivationsRequest, _activation_service_pb2.StreamActivationsResponse]  # type: ignore[assignment]
     """Bidirectional stream: prompt batches in, per-text activation chunks out.
     Concurrent streams share forward passes through the server's dynamic batcher.
+    A batch that sets per_batch_errors fails alone (a response with `error`);
+    otherwise a failed batch ends the stream with its status.
     """
     MineExemplars: _aio.UnaryStreamMultiCallable[_activation_service_pb2.MineExemplarsRequest, _activation_service_pb2.MineExemplarsResponse]  # type: ignore[assignment]
     """Top-activating, quantile-band and random non-activating corpus windows per feature,
@@ -107,6 +111,8 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_activation_service_pb2.StreamActivationsResponse], _abc.AsyncIterator[_activation_service_pb2.StreamActivationsResponse]]:
         """Bidirectional stream: prompt batches in, per-text activation chunks out.
         Concurrent streams share forward passes through the server's dynamic batcher.
+        A batch that sets per_batch_errors fails alone (a response with `error`);
+        otherwise a failed batch ends the stream with its status.
         """
 
     @_abc_1.abstractmethod

@@ -97,28 +97,48 @@ class TokenSequence(_message.Message):
     IDS_FIELD_NUMBER: _builtins.int
     TEXTS_FIELD_NUMBER: _builtins.int
     SPECIAL_POSITIONS_FIELD_NUMBER: _builtins.int
+    CHAR_STARTS_FIELD_NUMBER: _builtins.int
+    CHAR_ENDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Token ids in model order."""
 
     @_builtins.property
     def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Decoded text of each token (same length as ids)."""
+        """Text of each token (same length as ids). When the input was text, token i's
+        text is input[char_starts[i]:char_ends[i]], so the texts join back into the
+        input exactly; otherwise it is the token decoded on its own (a multi-byte
+        character split over several tokens then shows as U+FFFD).
+        """
 
     @_builtins.property
     def special_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Indices into ids of special tokens (BOS, EOS, padding, chat markers)."""
 
+    @_builtins.property
+    def char_starts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Character offsets (Unicode code points, as Python indexes strings) of each
+        token in the input text; set only when the input was text. Spans are
+        contiguous and cover the whole text. Special tokens the server adds (BOS),
+        and tokens holding only the first bytes of a character split over several
+        tokens, have an empty span: a character belongs to the token that completes
+        it. In a chunked response, offsets are into the whole text.
+        """
+
+    @_builtins.property
+    def char_ends(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         ids: _abc.Iterable[_builtins.int] | None = ...,
         texts: _abc.Iterable[_builtins.str] | None = ...,
         special_positions: _abc.Iterable[_builtins.int] | None = ...,
+        char_starts: _abc.Iterable[_builtins.int] | None = ...,
+        char_ends: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "special_positions", b"special_positions", "texts", b"texts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["char_ends", b"char_ends", "char_starts", b"char_starts", "ids", b"ids", "special_positions", b"special_positions", "texts", b"texts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
