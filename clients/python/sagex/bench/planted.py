@@ -313,7 +313,10 @@ def make_judge(kind: str, base_url: str = "", model: str = "", threshold: float 
         if not base_url or not model:
             raise BenchError("--judge llm needs --judge-base-url and --judge-model")
         judge = LLMJudge(base_url, model)
-        judge.check()
+        try:
+            judge.check()
+        except JudgeUnavailable as exc:
+            raise BenchError(f"{exc}; nothing was explained yet (or use --judge offline)") from None
         return judge
     raise BenchError(f"--judge {kind!r}: choose offline or llm")
 

@@ -200,11 +200,19 @@ def verify(folder: Path, truth: dict[int, dict[str, object]], concepts: Sequence
     return out
 
 
-def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept]) -> Built:
-    """Probe every concept, plant the ones that pass, write the folder, verify it."""
+def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: object | None = None) -> Built:
+    """Probe every concept, plant the ones that pass, write the folder, verify it.
+    ``lm``: a ``TruncatedLM`` already cut at (or past) the hook's layer, to reuse."""
     start = time.perf_counter()
     hook_name = settings.hook_name or _embedded_hook()
-    lm, layer = load_lm(settings, hook_name)
+    if lm is None:
+        lm, layer = load_lm(settings, hook_name)
+    else:
+        from sagex.activation.sae import hook_layer_of
+
+        layer = hook_layer_of(hook_name)
+        if layer not in lm.hook_layers:  # type: ignore[attr-defined]
+            raise BuildError(f"the given model captures layers {lm.hook_layers}, not the hook's {layer}")  # type: ignore[attr-defined]
     from sagex.activation.assets.paths import cache_dir
 
     corpus_dir = Path(settings.corpus_dir) if settings.corpus_dir else cache_dir() / "corpus"

@@ -63,18 +63,16 @@ def _month(doc: Doc) -> object:
         if w not in MONTHS:
             return False
         if w in _MODAL_MONTHS:
-            after = doc.text[s + len(w): s + len(w) + 3]
-            before = doc.text[max(0, s - 6): s].lower()
-            if re.match(r" \d", after) or re.search(r"\b(in|of|since|until|early|late|last|next) $", before):
-                return True
-            return None  # "May I ...", "March on": the model cannot yet tell
+            # Causal: only the words before tell the month from the verb ("in May" vs "May I").
+            before = doc.text[max(0, s - 7): s].lower()
+            return True if re.search(r"\b(in|of|since|until|early|late|last|next|by) $", before) else None
         return True
 
     return words(doc, pred)
 
 
 def _month_templates(rng: random.Random) -> list[str]:
-    frames = ["The {noun} opened in {month} {day}.", "{name} wrote the {noun} in {month}.",
+    frames = ["The {noun} opened in {month} {day}.", "The {noun} was built by {month} {day}.", "{name} wrote the {noun} in {month}.",
               "Rent is due on {day} {month} each year.", "In {month} the {noun} was quiet.",
               "You may {verb} the {noun} now.", "{name} may {verb} it later.", "They march to the {noun}.",
               "Soldiers march slowly past the {noun}.", "It may be an {adj} {noun}.", "We might {verb} the {noun}."]
@@ -358,16 +356,16 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("inside_code_comment", "structural", "Any token of a code comment, after '#' on the same line.",
             (r"\bcomments?\b", r"#"), _inside_comment, _comment_templates),  # type: ignore[arg-type]
     Concept("sentence_start", "position", "The first word of a sentence (after '.', '!' or '?').",
-            (r"(start|begin|beginning|first word|opening)s? (of|to) (a |the |each |new )?sentences?",
+            (r"(start|begin|beginning|first word|opening)s? (of|to|in) (a |the |each |every |new )*sentences?",
              r"sentence[- ](initial|start|opening)", r"after (a |the )?(full stop|period)"),
             _sentence_start, _sentence_templates),  # type: ignore[arg-type]
     Concept("line_start", "position", "The first token of a line (right after a newline).",
-            (r"(start|begin|beginning|first (word|token))s? (of|to) (a |the |each |new )?lines?", r"line[- ](initial|start)",
-             r"after (a |the )?(newline|line break)", r"new ?lines?"), _line_start, _line_templates),  # type: ignore[arg-type]
+            (r"(start|begin|beginning|first (word|token))s? (of|to|on|in) (a |the |each |every |new )*lines?",
+             r"line[- ](initial|start)", r"after (a |the )?(newline|line break)"), _line_start, _line_templates),  # type: ignore[arg-type]
     Concept("after_the", "context", "The token right after the word 'the' (what the definite article introduces).",
             (r"after (the word |the article )?['\"]?the\b['\"]?", r"definite article", r"follow(s|ing)? ['\"]?the\b"),
             _after_word("the"), _context_templates),  # type: ignore[arg-type]
     Concept("after_comma", "context", "The token right after a comma.",
-            (r"after (a )?commas?", r"follow(s|ing)? (a )?commas?", r"\bcommas?\b"), _after_comma,  # type: ignore[arg-type]
+            (r"after (a )?commas?", r"follow(s|ing)? (a )?commas?"), _after_comma,  # type: ignore[arg-type]
             _context_templates),
 )
