@@ -57,20 +57,30 @@ def run_single_pass(sage: Sage, sae: str, features: Sequence[int], base_url: str
         return ExplainerRun("single_pass", [], 0.0, "single_pass needs an LLM: give --llm-base-url and --llm-model")
     import numpy as np
 
-    from sagex.llm import LLMBackend, LLMConfig, LLMError
     from sagex.remote.traces import Trace
+
+    start = time.perf_counter()
+    shown = {fx.feature_id: [Trace(e.text, (), e.tokens, frozenset(), np.asarray(e.values, np.float32))
+                             for e in fx.top]
+             for fx in sage.activation.exemplars(sae, list(features), top_k=10)}
+    out = asyncio.run(_single_pass(shown, base_url, model, usd_per_mtok))
+    return ExplainerRun("single_pass", out, time.perf_counter() - start)
+
+
+async def _single_pass(shown: dict, base_url: str, model: str, usd_per_mtok: tuple[float, float]
+                       ) -> list[Explained]:
+    from sagex.llm import LLMBackend, LLMConfig, LLMError
     from sagex.scoring.baseline import SinglePassExplainer
 
+    # Made inside the event loop that uses it: its HTTP client belongs to that loop.
     backend = LLMBackend(LLMConfig(base_url=base_url, model=model, prompt_usd_per_mtok=usd_per_mtok[0],
                                    completion_usd_per_mtok=usd_per_mtok[1]), config_section="--llm-base-url")
     explainer = SinglePassExplainer(backend)
-    start = time.perf_counter()
     out = []
-    for fx in sage.activation.exemplars(sae, list(features), top_k=10):
-        traces = [Trace(e.text, (), e.tokens, frozenset(), np.asarray(e.values, np.float32)) for e in fx.top]
-        item = Explained(fx.feature_id)
+    for feature_id, traces in shown.items():
+        item = Explained(feature_id)
         try:
-            result = asyncio.run(explainer.explain(traces))
+            result = await explainer.explain(traces)
             item.description = result.text
             item.labels = [(result.text, "")]
             item.prompt_tokens, item.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
@@ -80,4 +90,4 @@ def run_single_pass(sage: Sage, sae: str, features: Sequence[int], base_url: str
         except LLMError as exc:
             item.error = f"{type(exc).__name__}: {exc}"
         out.append(item)
-    return ExplainerRun("single_pass", out, time.perf_counter() - start)
+    return out
