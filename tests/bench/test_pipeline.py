@@ -12,6 +12,7 @@ import pytest
 from sagex.activation.planted.build import BuildSettings, build
 from sagex.activation.planted.registry import select
 from sagex.bench.planted import BenchSettings, run
+from tests.fakes.openai_server import FakeOpenAI
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +34,16 @@ def _config(tmp: Path, corpus: Path) -> Path:
 def test_bench_planted_end_to_end(planted: Path, mining_corpus: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
-    settings = BenchSettings(planted=planted, explainers=("heuristic", "no_such_policy"),
-                             config=str(_config(tmp_path, mining_corpus)), max_rounds=1, concurrency=4, out=out)
-    assert run(settings) == 0
+    with FakeOpenAI(lambda _body: "Digits of numbers written in numerals.") as llm:  # the baseline's LLM
+        settings = BenchSettings(planted=planted, explainers=("heuristic", "single_pass", "no_such_policy"),
+                                 config=str(_config(tmp_path, mining_corpus)), max_rounds=1, concurrency=4, out=out,
+                                 llm_base_url=llm.base_url, llm_model="fake-model")
+        assert run(settings) == 0
     printed = capsys.readouterr().out
     assert "| explainer | recovered: planted |" in printed and "| heuristic |" in printed
 
     data = json.loads((out / "planted.json").read_text())
-    [heuristic, bogus] = data["summary"]
+    [heuristic, single, bogus] = data["summary"]
     assert heuristic["features"] == 7 and heuristic["failed"] == 0 and not heuristic["error"]
     assert heuristic["groups"]["planted"]["n"] == 3
     assert set(heuristic["groups"]) == {"planted", "lexical", "context", "position"}
@@ -48,6 +51,9 @@ def test_bench_planted_end_to_end(planted: Path, mining_corpus: Path, tmp_path: 
     assert 0 <= lo <= heuristic["groups"]["planted"]["rate"] <= hi <= 1
     assert heuristic["dead_triaged"] == [2, 2]  # the dead fillers never fire, so triage names them
     assert heuristic["noise_flagged"][1] == 2
+    assert single["features"] == 7 and single["failed"] == 0 and single["dead_triaged"] == [2, 2]
+    assert single["groups"]["lexical"]["recovered"] == 1  # the one concept its (scripted) phrase names
+    assert single["groups"]["planted"]["recovered"] == 1 and single["llm_tokens_per_feature"] > 0
     assert "not one of" in bogus["error"]  # an unknown policy is reported, the other rows stand
     truth = json.loads((planted / "truth.json").read_text())["features"]
     records = {r["feature"]: r for r in data["features"]["heuristic"]}
