@@ -101,3 +101,15 @@ def test_entry_point_and_selection_errors() -> None:
         select("dev", ["tests.bench.test_concepts:marks_nothing", "tests.bench.test_concepts:marks_nothing"])
     with pytest.raises(ConceptError, match="choose one of"):
         select("everything")
+
+
+def test_the_cli_stays_light() -> None:
+    """`sage bench planted` is wired into the CLI without importing torch or the services."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sagex.cli.main import build_parser; "
+            "args = build_parser().parse_args(['bench', 'planted', 'dir', '--explainers', 'heuristic,symbolic']); "
+            "assert args.explainers == 'heuristic,symbolic'; "
+            "assert 'torch' not in sys.modules and 'sagex.bench.planted' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class BenchSettings:
     sae_id: str = ""  # "": planted-<architecture>
     activation: str = ""  # "": start one here
     agent: str = ""  # "": start one here
-    config: str = ""  # TOML for the services started here ([activation], [agent])
+    config: str = ""  # TOML for the services started here ([agent]; an [activation] table replaces mining_tokens)
     mining_tokens: int = 60_000
     max_rounds: int = 0
     concurrency: int = 4
@@ -87,7 +88,8 @@ class Services:
         try:
             if not self.activation:
                 config = self.settings.config
-                if not config:
+                if not config or "activation" not in tomllib.loads(Path(config).read_text()):
+                    # No [activation] table of the user's: this bench's own mining budget.
                     config = str(self.workdir / "activation.toml")
                     Path(config).write_text(f"[activation]\nmax_mining_tokens = {self.settings.mining_tokens}\n")
                 port = _free_port()
