@@ -228,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              agent=args.agent, config=args.config or "", mining_tokens=args.mining_tokens,
                              max_rounds=args.max_rounds, concurrency=args.concurrency,
                              llm_base_url=args.llm_base_url or "", llm_model=args.llm_model or "", out=Path(args.out))
-    return run(settings, args.judge, args.judge_base_url or "", args.judge_model or "",
+    judge = args.judge if args.judge != "auto" else ("llm" if args.judge_base_url else "offline")
+    return run(settings, judge, args.judge_base_url or "", args.judge_model or "",
                Path(args.from_explanations) if args.from_explanations else None)
 
 
@@ -348,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     planted.add_argument("--concurrency", type=int, default=4, help="features at once per explainer")
     planted.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for LLM explainers (openai, single_pass)")
     planted.add_argument("--llm-model", help="its model name")
-    planted.add_argument("--judge", default="offline", choices=["offline", "llm"],
-                         help="offline: key terms + MiniLM similarity (default); llm: an endpoint")
+    planted.add_argument("--judge", default="auto", choices=["auto", "offline", "llm"],
+                         help="offline: key terms + MiniLM similarity; llm: an endpoint; auto (default): llm when "
+                         "--judge-base-url is given, else offline")
     planted.add_argument("--judge-base-url", help="the LLM judge's OpenAI-compatible endpoint")
     planted.add_argument("--judge-model", help="the LLM judge's model")
     planted.add_argument("--from-explanations", help="re-judge a saved explanations.json instead of explaining")
