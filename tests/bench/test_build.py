@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sagex.activation.planted.build import BuildError, BuildSettings, build, load_lm
+from sagex.activation.planted.build import BuildError, BuildSettings, build, load_lm, reverify
 from sagex.activation.planted.concepts import NEG, POS, Concept, Doc
 from sagex.activation.planted.registry import select
 from sagex.activation.sae import load_sae
@@ -62,6 +62,15 @@ def test_build_plants_good_probes_and_reports_the_rest(lm, tmp_path: Path) -> No
             assert v["firing_rate"] == 0
     report = json.loads((tmp_path / "out" / "build.json").read_text())
     assert {p["concept"] for p in report["probes"]} == {"digit_number", "after_comma", "never", "coin"}
+
+
+def test_verify_again_measures_the_same(tmp_path: Path) -> None:
+    dev = {c.name: c for c in select("dev")}
+    built = build(tmp_path / "out", BuildSettings(architecture="topk", **SMALL), [dev["digit_number"]])
+    again = reverify(tmp_path / "out")  # from build.json alone, model loaded afresh
+    assert again.verification == built.verification
+    with pytest.raises(BuildError, match="not a built planted SAE"):
+        reverify(tmp_path)
 
 
 def test_nothing_plantable_is_a_clear_error(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

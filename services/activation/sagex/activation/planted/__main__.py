@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from sagex.activation.planted.build import ARCHITECTURES, BuildError, BuildSettings, build, format_report
+from sagex.activation.planted.build import (
+    ARCHITECTURES,
+    BuildError,
+    BuildSettings,
+    build,
+    format_report,
+    reverify,
+)
 from sagex.activation.planted.registry import SETS, ConceptError, select
 
 
@@ -60,12 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="probe concepts, plant them in an SAELens folder, verify it")
     add_build_arguments(b)
+    v = sub.add_parser("verify", help="measure a built folder's features again on its test documents")
+    v.add_argument("out", help="the folder given to build --out")
     c = sub.add_parser("concepts", help="list a concept set (names, kinds, descriptions)")
     c.add_argument("--concepts", default="dev", choices=SETS)
     args = parser.parse_args(argv)
     if args.command == "concepts":
         for concept in select(args.concepts):
             print(f"{concept.name:<24} {concept.kind:<11} {concept.description}")
+        return 0
+    if args.command == "verify":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            print(format_report(reverify(Path(args.out))))
+        except (BuildError, ConceptError) as exc:
+            print(f"planted verify: {exc}", file=sys.stderr)
+            return 2
         return 0
     return run_build(args)
 

@@ -249,7 +249,8 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: o
         "d_sae": len(truth), "features": {str(j): role for j, role in truth.items()}}, indent=1) + "\n")
     verification = verify(out / "sae", truth, concepts, samples, hidden)
     (out / "build.json").write_text(json.dumps({
-        "settings": asdict(settings), "hook_name": hook_name, "model": lm.name,
+        "settings": asdict(settings), "concept_names": [c.name for c in concepts], "hook_name": hook_name,
+        "model": lm.name,
         "documents": {"train": sum(s.split == "train" for s in samples),
                       "test": sum(s.split == "test" for s in samples)},
         "tokens": sum(len(s.doc) for s in samples), "seconds": round(time.perf_counter() - start, 1),
@@ -257,6 +258,34 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: o
         "probes": [asdict(r) for r in reports],
         "verification": {str(j): v for j, v in verification.items()}}, indent=1) + "\n")
     return Built(out, reports, truth, verification)
+
+
+def reverify(out: Path) -> Built:
+    """Verify a built folder again (after moving it, or with another sae-lens): the same
+    documents from its build settings, through the service's loader and encoder."""
+    from sagex.activation.assets.paths import cache_dir
+    from sagex.activation.planted.registry import select
+
+    try:
+        data = json.loads((out / "build.json").read_text())
+        truth = {int(k): v for k, v in json.loads((out / "truth.json").read_text())["features"].items()}
+    except (OSError, ValueError, KeyError) as exc:
+        raise BuildError(f"{out} is not a built planted SAE ({exc})") from None
+    settings = BuildSettings(**{**data["settings"], "extra_concepts": tuple(data["settings"]["extra_concepts"])})
+    known = {c.name: c for c in select("all", settings.extra_concepts)}
+    names = data.get("concept_names") or [c.name for c in select(settings.concepts, settings.extra_concepts)]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise BuildError(f"concepts {missing} of this build are not in the registry (built from Python objects?); "
+                         "verify needs them as --concept entries")
+    concepts = [known[n] for n in names]  # the build's own order: the same documents
+    lm, layer = load_lm(settings, data["hook_name"])
+    corpus_dir = Path(settings.corpus_dir) if settings.corpus_dir else cache_dir() / "corpus"
+    corpus = corpus_texts(corpus_dir, settings.corpus_docs, settings.seed) if settings.corpus_docs else []
+    samples = build_samples(lm, concepts, corpus, settings.seed, settings.max_tokens, settings.templates_per_concept)
+    hidden = hidden_states(lm, layer, samples)
+    reports = [ProbeReport(**p) for p in data["probes"]]
+    return Built(out, reports, truth, verify(out / "sae", truth, concepts, samples, hidden))
 
 
 def format_report(built: Built) -> str:

@@ -82,6 +82,17 @@ def _of_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 50)
 
 
+def _after_to(doc: Doc) -> object:
+    return tokens(doc, lambda d, i: i > 0 and d.token(i - 1).strip().lower() == "to")
+
+
+def _to_templates(rng: random.Random) -> list[str]:
+    frames = ["{name} wanted to {verb} the {noun}.", "The {noun} went to the {noun}.", "{name} tried to {verb} it.",
+              "{name} sat too close to the {noun}.", "Give it to {name} today.", "The {noun} is in the {noun}."]
+    slots = {"name": NAMES, "verb": VERBS, "noun": NOUNS}
+    return fill(rng, frames, slots, 50)
+
+
 def _capitalised(doc: Doc) -> object:
     def rule(d: Doc, i: int) -> bool | None:
         start, end = d.spans[i]
@@ -126,6 +137,9 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("after_of", "context", "The token right after the word 'of'.",
             (r"after (the word )?['\"]?of\b", r"follow(s|ing)? ['\"]?of\b", r"\bof\b.*object"), _after_of,
             _of_templates),
+    Concept("after_to", "context", "The token right after the word 'to' (an infinitive verb or a destination).",
+            (r"after (the word )?['\"]?to\b", r"follow(s|ing)? ['\"]?to\b", r"\binfinitives?\b"), _after_to,
+            _to_templates),
     Concept("capitalised_word", "position", "A capitalised word that does not start a sentence (a proper name).",
             (r"capitali[sz]ed", r"proper (names?|nouns?)", r"upper-?case"), _capitalised, _capital_templates),
 )
