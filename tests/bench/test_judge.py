@@ -81,3 +81,34 @@ def test_unreachable_judge_endpoint_is_a_clear_error_before_any_work() -> None:
     with pytest.raises(BenchError, match="--judge-base-url and --judge-model"):
         make_judge("llm", "", "")
     assert isinstance(LLMJudge, type)
+
+
+def test_a_judge_failing_mid_run_keeps_the_explanations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sagex.bench.planted import BenchSettings, run
+    from tests.fakes.openai_server import Reply
+
+    saved = tmp_path / "explanations.json"
+    saved.write_text(json.dumps({
+        "sae_id": "planted-topk", "architecture": "topk", "hook_name": "model.layers.3", "concepts": "dev",
+        "roles": {"0": {"role": "planted", "concept": "month_name", "kind": "lexical",
+                        "description": "The name of a calendar month.", "key_terms": ["months?"]},
+                  "1": {"role": "dead"}},
+        "runs": [{"explainer": "heuristic", "seconds": 1.0, "error": "", "features": [
+            {"feature_id": 0, "description": "month names", "labels": [["months", "calendar months"]],
+             "triage_class": "", "error": "", "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
+            {"feature_id": 1, "description": "Dead feature", "labels": [], "triage_class": "dead", "error": "",
+             "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}]}]}))
+    before = saved.read_text()
+    # The judge answers its reachability check, then breaks (HTTP 400: not retried).
+    answers = iter([Reply("yes")] + [Reply(None, status=400, error="model unloaded")] * 10)
+    with FakeOpenAI(lambda _body: next(answers)) as fake:
+        code = run(BenchSettings(planted=tmp_path, out=tmp_path / "llm"), "llm", fake.base_url, "fake-model",
+                   from_explanations=saved)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "LLM judge failed" in err and "--from-explanations" in err and str(saved) in err
+    assert saved.read_text() == before  # nothing lost
+    # ... and the offline judge reads the same file.
+    assert run(BenchSettings(planted=tmp_path, out=tmp_path / "offline"), from_explanations=saved) == 0
+    summary = json.loads((tmp_path / "offline" / "planted.json").read_text())["summary"][0]
+    assert summary["groups"]["planted"]["recovered"] == 1 and summary["dead_triaged"] == [1, 1]

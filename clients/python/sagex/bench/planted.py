@@ -367,8 +367,9 @@ def run(settings: BenchSettings, judge_kind: str = "offline", judge_base_url: st
         try:
             print("\n" + report(settings, truth, sae_id, runs, judge, started))
         except JudgeUnavailable as exc:
-            raise BenchError(f"{exc}; the explanations are saved in {settings.out / 'explanations.json'}: rerun "
-                             "with --from-explanations and a working judge") from None
+            kept = from_explanations or settings.out / "explanations.json"
+            raise BenchError(f"{exc}; the explanations are saved in {kept}: rerun with --from-explanations "
+                             f"{kept} and a working judge") from None
     except (BenchError, JudgeUnavailable) as exc:
         print(f"sage bench planted: {exc}", file=sys.stderr)
         return 2
