@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all test-e2e bench bench-gpu load fuzz report serve proto proto-check lint assets clean
+.PHONY: setup demo test test-all test-e2e bench bench-planted bench-gpu load fuzz report serve proto proto-check lint assets clean
 
 setup: $(STAMP)/assets
 
@@ -61,6 +61,9 @@ test-all: setup
 bench: setup
 	$(PY) benchmarks/activation_cpu.py
 	$(PY) benchmarks/agent.py
+
+bench-planted: setup  # heuristic recovery on planted TopK and JumpReLU SAEs (about 15 min on 2 cores)
+	$(PY) benchmarks/planted.py --arch topk jumprelu --explainers heuristic
 
 bench-gpu: setup
 	$(PY) benchmarks/gpu_encode.py
