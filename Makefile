@@ -12,12 +12,13 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean
+.PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean bench-planted
 
 setup: $(STAMP)/assets
 
 # Contracts first: everything else depends on them.
-DISTS := protos/python services/common services/activation services/agent services/scoring clients/python
+DISTS := protos/python services/common services/activation services/agent services/scoring clients/python \
+         clients/bench
 # Hand-written modules of the contracts (the rest of protos/python is generated).
 API_SOURCES := protos/python/sagex/api/codec.py protos/python/sagex/api/credentials.py
 
@@ -78,6 +79,9 @@ test-all: setup
 bench: setup
 	$(PY) benchmarks/activation_cpu.py
 	$(PY) benchmarks/agent.py
+
+bench-planted: setup  # heuristic recovery on planted TopK and JumpReLU SAEs (about 15 min on 2 cores)
+	$(PY) benchmarks/planted.py --arch topk jumprelu --explainers heuristic
 
 bench-gpu: setup
 	$(PY) benchmarks/gpu_encode.py

@@ -12,6 +12,7 @@
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
     sage export SAE 1,5,10-20 --format neuronpedia,delphi --out export/
+    sage bench planted DIR --explainers heuristic,openai   # recovery of planted concepts (ground truth)
 
 The services are separate distributions: `sage serve X` runs `python -m sagex.X`
 and `sage assets` runs `python -m sagex.activation.assets`, so this CLI (and the SDK it
@@ -156,6 +157,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                   scoring=args.scoring, scorers=scorers, seed=args.seed, model_id=args.model_id, source=args.source)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    return _run_module("sagex.bench", [args.bench, *args.flags], "clients/bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--model-id", default="", help="Neuronpedia model id (default: from the served model's name)")
     exp.add_argument("--source", default="", help="Neuronpedia source id, {layer}-{set} (default: from the hook and SAE id)")
     exp.set_defaults(func=cmd_export)
+    bench = sub.add_parser("bench", help="benchmarks against ground truth (python -m sagex.bench; needs the services)",
+                           description="Runs `python -m sagex.bench BENCH FLAGS` (clients/bench); "
+                           "`sage bench planted --help` lists its flags.")
+    bench.add_argument("bench", choices=["planted"])
+    bench.add_argument("flags", nargs=argparse.REMAINDER, help="the benchmark's flags")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")

@@ -113,6 +113,10 @@ class ServerOptions:
             # Clients reconnect periodically, so new replicas get traffic after a scale-out.
             ("grpc.max_connection_age_ms", 30 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 60 * 1000),
+            # Clients ping every 60 s (SDK keepalive) during long silent calls such as a first
+            # mining scan; the default 5-minute floor answered them with GOAWAY "too_many_pings",
+            # which failed MineExemplars after about three minutes.
+            ("grpc.http2.min_ping_interval_without_data_ms", 30 * 1000),
         ]
 
 
