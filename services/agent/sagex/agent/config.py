@@ -13,7 +13,8 @@ from sagex.llm.backend import LLMConfig
 from sagex.server.lifecycle import ServerOptions
 
 DEFAULT_PORT = 50052
-POLICIES = ("heuristic", "openai")
+POLICIES = ("heuristic", "symbolic", "openai", "auto")
+LLM_POLICIES = ("openai", "auto")  # need an LLM model name
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class AgentConfig:
             problems.append(f"activation: give one or more host:port addresses, got {list(self.activation)}")
         if self.default_policy not in POLICIES:
             problems.append(f"default_policy: {self.default_policy!r} is not one of {POLICIES}")
-        if self.default_policy == "openai" and not self.llm.model:
-            problems.append("llm.model: the openai policy needs a model name")
+        if self.default_policy in LLM_POLICIES and not self.llm.model:
+            problems.append(f"llm.model: the {self.default_policy} policy needs a model name")
         problems += [f"budget.{f}: {why}" for f, why in self.budget.problems()]
         problems += self.triage.problems()
         if not 3 <= self.num_hypotheses <= 8:

@@ -14,6 +14,7 @@ from sagex.agent.jobs import JobManager
 from sagex.agent.policies.base import Policy
 from sagex.agent.policies.heuristic import HeuristicPolicy
 from sagex.agent.policies.llm import LLMPolicy
+from sagex.agent.policies.symbolic import SymbolicPolicy
 from sagex.agent.servicer import AgentServicer, OperationsServicer
 from sagex.agent.store import Store
 from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
@@ -49,6 +50,8 @@ def build_runtime(config: AgentConfig) -> AgentRuntime:
     def make_policy(spec: RunSpec) -> Policy:
         if spec.policy == "openai":
             return LLMPolicy(llm, spec.model or config.llm.model, spec.budget)
+        if spec.policy in ("symbolic", "auto"):  # auto: symbolic first (the explainer routes on)
+            return SymbolicPolicy()
         return HeuristicPolicy()
 
     jobs = JobManager(config, store, Explainer(config, activation, make_policy))
