@@ -29,9 +29,10 @@ from sagex.agent.state import (
 )
 from sagex.agent.symbolic import names
 from sagex.agent.symbolic.probes import probe_texts
-from sagex.agent.symbolic.resources import ResourceMissing
+from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import Evidence, Scored, candidates, gather, score
 from sagex.llm.backend import Usage
+from sagex.remote.traces import Trace
 
 TRUE_PER_ROUND = 2
 FALSE_PER_ROUND = 2
@@ -55,6 +56,8 @@ class SymbolicPolicy:
     def __init__(self) -> None:
         self._ev: Evidence | None = None
         self._cands: list[Scored] = []
+        self.best: Scored | None = None  # the predicate of the first label, once concluded
+        self.best_confirmed = False
 
     def usage(self) -> Usage:
         return Usage()
@@ -64,8 +67,8 @@ class SymbolicPolicy:
             ex = state.view.exemplars
             others = [t for _, _, ts in ex.bands for t in ts] + list(ex.non_activating)
             try:
-                self._ev = await asyncio.to_thread(gather, ex.top, others, state.view.fire_threshold)
-                self._cands = await asyncio.to_thread(candidates, self._ev)
+                self._ev = await asyncio.to_thread(serial, gather, ex.top, others, state.view.fire_threshold)
+                self._cands = await asyncio.to_thread(serial, candidates, self._ev)
             except ResourceMissing as exc:
                 raise StepFailed("hypothesize", str(exc)) from None
         return self._ev
@@ -123,7 +126,7 @@ class SymbolicPolicy:
         out: list[ProbeDraft] = []
         for h in hypotheses:
             left = probes_left.get(h.id, 0)
-            out += await asyncio.to_thread(self._drafts, state, h, state.round, min(left, 4))
+            out += await asyncio.to_thread(serial, self._drafts, state, h, state.round, min(left, 4))
         return out
 
     # -- verdicts -----------------------------------------------------------------
@@ -186,7 +189,7 @@ class SymbolicPolicy:
         out: list[ProbeDraft] = []
         for h in state.hypotheses:
             if h.status is Status.CONFIRMED and not h.is_control and probes_left.get(h.id, 0) > 0:
-                out += await asyncio.to_thread(self._drafts, state, h, state.round + 11, min(3, probes_left[h.id]))
+                out += await asyncio.to_thread(serial, self._drafts, state, h, state.round + 11, min(3, probes_left[h.id]))
         return out
 
     # -- conclusion ---------------------------------------------------------------
@@ -222,12 +225,15 @@ class SymbolicPolicy:
             if labels and len(s.hits & covered) > MERGE_OVERLAP * max(len(s.hits), 1):
                 continue  # the same behaviour as a label already given (a member or a wider class of it)
             covered |= s.hits
+            if not labels:
+                self.best, self.best_confirmed = s, True
             labels.append(self._label(s, probes, value))
             parts.append(labels[-1].description)
         if not labels:
             top = ranked[0] if ranked else None
             if top is not None and top[2].f1 >= F1_FLOOR:
                 _, h, s, probes = top
+                self.best = s
                 label = self._label(s, probes, top[0], tentative=True)
                 labels.append(label)
                 parts.append(label.description)
@@ -264,3 +270,19 @@ class SymbolicPolicy:
             desc += " Tentative: its probes did not confirm it."
         desc += f" Confidence {confidence:.2f}."
         return Label(name if not tentative else f"{name} (tentative)", desc)
+
+    def route_score(self, fresh_top: Sequence[Trace], fresh_other: Sequence[Trace], threshold: float) -> float:
+        """How well the best label predicts firing on windows it was not fitted on:
+        its F1 there, halved when its probes did not confirm it (0 without a label)."""
+        if self.best is None:
+            return 0.0
+        ev = serial(gather, fresh_top, fresh_other, threshold)
+        f1 = score(self.best.keys, ev).f1 if ev.firing else 0.0
+        return f1 if self.best_confirmed else f1 / 2
+
+    @staticmethod
+    def findings(state: RunState, conclusion: Conclusion) -> str:
+        """What the symbolic pass measured, for the LLM that takes over."""
+        lines = [f"- {h.text} -> {h.status.value}" + (f" ({h.updates[-1].reason[:160]})" if h.updates else "")
+                 for h in state.hypotheses]
+        return "Its hypotheses:\n" + "\n".join(lines) + f"\nIts conclusion: {conclusion.description[:400]}"

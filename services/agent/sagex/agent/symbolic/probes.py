@@ -227,3 +227,48 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
         t = texts[(salt * 5 + i + 3) % len(texts)]
         add(t, False, "a sentence where it holds nowhere")
     return trues, falses
+
+
+CLASS_ORDER = ("hyp", "ent", "ss", "tag")
+
+
+def best_class(word_keys: frozenset[str]) -> str | None:
+    """A class of the word other than WordNet's: its entity type, supersense or fine tag."""
+    for head in CLASS_ORDER[1:]:
+        ks = sorted(k for k in word_keys if k.startswith(head + ":"))
+        if ks:
+            return ks[0]
+    return None
+
+
+def sibling_probes(ctx: Context, count: int) -> list[tuple[str, str, str]]:
+    """``ctx`` with its peak word swapped for other members of the word's best class:
+    (text, sibling, class key). A single-token feature stays silent on all of them."""
+    tagged = tag(ctx.text)
+    at = tagged.words_in(ctx.start, ctx.end)
+    if not at:
+        return []
+    keys = tagged.words[at[0]].keys
+    nearest = _nearest_first(ctx.text, at[0])
+    key = nearest[0] if nearest else best_class(keys)
+    if key is None:
+        return []
+    word = ctx.word.strip().lower()
+    out = []
+    for m in members(key, ctx.word):
+        if m.strip().lower() == word or word in m.lower() or m.lower() in word:
+            continue
+        text = ctx.swap(m)
+        if is_true((key,), tag(text)):
+            out.append((text, m, key))
+        if len(out) >= count:
+            break
+    return out
+
+
+def _nearest_first(text: str, index: int) -> list[str]:
+    """The hypernym keys of word ``index`` in the order WordNet gives them (nearest first)."""
+    doc_word = tag(text).words[index]
+    lemma = next((k[6:] for k in doc_word.keys if k.startswith("lemma:")), "")
+    pos = next((k[4:] for k in doc_word.keys if k.startswith("pos:")), "")
+    return [k for k in meaning(lemma, pos) if k.startswith("hyp:")]

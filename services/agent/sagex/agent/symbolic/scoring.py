@@ -7,8 +7,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sagex.agent.state import Expect, ProbeDraft
+from sagex.agent.symbolic import names
 from sagex.agent.symbolic.names import kind
-from sagex.agent.symbolic.probes import Context
+from sagex.agent.symbolic.probes import Context, sibling_probes
 from sagex.agent.symbolic.tagging import trace_facts
 from sagex.remote.traces import Trace
 
@@ -119,3 +121,18 @@ def candidates(ev: Evidence, limit: int = 40) -> list[Scored]:
                 out.append(c)
     out.sort(key=_rank)
     return out[:limit]
+
+
+def sibling_checks(top: Sequence[Trace], token: str, threshold: float, count: int = 2) -> list[ProbeDraft]:
+    """Silent-expected probes for a single-token claim: exemplar contexts of ``token``
+    with its word swapped for other members of the word's best class."""
+    out: list[ProbeDraft] = []
+    for t in top:
+        if t.peak_token != token or t.max_activation < threshold or (c := _context(t)) is None:
+            continue
+        for text, member, key in sibling_probes(c, count - len(out)):
+            out.append(ProbeDraft(0, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, another "
+                                                          f"member of {names.name(key)}"))
+        if len(out) >= count:
+            break
+    return out
