@@ -184,7 +184,8 @@ class Explainer:
     async def _triaged(
         self, state: RunState, outcome: Outcome, run: Callable[[Sequence[str]], Awaitable[list[Trace]]], emit: Emit
     ) -> bool:
-        found = triage(state.view, self.config.triage, siblings=_siblings)
+        # Off the event loop: the sibling probes tag texts (and may load the tagger first).
+        found = await asyncio.to_thread(triage, state.view, self.config.triage, _siblings)
         if found is None:
             return False
         probes = await run_probes(state, found.checks, run, emit) if found.checks else []
