@@ -232,17 +232,20 @@ class SymbolicPolicy:
         if not labels:
             top = ranked[0] if ranked else None
             if top is not None and top[2].f1 >= F1_FLOOR:
+                # A low-confidence label: the data suggest it, the probes did not confirm it.
                 _, h, s, probes = top
                 self.best = s
                 label = self._label(s, probes, top[0], tentative=True)
                 labels.append(label)
+                parts.append(f"Inconclusive: the best reading, {label.name.removesuffix(' (tentative)')}, was not "
+                             "confirmed by its probes.")
                 parts.append(label.description)
             else:
                 peaks = ", ".join(repr(w) for w in dict.fromkeys(ev.peak_words[:4]))
                 labels.append(Label("unexplained (likely noise)",
                                     f"No predicate of the library covers its firing (best F1 {best_f1:.2f} < "
                                     f"{F1_FLOOR}) and no probe reproduced it; top exemplars peak on {peaks}."))
-                parts.append(labels[-1].description)
+                parts.append("Inconclusive, likely noise: " + labels[-1].description)
         control = next((h for h in state.hypotheses if h.is_control), None)
         if control is not None and control.status is not Status.PENDING:
             held = "held" if control.status is Status.CONFIRMED else "failed"

@@ -44,23 +44,27 @@ def wordnet_dirs() -> list[str]:
     return [env] if env else list(WORDNET_DIRS)
 
 
-@lru_cache(maxsize=1)
 def nlp() -> Any:
     """spaCy's English pipeline (tagger, morphology, lemmas, parser, NER)."""
-    with _lock:
+    with _lock:  # one load even when the warm-up thread and a first feature ask at once
+        return _nlp()
+
+
+@lru_cache(maxsize=1)
+def _nlp() -> Any:
+    try:
+        importlib.import_module("spacy")
+    except ImportError:
+        raise ResourceMissing(f"the symbolic explainer needs spaCy, which is not installed: {INSTALL_HINT}") \
+            from None
+    for name in SPACY_MODELS:
         try:
-            importlib.import_module("spacy")
+            module = importlib.import_module(name)
         except ImportError:
-            raise ResourceMissing(f"the symbolic explainer needs spaCy, which is not installed: {INSTALL_HINT}") \
-                from None
-        for name in SPACY_MODELS:
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            return module.load()
-        raise ResourceMissing(f"the symbolic explainer needs spaCy's English model ({' or '.join(SPACY_MODELS)}), "
-                              f"which is not installed: {INSTALL_HINT}")
+            continue
+        return module.load()
+    raise ResourceMissing(f"the symbolic explainer needs spaCy's English model ({' or '.join(SPACY_MODELS)}), "
+                          f"which is not installed: {INSTALL_HINT}")
 
 
 # WordNet 3.0's lexicographer files (lexnames(5)): number, name, syntactic category.
@@ -95,30 +99,34 @@ def _reader_dir(source: Path) -> Path:
     return target
 
 
-@lru_cache(maxsize=1)
 def wordnet() -> Any:
     """nltk's WordNet reader over the system's WordNet 3.0 data files."""
     with _lock:
-        for d in wordnet_dirs():
-            if (Path(d) / "data.noun").is_file() and (Path(d) / "index.noun").is_file():
-                import warnings
+        return _wordnet()
 
-                import nltk
-                from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-                root = str(_reader_dir(Path(d)))
-                if root not in nltk.data.path:  # nltk reads only from its allowed data roots
-                    nltk.data.path.append(root)
-                class _Reader(WordNetCorpusReader):  # type: ignore[misc]
-                    def map_wn(self, version: str = "wordnet") -> None:
-                        return None  # no mapping to other WordNet versions: only multilingual lookups use it
+@lru_cache(maxsize=1)
+def _wordnet() -> Any:
+    for d in wordnet_dirs():
+        if (Path(d) / "data.noun").is_file() and (Path(d) / "index.noun").is_file():
+            import warnings
 
-                with warnings.catch_warnings():  # "multilingual functions are not available": we use none
-                    warnings.simplefilter("ignore", UserWarning)
-                    return _Reader(root, None)
-        raise ResourceMissing(f"the symbolic explainer needs WordNet 3.0 data (data.noun, index.noun) in "
-                              f"{' or '.join(wordnet_dirs())}, which is missing: {INSTALL_HINT}; "
-                              "SAGEX_WORDNET_DIR names another folder")
+            import nltk
+            from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+            root = str(_reader_dir(Path(d)))
+            if root not in nltk.data.path:  # nltk reads only from its allowed data roots
+                nltk.data.path.append(root)
+            class _Reader(WordNetCorpusReader):  # type: ignore[misc]
+                def map_wn(self, version: str = "wordnet") -> None:
+                    return None  # no mapping to other WordNet versions: only multilingual lookups use it
+
+            with warnings.catch_warnings():  # "multilingual functions are not available": we use none
+                warnings.simplefilter("ignore", UserWarning)
+                return _Reader(root, None)
+    raise ResourceMissing(f"the symbolic explainer needs WordNet 3.0 data (data.noun, index.noun) in "
+                          f"{' or '.join(wordnet_dirs())}, which is missing: {INSTALL_HINT}; "
+                          "SAGEX_WORDNET_DIR names another folder")
 
 
 def check() -> None:
