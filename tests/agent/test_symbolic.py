@@ -32,7 +32,8 @@ async def test_symbolic_labels_read_as_concepts(agent: AgentClient, token_featur
     for label in ex.labels:
         assert "\n" not in label.name and len(label.name) <= 80 and label.description.startswith("Fires on") \
             or label.name.startswith("unexplained")
-        assert re.search(r"Confidence \d\.\d\d", label.description) or label.name.startswith("unexplained")
+        assert 0 < label.confidence <= 1 or label.name.startswith("unexplained")
+        assert f"Confidence {label.confidence:.2f}" in label.description or label.name.startswith("unexplained")
     sentences = [s.strip() for s in re.split(r"(?<=\.) ", ex.description) if s.strip()]
     assert len(sentences) == len(set(sentences))  # no sentence said twice
 

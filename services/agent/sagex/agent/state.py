@@ -126,6 +126,7 @@ class Verdict:
 class Label:
     name: str
     description: str
+    confidence: float = 0.0  # 0..1 from the probes' agreement; 0: the policy gives none
 
 
 @dataclass(frozen=True)

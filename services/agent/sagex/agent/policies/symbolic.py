@@ -244,7 +244,7 @@ class SymbolicPolicy:
                 peaks = ", ".join(repr(w) for w in dict.fromkeys(ev.peak_words[:4]))
                 labels.append(Label("unexplained (likely noise)",
                                     f"No predicate of the library covers its firing (best F1 {best_f1:.2f} < "
-                                    f"{F1_FLOOR}) and no probe reproduced it; top exemplars peak on {peaks}."))
+                                    f"{F1_FLOOR}) and no probe reproduced it; top exemplars peak on {peaks}.", 0.0))
                 parts.append("Inconclusive, likely noise: " + labels[-1].description)
         control = next((h for h in state.hypotheses if h.is_control), None)
         if control is not None and control.status is not Status.PENDING:
@@ -272,7 +272,7 @@ class SymbolicPolicy:
         if tentative:
             desc += " Tentative: its probes did not confirm it."
         desc += f" Confidence {confidence:.2f}."
-        return Label(name if not tentative else f"{name} (tentative)", desc)
+        return Label(name if not tentative else f"{name} (tentative)", desc, round(confidence, 3))
 
     def route_score(self, fresh_top: Sequence[Trace], fresh_other: Sequence[Trace], threshold: float) -> float:
         """How well the best label predicts firing on windows it was not fitted on:
