@@ -228,7 +228,7 @@ class SymbolicPolicy:
             if not labels:
                 self.best, self.best_confirmed = s, True
             labels.append(self._label(s, probes, value))
-            parts.append(labels[-1].description)
+            parts.append(self._summary(s, probes))
         if not labels:
             top = ranked[0] if ranked else None
             if top is not None and top[2].f1 >= F1_FLOOR:
@@ -239,7 +239,7 @@ class SymbolicPolicy:
                 labels.append(label)
                 parts.append(f"Inconclusive: the best reading, {label.name.removesuffix(' (tentative)')}, was not "
                              "confirmed by its probes.")
-                parts.append(label.description)
+                parts.append(self._summary(s, probes))
             else:
                 peaks = ", ".join(repr(w) for w in dict.fromkeys(ev.peak_words[:4]))
                 labels.append(Label("unexplained (likely noise)",
@@ -263,7 +263,7 @@ class SymbolicPolicy:
         ok = sum(p.as_expected for p in probes)
         unseen = [p.draft.rationale.split(", ")[-1] for p in probes
                   if p.draft.expected is Expect.FIRES and p.fired and "member" in p.draft.rationale]
-        desc = f"Fires on {name}" + (f" ({gloss})" if gloss else "") + "."
+        desc = f"Fires on {name}" + (f" ({gloss})" if gloss else "") + self._examples() + "."
         desc += (f" On the exemplar windows {s.precision:.0%} of tokens that are {name} fire and {s.recall:.0%} "
                  f"of firing tokens are {name}.")
         if probes:
@@ -273,6 +273,34 @@ class SymbolicPolicy:
             desc += " Tentative: its probes did not confirm it."
         desc += f" Confidence {confidence:.2f}."
         return Label(name if not tentative else f"{name} (tentative)", desc, round(confidence, 3))
+
+    def _summary(self, s: Scored, probes: Sequence[Probe]) -> str:
+        """One label in plain words for the explanation's description: what it fires on,
+        with examples, and what the probes showed about unseen members."""
+        name = names.conjunction_name(s.keys)
+        text = f"Fires on {name}{self._examples()}."
+        fresh = [p.draft.rationale.rsplit(", ", 1)[-1] for p in probes
+                 if p.draft.expected is Expect.FIRES and p.fired and "member" in p.draft.rationale]
+        quiet = [p.draft.rationale.rsplit(", ", 1)[-1] for p in probes
+                 if p.draft.expected is Expect.SILENT and not p.fired and "non-member" in p.draft.rationale]
+        if fresh:
+            text += f" It also fires on {', '.join(dict.fromkeys(fresh))}, which the exemplars never showed"
+            text += f", and stays silent on {', '.join(dict.fromkeys(quiet))}." if quiet else "."
+        return text
+
+    def _examples(self, count: int = 3) -> str:
+        """', as in "…to whom", "…on whom"': the ends of top exemplar contexts, up to the peak word."""
+        if self._ev is None:
+            return ""
+        shown: list[str] = []
+        for c in self._ev.contexts:
+            words = c.text[: c.end].replace("\n", " ").split()
+            tail = " ".join(words[-4:])
+            if tail and tail not in shown:
+                shown.append(tail)
+            if len(shown) >= count:
+                break
+        return ", as in " + ", ".join(f'"…{t}"' for t in shown) if shown else ""
 
     def route_score(self, fresh_top: Sequence[Trace], fresh_other: Sequence[Trace], threshold: float) -> float:
         """How well the best label predicts firing on windows it was not fitted on:

@@ -199,7 +199,8 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
     fresh = fresh[rot % len(fresh):] + fresh[: rot % len(fresh)] if fresh else []
     # 1. minimal pairs: an exemplar context with its peak word swapped for another member
     for ctx, m in zip(ctxs, fresh, strict=False):
-        add(ctx.swap(m), True, f"{ctx.word.strip()!r} swapped for another member, {m!r}")
+        if m.strip().lower() != ctx.word.strip().lower():
+            add(ctx.swap(m), True, f"{ctx.word.strip()!r} swapped for another member, {m!r}")
     # 2. fresh members in bank sentences, and structural edits of bank sentences
     texts = bank()
     for i in range(len(texts)):
