@@ -73,3 +73,20 @@ async def test_auto_sends_an_unexplained_feature_to_the_llm_with_the_symbolic_fi
     assert ex.policy == "auto:openai" and ex.usage.llm_calls > 0 and ex.usage.prompt_tokens > 0
     first = fake.requests[0]["messages"][-1]["content"]
     assert "A symbolic explainer" in first and "Its hypotheses:" in first
+
+
+async def test_triage_probes_class_siblings_before_a_single_token_label(
+        agent: AgentClient, token_features: dict[int, str]) -> None:
+    """A token label from triage stands only when other members of the token's class
+    (swapped into the exemplar's own context) stayed silent."""
+    for feature in list(token_features)[:3]:
+        events = [e async for e in agent.agent.ExplainFeature(pb.ExplainFeatureRequest(
+            sae_id=SAE, feature_id=feature, policy=pb.PolicySpec(policy="symbolic")))]
+        ex = events[-1].explanation
+        assert not ex.HasField("error")
+        siblings = [p for p in ex.probes if p.hypothesis_id == 0 and "another member of" in p.rationale]
+        if ex.triage_class == "single_token":
+            assert siblings and all(p.expected == pb.EXPECTED_OUTCOME_SILENT and p.as_expected for p in siblings)
+            assert all(p.as_expected for p in ex.probes)
+        elif siblings:  # the claim was checked and failed: the loop ran instead
+            assert ex.hypotheses and any(not p.as_expected for p in ex.probes if p.hypothesis_id == 0)
