@@ -30,6 +30,14 @@ def test_grammar_and_morphology_come_from_the_tagger() -> None:
     assert "morph:Number=Plur" not in keys_of(text, "she")
 
 
+def test_word_families_by_affix() -> None:
+    text = "She quietly reopened the unhappy letters."
+    assert "suffix:ly" in keys_of(text, "quietly") and "prefix:re" in keys_of(text, "reopened")
+    assert {"suffix:ed", "prefix:re"} <= keys_of(text, "reopened") and "prefix:un" in keys_of(text, "unhappy")
+    assert not any(k.startswith("suffix:") for k in keys_of(text, "She"))  # too short to carry one
+    assert names.name("suffix:ly") == "words ending in -ly"
+
+
 def test_meaning_reads_wordnet_and_named_entities() -> None:
     text = "In January we flew from Paris to see the lions."
     january = keys_of(text, "January")

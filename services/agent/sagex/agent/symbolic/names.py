@@ -73,7 +73,8 @@ FIXED = {
 }
 KIND = {"tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
         "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling",
-        "spell": "spelling", "len": "spelling", "in": "structure", "depth": "structure", "at": "structure",
+        "spell": "spelling", "len": "spelling", "suffix": "lexical", "prefix": "lexical", "in": "structure",
+        "depth": "structure", "at": "structure",
         "list": "structure", "prev": "context"}
 
 
@@ -106,6 +107,10 @@ def name(key: str) -> str:
         return f"forms of the word '{value}'"
     if head == "stem":
         return f"the word family '{value}-'"
+    if head == "suffix":
+        return f"words ending in -{value}"
+    if head == "prefix":
+        return f"words starting with {value}-"
     if head == "pos":
         return UPOS.get(value, f"{value} tokens")
     if head == "tag":

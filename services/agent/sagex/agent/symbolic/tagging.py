@@ -19,6 +19,10 @@ from sagex.remote.traces import Trace
 # previous word). Hypernyms are left out: they would multiply the keys for little gain.
 PREV_KINDS = ("word:", "lemma:", "pos:", "tag:", "ss:", "ent:", "cap:", "spell:punct", "spell:digit")
 MORPH = ("Number", "Tense", "Person", "Degree", "VerbForm")
+# Common English affixes: word families by form ("-ly", "un-"), beside the tagger's morphology.
+SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ness", "ment", "able", "ible", "ful", "less",
+            "ous", "ive", "al", "ize", "ise", "ity", "ism", "ist", "ship", "ward", "wise")
+PREFIXES = ("un", "re", "in", "im", "dis", "pre", "non", "over", "under", "mis", "sub", "inter", "anti")
 WN_POS = {"NOUN": "n", "PROPN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 MAX_HYPERNYMS = 12
 _LIST = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)]|[a-z][.)])[ \t]+")
@@ -170,6 +174,9 @@ def tag(text: str) -> Tagged:
             keys.add("spell:punct")
         if t.is_alpha:
             keys.add("len:short" if len(s) <= 3 else "len:long" if len(s) >= 8 else "len:medium")
+            if len(s) >= 5:  # a stem of at least three letters left over
+                keys.update(f"suffix:{x}" for x in SUFFIXES if lower.endswith(x) and len(lower) - len(x) >= 3)
+                keys.update(f"prefix:{x}" for x in PREFIXES if lower.startswith(x) and len(lower) - len(x) >= 3)
         keys.update(structure[t.idx] if t.idx < len(structure) else ())
         before = text[: t.idx]
         line_before = before[before.rfind("\n") + 1:]
