@@ -230,7 +230,8 @@ class SymbolicPolicy:
             labels.append(self._label(s, probes, value))
             parts.append(self._summary(s, probes))
         if not labels:
-            top = ranked[0] if ranked else None
+            # The reading the data support best, whatever its probes said.
+            top = max(ranked, key=lambda r: r[2].f1, default=None)
             if top is not None and top[2].f1 >= F1_FLOOR:
                 # A low-confidence label: the data suggest it, the probes did not confirm it.
                 _, h, s, probes = top

@@ -71,8 +71,16 @@ FIXED = {
     "at:text_start": "the first word of a text", "list:item": "text in list items",
     "list:marker": "list bullets and item numbers",
 }
+TAG_FAMILY = {"W": "wh-words (who, which, what, when, where, how)", "NN": "nouns", "VB": "verbs",
+              "JJ": "adjectives", "RB": "adverbs", "PR": "pronouns"}
+# Words the names show by their class as well: "a comma" reads better than "the word ','".
+WORD_CLASS = {",": "a comma", ".": "a period", ":": "a colon", ";": "a semicolon", "!": "an exclamation mark",
+              "?": "a question mark", "(": "an opening parenthesis", ")": "a closing parenthesis",
+              "[": "an opening square bracket", "]": "a closing square bracket", "{": "an opening brace",
+              "}": "a closing brace", '"': "a quotation mark", "'": "an apostrophe", "-": "a hyphen",
+              "the": "the article 'the'", "a": "the article 'a'", "an": "the article 'an'", "\n": "a line break"}
 KIND = {"tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
-        "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling",
+        "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling", "tags": "grammar",
         "spell": "spelling", "len": "spelling", "suffix": "lexical", "prefix": "lexical", "in": "structure",
         "depth": "structure", "at": "structure",
         "list": "structure", "prev": "context"}
@@ -101,6 +109,10 @@ def name(key: str) -> str:
         return FIXED[key]
     if head == "tok":
         return f"the token {_shown(value)}"
+    if head in ("word", "lemma", "tok") and value in WORD_CLASS:
+        return WORD_CLASS[value]
+    if head == "tags":
+        return TAG_FAMILY.get(value, f"{value}* words")
     if head == "word":
         return f"the word '{value}'"
     if head == "lemma":
@@ -128,7 +140,7 @@ def name(key: str) -> str:
 
 def _singular(phrase: str) -> str:
     """'past-tense verbs' -> 'a past-tense verb'; names that are not plurals stay."""
-    if phrase.startswith(("the ", "text ", "forms ")):
+    if phrase.startswith(("the ", "text ", "forms ", "a ", "an ")):
         return phrase
     words = phrase.split(" ")
     for i, w in enumerate(words):
@@ -138,9 +150,20 @@ def _singular(phrase: str) -> str:
     return "a " + " ".join(words)
 
 
+# Conjunctions of morphological features that grammar has one name for.
+MORPH_PAIRS = {
+    frozenset({"morph:VerbForm=Part", "morph:Tense=Pres"}): "-ing verb forms (present participles)",
+    frozenset({"morph:VerbForm=Part", "morph:Tense=Past"}): "past participles (-ed/-en forms)",
+    frozenset({"morph:VerbForm=Fin", "morph:Tense=Past"}): "past-tense verbs",
+    frozenset({"morph:Number=Plur", "pos:NOUN"}): "plural nouns",
+}
+
+
 def conjunction_name(keys: tuple[str, ...]) -> str:
     if len(keys) == 1:
         return name(keys[0])
+    if frozenset(keys) in MORPH_PAIRS:
+        return MORPH_PAIRS[frozenset(keys)]
     first, second = keys
     if second.startswith("prev:"):
         return f"{name(first)} right after {_singular(name(second[5:]))}"

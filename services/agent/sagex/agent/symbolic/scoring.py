@@ -17,8 +17,8 @@ from sagex.remote.traces import Trace
 MIN_SUPPORT = 0.15  # of firing tokens: rarer keys are not candidates
 CONJUNCTION_GAIN = 0.05  # F1 a conjunction must add over its better part
 # Tie-break between keys that cover the same tokens: a class says more than a word.
-PREFERENCE = ["hyp", "ent", "ss", "tag", "morph", "pos", "in", "depth", "at", "list", "cap", "spell", "suffix",
-              "prefix", "len", "lemma", "word", "stem", "tok", "prev"]
+PREFERENCE = ["hyp", "ent", "ss", "tag", "tags", "morph", "pos", "in", "depth", "at", "list", "cap", "spell",
+              "suffix", "prefix", "len", "word", "lemma", "stem", "tok", "prev"]
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def _structure(text: str) -> list[frozenset[str]]:
             continue
         if c == "\n":
             comment = False
+            quote = False  # an unclosed quote (a window cut mid-string) ends with its line
             line_start = i + 1
         elif c in _OPEN:
             stack.append(_OPEN[c])
@@ -158,6 +159,8 @@ def tag(text: str) -> Tagged:
             keys.add(f"stem:{stem(lower)}")
         keys.add(f"pos:{t.pos_}")
         keys.add(f"tag:{t.tag_}")
+        if t.tag_[:1] == "W" or t.tag_[:2] in ("NN", "VB", "JJ", "RB", "PR"):
+            keys.add(f"tags:{t.tag_[:1] if t.tag_[:1] == 'W' else t.tag_[:2]}")  # a family of fine tags
         for feat in MORPH:
             for v in t.morph.get(feat):
                 keys.add(f"morph:{feat}={v}")
