@@ -45,7 +45,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(scientist) as fake:
         config = Path(tmp) / "bench.toml"
-        config.write_text(f"[agent]\nauto_threshold = {args.threshold}\n[agent.llm]\n"
+        config.write_text(f"[activation]\nmax_mining_tokens = 60000\n[agent]\nauto_threshold = {args.threshold}\n[agent.llm]\n"
                           f"prompt_usd_per_mtok = {PROMPT_USD}\ncompletion_usd_per_mtok = {COMPLETION_USD}\n")
         settings = BenchSettings(args.planted, explainers=("openai", "auto"), config=str(config),
                                  llm_base_url=fake.base_url, llm_model="fake-scientist", out=args.out,

@@ -94,6 +94,11 @@ class SymbolicPolicy:
             same = [o for o in chosen if o.hits == c.hits and names.kind(o.keys[0]) == names.kind(c.keys[0])]
             if not same and c.tp > 0:
                 chosen.append(c)
+        # A simpler competitor: when every choice is a conjunction, the best single predicate
+        # is tested too (the probes, not the small sample, decide between them).
+        single = next((c for c in self._cands if len(c.keys) == 1 and c.tp > 0), None)
+        if chosen and single is not None and all(len(c.keys) > 1 for c in chosen):
+            chosen = [*chosen[: count - 2], single] if len(chosen) >= count - 1 else [*chosen, single]
         hyps = [Hypothesis(i + 1, self._text(s), False, facts=self._facts(s)) for i, s in enumerate(chosen)]
         while len(hyps) < count - 1:  # too little structure: weaker readings of the top candidate's class
             i = len(hyps)
