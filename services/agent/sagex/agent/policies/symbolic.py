@@ -87,6 +87,10 @@ class SymbolicPolicy:
 
     async def hypothesize(self, state: RunState, count: int) -> list[Hypothesis]:
         await self._evidence(state)
+        # Names read WordNet, which serves one thread at a time: off the event loop, in turn.
+        return await asyncio.to_thread(serial, self._hypothesize, count)
+
+    def _hypothesize(self, count: int) -> list[Hypothesis]:
         chosen: list[Scored] = []
         for c in self._cands:
             if len(chosen) >= count - 1:
@@ -154,6 +158,9 @@ class SymbolicPolicy:
         return pool[0] if pool else None
 
     async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
+        return await asyncio.to_thread(serial, self._judge, state, hypotheses)
+
+    def _judge(self, state: RunState, hypotheses: Sequence[Hypothesis]) -> list[Verdict]:
         verdicts = []
         for h in hypotheses:
             probes = state.probes_of(h.id)
@@ -206,6 +213,9 @@ class SymbolicPolicy:
 
     async def conclude(self, state: RunState) -> Conclusion:
         await self._evidence(state)
+        return await asyncio.to_thread(serial, self._conclude, state)
+
+    def _conclude(self, state: RunState) -> Conclusion:
         ev = self._ev
         assert ev is not None
         ranked: list[tuple[float, Hypothesis, Scored, list[Probe]]] = []

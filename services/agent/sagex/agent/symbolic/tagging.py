@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from nltk.stem.porter import PorterStemmer  # at import: importing it from two threads can deadlock
+
 from sagex.agent.symbolic import resources
 from sagex.remote.traces import Trace
 
@@ -141,8 +143,6 @@ def _cap(word: str) -> str | None:
 @lru_cache(maxsize=8192)
 def tag(text: str) -> Tagged:
     """The words of ``text`` with their word-level keys (cached: texts repeat)."""
-    from nltk.stem.porter import PorterStemmer
-
     doc = resources.nlp()(text)
     structure = _structure(text)
     stem = _stemmer(PorterStemmer)
