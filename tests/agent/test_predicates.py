@@ -94,7 +94,9 @@ def test_names_are_plain_english() -> None:
     assert names.name("hyp:calendar_month.n.01") == "calendar month words"
     assert names.name("in:paren") == "text inside parentheses"
     assert names.name("tok:\n") == "the token newline"
-    assert names.conjunction_name(("pos:NOUN", "prev:word:the")) == "nouns right after the word 'the'"
+    assert names.conjunction_name(("pos:NOUN", "prev:word:the")) == "nouns right after the article 'the'"
+    assert names.name("prev:word:,") == "tokens right after a comma" and names.name("tags:W").startswith("wh-words")
+    assert names.conjunction_name(("morph:VerbForm=Part", "morph:Tense=Pres")).startswith("-ing verb forms")
     assert names.name("prev:tag:VBD") == "tokens right after a past-tense verb"
 
 
