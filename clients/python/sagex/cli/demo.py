@@ -4,8 +4,9 @@ Starts the activation server, the SAGE agent and the scoring service on
 127.0.0.1, each in its own process, waits for each to report SERVING, triages
 the embedded SAE's features from corpus statistics, mines exemplars for a
 sample of them, probes one with new texts, has the agent explain the sample as
-one batch job (hypotheses, probes, verdicts; symbolic policy: tagger, WordNet and structure predicates, no LLM), scores
-the explanations on held-out data, prints a summary table, writes the HTML
+one batch job (hypotheses, probes, verdicts; symbolic policy: tagger, WordNet
+and structure predicates, no LLM), scores the explanations on held-out data,
+prints a summary table, writes the HTML
 report, and stops the servers with SIGTERM. No network, GPU or API key needed.
 """
 
