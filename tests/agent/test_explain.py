@@ -12,12 +12,13 @@ from sagex.api.agent.v1 import agent_service_pb2 as pb
 from tests.agent.conftest import SAE, AgentClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+HEURISTIC = pb.PolicySpec(policy="heuristic")  # the default is the symbolic policy (tests/agent/test_symbolic.py)
 
 
 async def test_explain_streams_the_run_and_stores_it(agent: AgentClient, token_features: dict[int, str]) -> None:
     feature, token = next(iter(token_features.items()))
     events = [e async for e in agent.agent.ExplainFeature(pb.ExplainFeatureRequest(
-        sae_id=SAE, feature_id=feature, skip_triage=True))]
+        sae_id=SAE, feature_id=feature, skip_triage=True, policy=HEURISTIC))]
     kinds = [e.WhichOneof("event") for e in events]
     states = [e.state for e in events if e.HasField("state")]
     assert states[0] == pb.AGENT_STATE_TRIAGE and states[-1] == pb.AGENT_STATE_DONE
@@ -50,7 +51,7 @@ async def test_batch_job_names_the_tokens_of_token_level_features(agent: AgentCl
                                                                   token_features: dict[int, str]) -> None:
     features = dict(list(token_features.items())[:4])
     op = await agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
-        sae_id=SAE, feature_ids=list(features), concurrency=4, request_id="token-features"))
+        sae_id=SAE, feature_ids=list(features), concurrency=4, request_id="token-features", policy=HEURISTIC))
     done = await agent.ops.WaitOperation(_wait(op.name, 300))
     assert done.done and not done.HasField("error"), done.error
     meta = pb.BatchExplainFeaturesMetadata()
@@ -66,7 +67,7 @@ async def test_batch_job_names_the_tokens_of_token_level_features(agent: AgentCl
         assert ex.labels, ex.description
     # The same key returns the same operation, not a second job.
     again = await agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
-        sae_id=SAE, feature_ids=list(features), concurrency=4, request_id="token-features"))
+        sae_id=SAE, feature_ids=list(features), concurrency=4, request_id="token-features", policy=HEURISTIC))
     assert again.name == op.name and again.done
     listed = await agent.agent.ListExplanations(pb.ListExplanationsRequest(sae_id=SAE, feature_ids=list(features)))
     assert sorted(e.feature_id for e in listed.explanations) == sorted(features)

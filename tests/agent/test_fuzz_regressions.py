@@ -32,7 +32,7 @@ async def test_long_names_and_ids_are_quoted_short(agent: AgentClient) -> None:
          agent.agent.GetExplanation(pb.GetExplanationRequest(name=f"explanations/{LONG}"))),
         (grpc.StatusCode.NOT_FOUND, "the activation service serves",
          agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(sae_id=LONG, feature_ids=[1]))),
-        (grpc.StatusCode.INVALID_ARGUMENT, "is not one of heuristic, openai",
+        (grpc.StatusCode.INVALID_ARGUMENT, "is not one of heuristic, symbolic, openai, auto",
          agent.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
              sae_id=SAE, feature_ids=[1], policy=pb.PolicySpec(policy=LONG)))),
     ]

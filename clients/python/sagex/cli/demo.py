@@ -4,8 +4,9 @@ Starts the activation server, the SAGE agent and the scoring service on
 127.0.0.1, each in its own process, waits for each to report SERVING, triages
 the embedded SAE's features from corpus statistics, mines exemplars for a
 sample of them, probes one with new texts, has the agent explain the sample as
-one batch job (hypotheses, probes, verdicts; heuristic policy, no LLM), scores
-the explanations on held-out data, prints a summary table, writes the HTML
+one batch job (hypotheses, probes, verdicts; symbolic policy: tagger, WordNet
+and structure predicates, no LLM), scores the explanations on held-out data,
+prints a summary table, writes the HTML
 report, and stops the servers with SIGTERM. No network, GPU or API key needed.
 """
 
@@ -119,7 +120,7 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
 
 def _explain(sage: Sage, sae_id: str, features: list[int]) -> list[Explanation]:
     print(f"\nthe SAGE agent explains the {len(features)} sampled features (triage, then hypotheses, probes and "
-          "verdicts; heuristic policy, no LLM) ...")
+          "verdicts; symbolic policy: tagger, WordNet and structure predicates, no LLM) ...")
     start = time.perf_counter()
     job = sage.agent.explain_many(sae_id, features, concurrency=4)
     shown: set[tuple[int, int]] = set()
@@ -140,7 +141,7 @@ def _score(sage: Sage, explanations: list[Explanation]) -> Report:
           "embedding rank activating windows above silent ones; needs no LLM) ...")
     start = time.perf_counter()
     report = collect(sage, explanations, scorers=["embedding"], title="SAGE demo: the embedded SmolLM2 SAE",
-                     notes=["policy: heuristic (no LLM)", "scorers: embedding (all-MiniLM-L6-v2, offline)"])
+                     notes=["policy: symbolic (no LLM)", "scorers: embedding (all-MiniLM-L6-v2, offline)"])
     print(f"  scored in {time.perf_counter() - start:.1f}s\n")
     print(f"  {'feature':>7}  {'outcome':<20} {'probes ok':>9}  {'embedding AUROC [95% CI]':<28} labels / description")
     for fr in report.features:

@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("sae", help="SAE id, as the activation service lists it")
     explain.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
     explain.add_argument("--agent", help=_address_help("agent"))
-    explain.add_argument("--policy", default="", help="heuristic (no LLM) or openai (default: the server's)")
+    explain.add_argument("--policy", default="", help="symbolic or heuristic (no LLM), openai, or auto (symbolic, "
+                         "then openai for what it cannot name); default: the server's")
     explain.add_argument("--model", help="LLM model for the openai policy")
     explain.add_argument("--max-rounds", type=int, default=0, help="testing rounds per feature (default: server's)")
     explain.add_argument("--concurrency", type=int, default=0, help="features at once (default: server's)")

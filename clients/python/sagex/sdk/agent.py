@@ -22,8 +22,8 @@ EXPLAIN_TIMEOUT_S = 3600.0
 
 @dataclass(frozen=True)
 class Options:
-    """How to explain: the policy ("heuristic" needs no LLM; "openai" uses the
-    agent's endpoint) and budgets. Zero means the server's default."""
+    """How to explain: the policy ("symbolic" and "heuristic" need no LLM; "openai"
+    uses the agent's endpoint; "auto" tries "symbolic" first) and budgets. Zero means the server's default."""
 
     policy: str = ""
     model: str = ""

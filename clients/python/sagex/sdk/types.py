@@ -120,6 +120,7 @@ class Probe:
 class Label:
     name: str
     description: str
+    confidence: float = 0.0  # 0..1 from the probes' agreement; 0: the policy gives none
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from sagex.llm.backend import LLMConfig
 from sagex.server.lifecycle import ServerOptions
 
 DEFAULT_PORT = 50052
-POLICIES = ("heuristic", "openai")
+POLICIES = ("heuristic", "symbolic", "openai", "auto")
+LLM_POLICIES = ("openai", "auto")  # need an LLM model name
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,11 @@ class AgentConfig:
     activation: tuple[str, ...] = ("127.0.0.1:50051",)
     database: Path | None = None
     llm: LLMConfig = field(default_factory=LLMConfig)
-    default_policy: str = "heuristic"
+    default_policy: str = "symbolic"
     budget: Budget = field(default_factory=Budget)
     num_hypotheses: int = 4  # control included
+    # policy "auto": a symbolic label scoring below this on fresh windows goes to the LLM
+    auto_threshold: float = 0.5
     fire_fraction: float = 0.2  # an activation counts as firing at this fraction of the feature's max
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
     triage: TriageConfig = field(default_factory=TriageConfig)
@@ -58,12 +61,14 @@ class AgentConfig:
             problems.append(f"activation: give one or more host:port addresses, got {list(self.activation)}")
         if self.default_policy not in POLICIES:
             problems.append(f"default_policy: {self.default_policy!r} is not one of {POLICIES}")
-        if self.default_policy == "openai" and not self.llm.model:
-            problems.append("llm.model: the openai policy needs a model name")
+        if self.default_policy in LLM_POLICIES and not self.llm.model:
+            problems.append(f"llm.model: the {self.default_policy} policy needs a model name")
         problems += [f"budget.{f}: {why}" for f, why in self.budget.problems()]
         problems += self.triage.problems()
         if not 3 <= self.num_hypotheses <= 8:
             problems.append(f"num_hypotheses: {self.num_hypotheses} is outside 3..8")
+        if not 0 <= self.auto_threshold <= 1:
+            problems.append("auto_threshold: must be in [0, 1]")
         if not 0 < self.fire_fraction < 1:
             problems.append("fire_fraction: must be in (0, 1)")
         if not 1 <= self.exemplars.top_k <= 50:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import structlog
 
 from sagex.agent.budget import Budget, Meter
 from sagex.agent.config import AgentConfig
-from sagex.agent.loop import Emit, run_loop, run_probes
+from sagex.agent.loop import Emit, RunProbes, run_loop, run_probes
 from sagex.agent.policies.base import Policy, StepFailed
-from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, RunState
+from sagex.agent.policies.symbolic import SymbolicPolicy
+from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, ProbeDraft, RunState
+from sagex.agent.symbolic.resources import ResourceMissing, serial
+from sagex.agent.symbolic.scoring import sibling_checks
 from sagex.agent.triage import triage
 from sagex.llm.backend import LLMUnavailable, Usage
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
@@ -44,6 +47,8 @@ class Outcome:
     stop_reason: str = ""
     triage_class: str = ""
     usage: Usage = Usage()
+    llm_usage: Usage | None = None  # auto: the routed LLM pass's spend (the symbolic pass spends none)
+    route_score: float | None = None  # auto: the symbolic label's F1 on fresh windows
     elapsed: float = 0.0
     error_code: grpc.StatusCode | None = None
     error: str = ""
@@ -58,6 +63,13 @@ class Outcome:
 
 
 PolicyFactory = Callable[[RunSpec], Policy]
+
+
+def _siblings(view: FeatureView, token: str) -> list[ProbeDraft]:
+    try:
+        return serial(sibling_checks, view.exemplars.top, token, view.fire_threshold)
+    except ResourceMissing:
+        return []  # no tagger: no single-token claim from triage; the loop's policy decides
 
 
 async def _noop(_: object) -> None:
@@ -104,7 +116,7 @@ class Explainer:
             log.exception("feature_crashed", sae_id=spec.sae_id, feature=spec.feature_id)
             self._fail(outcome, grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc}); "
                        "please report it with the server log", "internal_error")
-        outcome.usage = policy.usage()
+        outcome.usage = outcome.llm_usage if outcome.llm_usage is not None else policy.usage()
         outcome.elapsed = time.monotonic() - started
         await emit(Phase.FAILED if outcome.failed else Phase.DONE)
         log.info("feature_explained", sae_id=spec.sae_id, feature=spec.feature_id, policy=policy.name,
@@ -134,11 +146,46 @@ class Explainer:
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)
         outcome.conclusion = await policy.conclude(state)
+        if spec.policy == "auto":
+            await self._route(spec, policy, outcome, run, emit, started)
+
+    async def _route(self, spec: RunSpec, symbolic: Policy, outcome: Outcome, run: RunProbes, emit: Emit,
+                     started: float) -> None:
+        """``auto``: keep the symbolic label when it predicts firing on fresh windows
+        (another draw of bands and silent windows); otherwise hand the feature, with
+        what the symbolic pass found, to the LLM policy."""
+        state, conclusion = outcome.state, outcome.conclusion
+        assert state is not None and conclusion is not None and isinstance(symbolic, SymbolicPolicy)
+        view, ex = state.view, self.config.exemplars
+        fresh = await self.activation.exemplars(spec.sae_id, spec.feature_id, top_k=ex.top_k, bands=ex.bands,
+                                                per_band=ex.per_band * 2, non_activating=ex.non_activating * 2,
+                                                seed=ex.seed + 1)
+        seen = {t.text for t in view.exemplars.top} | {t.text for _, _, ts in view.exemplars.bands for t in ts} | \
+            {t.text for t in view.exemplars.non_activating}
+        others = [t for _, _, ts in fresh.bands for t in ts if t.text not in seen] + \
+            [t for t in fresh.non_activating if t.text not in seen]
+        outcome.route_score = await asyncio.to_thread(symbolic.route_score, [], others, view.fire_threshold)
+        if outcome.route_score >= self.config.auto_threshold:
+            outcome.policy = "auto:symbolic"
+            return
+        llm = self.make_policy(replace(spec, policy="openai"))
+        routed = RunState(view, findings=SymbolicPolicy.findings(state, conclusion))
+        outcome.state, outcome.policy = routed, "auto:openai"
+        await emit(Phase.READING_EXEMPLARS)
+        try:
+            result = await run_loop(routed, llm, run, Meter(spec.budget, started=started), spec.num_hypotheses,
+                                    emit)
+            outcome.stop_reason = result.stop_reason
+            await emit(Phase.CONCLUDING)
+            outcome.conclusion = await llm.conclude(routed)
+        finally:
+            outcome.llm_usage = llm.usage()
 
     async def _triaged(
         self, state: RunState, outcome: Outcome, run: Callable[[Sequence[str]], Awaitable[list[Trace]]], emit: Emit
     ) -> bool:
-        found = triage(state.view, self.config.triage)
+        # Off the event loop: the sibling probes tag texts (and may load the tagger first).
+        found = await asyncio.to_thread(triage, state.view, self.config.triage, _siblings)
         if found is None:
             return False
         probes = await run_probes(state, found.checks, run, emit) if found.checks else []

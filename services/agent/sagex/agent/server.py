@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
 from google.longrunning import operations_pb2_grpc
 
 from sagex.agent.config import AgentConfig
@@ -14,8 +16,10 @@ from sagex.agent.jobs import AgentJobs, FeatureRunner
 from sagex.agent.policies.base import Policy
 from sagex.agent.policies.heuristic import HeuristicPolicy
 from sagex.agent.policies.llm import LLMPolicy
+from sagex.agent.policies.symbolic import SymbolicPolicy
 from sagex.agent.servicer import AgentServicer
 from sagex.agent.store import Store
+from sagex.agent.symbolic import resources
 from sagex.api.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from sagex.llm.backend import LLMBackend
 from sagex.remote.activation import ActivationClient
@@ -24,6 +28,7 @@ from sagex.server.operations import Operations
 from sagex.server.opservicer import OperationsServicer
 from sagex.server.paths import cache_dir
 
+log = structlog.get_logger(__name__)
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
 
@@ -50,7 +55,17 @@ class AgentRuntime:
         self.store.close()
 
 
+def _warm_symbolic() -> None:
+    """Load the tagger and WordNet in the background, so the first feature does not
+    wait for them; a missing one is logged at start with how to install it."""
+    try:
+        resources.check()
+    except resources.ResourceMissing as exc:
+        log.warning("symbolic_resources_missing", error=str(exc))
+
+
 def build_runtime(config: AgentConfig) -> AgentRuntime:
+    threading.Thread(target=_warm_symbolic, name="symbolic-warmup", daemon=True).start()
     activation = ActivationClient(config.activation, config.activation_timeout_s, config.mining_timeout_s)
     store = Store(config.database or cache_dir() / "agent" / "agent.sqlite3")
     llm = LLMBackend(config.llm)
@@ -58,6 +73,8 @@ def build_runtime(config: AgentConfig) -> AgentRuntime:
     def make_policy(spec: RunSpec) -> Policy:
         if spec.policy == "openai":
             return LLMPolicy(llm, spec.model or config.llm.model, spec.budget)
+        if spec.policy in ("symbolic", "auto"):  # auto: symbolic first (the explainer routes on)
+            return SymbolicPolicy()
         return HeuristicPolicy()
 
     runner = FeatureRunner(config, store, Explainer(config, activation, make_policy))

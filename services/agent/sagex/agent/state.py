@@ -126,6 +126,7 @@ class Verdict:
 class Label:
     name: str
     description: str
+    confidence: float = 0.0  # 0..1 from the probes' agreement; 0: the policy gives none
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class RunState:
     probes: list[Probe] = field(default_factory=list)
     round: int = 0
     reviews: int = 0
+    # What an earlier policy found about this feature (the auto policy's symbolic pass),
+    # shown to the LLM when the feature is routed on.
+    findings: str = ""
 
     def hypothesis(self, hid: int) -> Hypothesis | None:
         return next((h for h in self.hypotheses if h.id == hid), None)

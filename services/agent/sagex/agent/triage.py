@@ -5,6 +5,7 @@ that fails its check goes to the full loop instead."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sagex.agent import probetexts
@@ -21,6 +22,8 @@ class TriageConfig:
     single_token_share: float = 0.9  # of top exemplars peaking on one token
     positional_share: float = 0.9  # of top exemplars peaking at one position, on varied tokens
     min_exemplars: int = 5
+    # Allow single-token labels without sibling probes (only when no tagger is wired in).
+    unchecked_tokens: bool = True
 
     def problems(self) -> list[str]:
         out = []
@@ -48,7 +51,12 @@ class TriageResult:
         return True
 
 
-def triage(view: FeatureView, config: TriageConfig) -> TriageResult | None:
+# Probes that swap a token for other members of its best class (e.g. "January" for
+# "March"): a single-token claim stands only if the feature stays silent on them.
+Siblings = Callable[[FeatureView, str], list[ProbeDraft]]
+
+
+def triage(view: FeatureView, config: TriageConfig, siblings: Siblings | None = None) -> TriageResult | None:
     stats, ex = view.stats, view.exemplars
     if view.scale <= 0 or not ex.top:
         return TriageResult(
@@ -67,12 +75,16 @@ def triage(view: FeatureView, config: TriageConfig) -> TriageResult | None:
         return None
     prof = profile(ex.top, view.fire_threshold)
     top = prof.top
-    if top is not None and top.share >= config.single_token_share:
+    sibling_checks = siblings(view, top.token) if siblings is not None and top is not None else []
+    # Without class members to contrast with, a token label is not claimed here: the loop decides.
+    if top is not None and top.share >= config.single_token_share and (sibling_checks or not top.token.strip()
+                                                                        or siblings is None and config.unchecked_tokens):
         word = top.word if top.token.strip() else top.token
         checks = [ProbeDraft(0, text, Expect.FIRES, f"{word!r} in a new context")
                   for text in probetexts.in_frames(word, 2, salt=0)]
         checks += [ProbeDraft(0, text, Expect.SILENT, f"control without {word!r}")
                    for text in probetexts.neutral(1, salt=0, avoid=top.token)]
+        checks += sibling_checks
         return TriageResult(
             "single_token",
             f"Single-token feature: fires on the token {top.token!r} (as in {word!r}); {top.share:.0%} of the top "

