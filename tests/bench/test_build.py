@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sagex.activation.formats import load_sae_file
 from sagex.activation.planted.build import BuildError, BuildSettings, build, load_lm, reverify
 from sagex.activation.planted.concepts import NEG, POS, Concept, Doc
 from sagex.activation.planted.registry import select
-from sagex.activation.sae import load_sae
 
 HOOK = "model.layers.3"
 SMALL = dict(corpus_docs=40, templates_per_concept=30, max_tokens=64, noise=2, dead=2)
@@ -50,8 +50,8 @@ def test_build_plants_good_probes_and_reports_the_rest(lm, tmp_path: Path) -> No
     assert not (tmp_path / "out" / "sae" / "truth.json").exists()  # the served folder holds no answers
     assert {v.get("concept") for v in truth["features"].values()} >= {"digit_number", "after_comma"}
 
-    sae = load_sae("planted", tmp_path / "out" / "sae")  # as the activation service loads it
-    assert sae.architecture == "jumprelu" and sae.hook_name == HOOK and sae.params.d_sae == 6
+    sae = load_sae_file("planted", tmp_path / "out" / "sae")  # as the activation service loads it
+    assert sae.params.architecture == "jumprelu" and sae.hook_name == HOOK and sae.params.d_sae == 6
     for j, role in built.truth.items():
         v = built.verification[j]
         if role["role"] == "planted":
@@ -80,9 +80,9 @@ def test_nothing_plantable_is_a_clear_error(lm, tmp_path: Path) -> None:  # type
 
 
 def test_a_hook_the_model_lacks_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match=r"hook 'model.layers.99'.*outside the model's 0\.\.29"):
+    with pytest.raises(BuildError, match=r"hook 'model.layers.99'.*does not exist.*blocks\.\{0\.\.29\}"):
         build(tmp_path / "out", BuildSettings(hook_name="model.layers.99", **SMALL), select("dev")[:1])
-    with pytest.raises(BuildError, match="not a decoder-layer output"):
+    with pytest.raises(BuildError, match="hook 'lm_head'.*does not exist"):
         build(tmp_path / "out", BuildSettings(hook_name="lm_head", **SMALL), select("dev")[:1])
 
 

@@ -85,20 +85,17 @@ def _embedded_hook() -> str:
 
 
 def load_lm(settings: BuildSettings, hook_name: str):  # type: ignore[no-untyped-def]
-    """The activation service's own truncated model, cut at the hook's layer."""
+    """The activation service's own truncated model, cut at the hook; returns it and the
+    hook point's key (what ``hidden_states`` is keyed by)."""
     from sagex.activation.engine import resolve_model_dir
     from sagex.activation.lm import TruncatedLM
-    from sagex.activation.sae import SaeLoadError, hook_layer_of
 
-    try:
-        layer = hook_layer_of(hook_name)
-    except SaeLoadError as exc:
-        raise BuildError(str(exc)) from None
     model_dir = resolve_model_dir(Path(settings.model) if settings.model else None)
     try:
-        return TruncatedLM(model_dir, [layer], torch.device("cpu")), layer
-    except ValueError as exc:  # a hook past the model's last layer
+        lm = TruncatedLM(model_dir, [hook_name], torch.device("cpu"))
+    except ValueError as exc:  # a hook the model lacks (the message lists the ones it has)
         raise BuildError(f"hook {hook_name!r}: {exc}") from None
+    return lm, lm.hooks[hook_name].key
 
 
 def _sae_module(arch: str, d_in: int, d_sae: int, hook_name: str, k: int, model_name: str):  # type: ignore[no-untyped-def]
@@ -172,9 +169,9 @@ def verify(folder: Path, truth: dict[int, dict[str, object]], concepts: Sequence
     """Each feature's held-out behaviour through the service's loader and encoder:
     planted -> precision, recall, firing rate on test documents; fillers -> firing rate."""
     from sagex.activation.encode import Threshold, encode_sparse
-    from sagex.activation.sae import load_sae
+    from sagex.activation.formats import load_sae_file
 
-    sae = load_sae("planted", folder)
+    sae = load_sae_file("planted", folder)
     test = [i for i, s in enumerate(samples) if s.split == "test"]
     acts = []
     for i in test:
@@ -208,11 +205,10 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: o
     if lm is None:
         lm, layer = load_lm(settings, hook_name)
     else:
-        from sagex.activation.sae import hook_layer_of
-
-        layer = hook_layer_of(hook_name)
-        if layer not in lm.hook_layers:  # type: ignore[attr-defined]
-            raise BuildError(f"the given model captures layers {lm.hook_layers}, not the hook's {layer}")  # type: ignore[attr-defined]
+        captured = {p.key for p in lm.hooks.values()}  # type: ignore[attr-defined]
+        layer = lm.hook_table.resolve(hook_name).key  # type: ignore[attr-defined]
+        if layer not in captured:
+            raise BuildError(f"the given model captures {sorted(captured)}, not the hook {hook_name!r}")
     from sagex.activation.assets.paths import cache_dir
 
     corpus_dir = Path(settings.corpus_dir) if settings.corpus_dir else cache_dir() / "corpus"

@@ -83,9 +83,9 @@ def labels_for(concept: Concept, samples: Sequence[Sample]) -> list[np.ndarray]:
     return out
 
 
-def hidden_states(lm: TruncatedLM, layer: int, samples: Sequence[Sample], batch_tokens: int = 4096
+def hidden_states(lm: TruncatedLM, layer: str, samples: Sequence[Sample], batch_tokens: int = 4096
                   ) -> list[np.ndarray]:
-    """Residual stream at ``layer`` for every content token of every sample (float32)."""
+    """Activations at the hook point keyed ``layer`` for every content token of every sample (float32)."""
     out: list[np.ndarray | None] = [None] * len(samples)
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].ids))
     batch: list[int] = []
