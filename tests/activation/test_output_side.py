@@ -6,21 +6,15 @@ bad input (unknown feature, strength out of bounds, no full model, cancellation)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 import torch
 
 from sagex.activation.assets.model import ensure_embedded_model
 from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID
-from sagex.activation.config import ActivationConfig
 from sagex.api.activation.v1 import activation_service_pb2 as pb
-from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
-from sagex.server.lifecycle import ServerOptions, channel_options
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -38,22 +32,6 @@ def reference() -> Any:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     sae = SAE.load_from_disk(str(EMBEDDED_SAE_DIR), device="cpu", dtype="float32")
     return model, AutoTokenizer.from_pretrained(folder), sae
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def steer_server(mining_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, Any]]:
-    """A second server, started with steering on (the shared one has it off)."""
-    from sagex.activation.server import running_activation_server
-
-    config = ActivationConfig(
-        saes={EMBEDDED_SAE_ID: EMBEDDED_SAE_DIR}, corpus_dir=mining_corpus,
-        mining_cache_dir=tmp_path_factory.mktemp("steer-mining"), max_mining_tokens=6000, window_tokens=32,
-        steering=True, max_steer_new_tokens=48, max_steer_strength=500.0,
-        server=ServerOptions(port=0, drain_seconds=0.0, grace_seconds=1.0),
-    )
-    async with running_activation_server(config) as (running, runtime):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
-            yield pb_grpc.ActivationServiceStub(channel), runtime
 
 
 def _steer(strength: float | None = None, **kw: Any) -> pb.SteerGenerateRequest:
@@ -116,7 +94,7 @@ async def test_server_without_full_model_says_how_to_enable(stub) -> None:  # ty
 
 
 async def test_strength_zero_is_byte_identical_to_unsteered(steer_server, reference) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = steer_server
+    stub, *_ = steer_server
     info = await stub.GetModelInfo(pb.GetModelInfoRequest())
     assert info.model.steering_enabled
     for temperature, seed in [(0.0, 0), (0.9, 7)]:
@@ -137,7 +115,7 @@ async def test_strength_zero_is_byte_identical_to_unsteered(steer_server, refere
 
 
 async def test_kl_rises_with_strength(steer_server) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = steer_server
+    stub, *_ = steer_server
     strengths = [0.0, 8.0, 16.0, 32.0, 64.0, 128.0]
     mean_kl = []
     for s in strengths:
@@ -153,7 +131,7 @@ async def test_kl_rises_with_strength(steer_server) -> None:  # type: ignore[no-
 
 
 async def test_target_kl_search_and_clamp_mode(steer_server) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = steer_server
+    stub, *_ = steer_server
     got = await stub.SteerGenerate(_steer(None, target_kl=1.0, max_new_tokens=4))
     assert got.target_reached and 0 < got.calibration_steps <= 12
     assert abs(got.mean_kl - 1.0) <= 0.1, got.mean_kl
@@ -167,7 +145,7 @@ async def test_target_kl_search_and_clamp_mode(steer_server) -> None:  # type: i
 
 
 async def test_bad_steer_requests(steer_server) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = steer_server
+    stub, *_ = steer_server
     cases = [
         (_steer(5.0, feature_id=4608), "feature_id", "0..4607"),
         (_steer(501.0), "strength", "500"),
@@ -191,7 +169,7 @@ async def test_bad_steer_requests(steer_server) -> None:  # type: ignore[no-unty
 
 
 async def test_cancelled_generation_frees_its_slot(steer_server) -> None:  # type: ignore[no-untyped-def]
-    stub, runtime = steer_server
+    stub, runtime, _ = steer_server
     runner = runtime.output.runner
     stopped = runner.stats.stopped
     call = stub.SteerGenerate(_steer(20.0, prompts=PROMPTS * 4, max_new_tokens=48))

@@ -4,6 +4,7 @@
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
     sage serve all                 # = sage up: the three services, wired together
+    sage steer SAE FEATURE "prompt" [--strength A | --target-kl KL] [--mode add|clamp]
     sage up [--port-base 50051]
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
@@ -74,6 +75,8 @@ def _activation_config(args: argparse.Namespace) -> Any:
         overrides["model"] = Path(args.model)
     if args.device:
         overrides["device"] = args.device
+    if args.steering:
+        overrides["steering"] = True
     return _build("activation", ActivationConfig, args, overrides)
 
 
@@ -192,6 +195,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
 
 
+def cmd_steer(args: argparse.Namespace) -> int:
+    from sagex.cli.steer import steer
+
+    if args.strength is not None and args.target_kl is not None:
+        raise SystemExit("sage steer: give --strength or --target-kl, not both")
+    target = args.target_kl if args.strength is None else None
+    if args.strength is None and target is None:
+        target = 1.0
+    return steer(args.activation, args.sae, args.feature, args.prompts, args.strength, target, args.mode,
+                 args.max_new_tokens, args.temperature, args.seed, args.top_k)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sagex.cli.evaluate import parse_features
     from sagex.cli.report import report
@@ -219,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
     serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--steering", action="store_true",
+                       help="activation: load the full model so SteerGenerate (`sage steer`) is served (costs memory)")
     serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
                        help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
     serve.add_argument("--database", help="agent, scoring: SQLite file of jobs and results "
@@ -273,6 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     scorecmd.add_argument("--scorers", default="", help="comma-separated (default: the server's)")
     scorecmd.add_argument("--seed", type=int, default=0)
     scorecmd.set_defaults(func=cmd_score)
+
+    steercmd = sub.add_parser("steer", help="a feature's logit lens, and prompts continued with it pushed and without")
+    steercmd.add_argument("sae")
+    steercmd.add_argument("feature", type=int)
+    steercmd.add_argument("prompts", nargs="*", help="prompts to continue (none: only the logit lens)")
+    steercmd.add_argument("--strength", type=float, help="α (add) or the clamp value (default: --target-kl 1)")
+    steercmd.add_argument("--target-kl", type=float, help="search α for this mean KL in nats (negative: against d_f)")
+    steercmd.add_argument("--mode", choices=["add", "clamp"], default="add")
+    steercmd.add_argument("--max-new-tokens", type=int, default=16)
+    steercmd.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    steercmd.add_argument("--seed", type=int, default=0)
+    steercmd.add_argument("--top-k", type=int, default=10, help="logit-lens tokens shown each way")
+    steercmd.add_argument("--activation", default="127.0.0.1:50051", help="the activation service (default %(default)s)")
+    steercmd.set_defaults(func=cmd_steer)
 
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")

@@ -23,17 +23,21 @@ from sagex.sdk.scoring import Comparison, Metric, ScorerResult, load_comparison
 from sagex.sdk.types import (
     AgentEvent,
     Explanation,
+    FeatureEffects,
     FeatureProgress,
     Hypothesis,
     JobProgress,
     Label,
     Probe,
+    SteeredText,
+    SteerResult,
     TokenActivations,
+    TokenEffect,
 )
 
 __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
-    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "Hypothesis", "InternalError",
+    "DeadlineExceededError", "Explanation", "FeatureEffects", "SteeredText", "SteerResult", "TokenEffect", "FailedPreconditionError", "FeatureProgress", "Hypothesis", "InternalError",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",
