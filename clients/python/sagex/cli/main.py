@@ -218,7 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
     return report(args.sae, features, args.job, agent=args.agent, activation=args.activation or None,
                   scoring=args.scoring, scorers=scorers, eval_json=args.eval, out=Path(args.out), seed=args.seed,
-                  title=args.title)
+                  title=args.title, steer_target_kl=args.steer_kl)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="sage-report.html", help="the HTML file to write (default %(default)s)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--title", default="SAGE explanations")
+    rep.add_argument("--steer-kl", type=float, help="also show neutral prompts steered at this KL in nats "
+                     "(needs `sage serve activation --steering`)")
     rep.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
