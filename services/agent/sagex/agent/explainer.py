@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
+from sagex.agent import steering
 from sagex.agent.budget import Budget, Meter
 from sagex.agent.config import AgentConfig
 from sagex.agent.loop import Emit, run_loop, run_probes
-from sagex.agent.policies.base import Policy, StepFailed
+from sagex.agent.policies.base import BudgetSpent, Policy, StepFailed
 from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, RunState
 from sagex.agent.triage import triage
 from sagex.llm.backend import LLMUnavailable, Usage
@@ -72,12 +73,13 @@ class Explainer:
 
     async def view(self, sae_id: str, feature_id: int) -> FeatureView:
         ex = self.config.exemplars
-        stats, exemplars = await asyncio.gather(
+        stats, exemplars, lens = await asyncio.gather(
             self.activation.statistics(sae_id, [feature_id]),
             self.activation.exemplars(sae_id, feature_id, top_k=ex.top_k, bands=ex.bands, per_band=ex.per_band,
                                       non_activating=ex.non_activating, seed=ex.seed),
+            steering.effects(self.activation, sae_id, feature_id),
         )
-        return FeatureView(sae_id, feature_id, stats[feature_id], exemplars, self.config.fire_fraction)
+        return FeatureView(sae_id, feature_id, stats[feature_id], exemplars, self.config.fire_fraction, lens)
 
     async def explain(self, spec: RunSpec, emit: Emit = _noop) -> Outcome:
         started = time.monotonic()
@@ -127,6 +129,7 @@ class Explainer:
             return await self.activation.run(spec.sae_id, spec.feature_id, texts)
 
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
+            await self._output_side(spec, policy, state, outcome)
             return
         await emit(Phase.READING_EXEMPLARS)
         meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
@@ -134,6 +137,27 @@ class Explainer:
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)
         outcome.conclusion = await policy.conclude(state)
+        await self._output_side(spec, policy, state, outcome)
+
+    async def _output_side(self, spec: RunSpec, policy: Policy, state: RunState, outcome: Outcome) -> None:
+        """What the feature does: the logit lens, and a steering probe of the policy's predicted
+        effect (policies without ``predict_steering`` test the logit lens itself)."""
+        assert outcome.conclusion is not None
+        probe: steering.SteeringProbe | str | None = None
+        if self.config.steering_probe and not await self.activation.can_steer():
+            probe = "the activation service does not steer (start it with --steering)"
+        elif self.config.steering_probe:
+            predict = getattr(policy, "predict_steering", None)
+            try:
+                prediction = await predict(state) if predict else steering.lens_prediction(state.view.lens)
+            except (StepFailed, BudgetSpent) as exc:
+                prediction, probe = None, f"no prediction ({exc})"
+            if prediction is not None:
+                probe = await steering.run_probe(self.activation, spec.sae_id, spec.feature_id, prediction,
+                                                 self.config.steer_target_kl)
+            elif probe is None:
+                probe = "nothing to predict (the logit lens has no word tokens)"
+        outcome.conclusion = steering.with_output_side(outcome.conclusion, state.view.lens, probe)
 
     async def _triaged(
         self, state: RunState, outcome: Outcome, run: Callable[[Sequence[str]], Awaitable[list[Trace]]], emit: Emit

@@ -127,6 +127,7 @@ class ActivationClient:
         self._stubs = [pb_grpc.ActivationServiceStub(c) for c in self._channels]
         self._next = itertools.count()
         self._sae_cache: dict[str, SaeDescription] = {}
+        self._steering: bool | None = None
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return self.credentials.call_metadata()
@@ -165,6 +166,7 @@ class ActivationClient:
                                                                             metadata=self._metadata()))
             for sae in info.saes:
                 self._sae_cache[sae.id] = SaeDescription(sae.id, sae.d_sae, sae.hook_name)
+            self._steering = info.model.steering_enabled
         return self._sae_cache.get(sae_id)
 
     async def sae_ids(self) -> list[str]:
@@ -235,6 +237,12 @@ class ActivationClient:
             return [Trace.from_proto(texts[i], tokens[i], np.concatenate(chunks[i])) for i in range(len(texts))]
 
         return await self._call("StreamActivations", stream)
+
+    async def can_steer(self) -> bool:
+        """Whether the activation service serves SteerGenerate (it was started with steering on)."""
+        if self._steering is None:
+            await self.sae("")
+        return bool(self._steering)
 
     async def effects(self, sae_id: str, feature_ids: Sequence[int], top_k: int = 20) -> dict[int, LensTokens]:
         """The logit lens of each feature (GetFeatureEffects)."""
