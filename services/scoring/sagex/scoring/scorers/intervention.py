@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +88,14 @@ def parse_answers(obj: Any, n: int) -> list[str]:
 class InterventionScorer(Scorer):
     name = "intervention"
 
+    CACHE_SIZE = 256  # steered generations kept per scorer (feature, seed)
+
     def __init__(self, toolkit: Toolkit, settings: InterventionSettings) -> None:
         self.toolkit = toolkit
         self.settings = settings
+        # Every explanation of a feature is judged on the same generations (a paired
+        # comparison, and one steering run instead of one per explanation).
+        self._cache: OrderedDict[tuple[str, int, int], SteerOutcome] = OrderedDict()
 
     def _judge_kind(self) -> str:
         if self.settings.judge != "auto":
@@ -99,9 +105,17 @@ class InterventionScorer(Scorer):
 
     async def _steer(self, task: ScoringInput, feature: int) -> SteerOutcome:
         s = self.settings
-        return await self.toolkit.activation.steer(
+        key = (task.data.sae_id, feature, task.seed)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        outcome = await self.toolkit.activation.steer(
             task.data.sae_id, feature, NEUTRAL_PROMPTS[: s.n_prompts], target_kl=s.target_kl,
             max_new_tokens=s.max_new_tokens, seed=task.seed)
+        self._cache[key] = outcome
+        if len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return outcome
 
     async def _judge(self, kind: str, explanation: str, outcome: SteerOutcome, rng: random.Random, meter: Meter,
                      ) -> tuple[np.ndarray, np.ndarray | None]:
