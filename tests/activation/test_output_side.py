@@ -188,3 +188,16 @@ async def test_cancelled_generation_frees_its_slot(steer_server) -> None:  # typ
     assert runner.pending == 0 and runner.stats.stopped == stopped + 1
     got = await stub.SteerGenerate(_steer(5.0, max_new_tokens=2))
     assert len(got.completions) == len(PROMPTS)
+
+
+async def test_steering_lands_on_the_intended_positions(steer_server) -> None:  # type: ignore[no-untyped-def]
+    """causal.md §5 check 2: positions edited per forward pass, counted by the hook."""
+    stub, runtime, _ = steer_server
+    lm = runtime.output.steerable
+    prompts = ["I think", "The explanation is simple:"]
+    tokens = [len((await stub.Tokenize(pb.TokenizeRequest(texts=[p]))).tokens[0].ids) for p in prompts]
+    for positions, prefill in [(pb.STEER_POSITIONS_LAST_AND_GENERATED, len(prompts)), (pb.STEER_POSITIONS_ALL, sum(tokens))]:
+        lm.edited_positions.clear()
+        await stub.SteerGenerate(_steer(8.0, prompts=prompts, max_new_tokens=4, positions=positions))
+        # The unsteered run edits nothing; the steered run edits the prefill, then one token per row per step.
+        assert lm.edited_positions == [prefill, len(prompts), len(prompts), len(prompts)], positions

@@ -138,8 +138,8 @@ def with_output_side(conclusion: Conclusion, lens: LensTokens | None, probe: Ste
         evidence += [EvidenceItem(f"steered {c.prompt!r} -> {c.steered!r} (unsteered: {c.unsteered!r})", c.kl,
                                   probe.prediction.hypothesis_id, bool(_contains(c.steered, probe.prediction.tokens)))
                      for c in o.completions]
-    elif isinstance(probe, str):
-        parts.append(f"No steering test: {probe}.")
+    elif isinstance(probe, str):  # why there is no steering test: logged, not part of the explanation
+        log.info("no_steering_probe", reason=probe)
     if not parts:
         return conclusion
     return Conclusion(f"{conclusion.description} {' '.join(parts)}".strip(), conclusion.labels, evidence)
