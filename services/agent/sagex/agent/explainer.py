@@ -59,6 +59,8 @@ class Outcome:
 
 
 PolicyFactory = Callable[[RunSpec], Policy]
+OUTPUT_SIDE_MARGIN_S = 2.0  # kept back from the feature's budget so the conclusion is always stored
+MIN_STEERING_S = 10.0  # below this, a steering probe is not started
 
 
 async def _noop(_: object) -> None:
@@ -129,7 +131,7 @@ class Explainer:
             return await self.activation.run(spec.sae_id, spec.feature_id, texts)
 
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
-            await self._output_side(spec, policy, state, outcome)
+            await self._output_side(spec, policy, state, outcome, started)
             return
         await emit(Phase.READING_EXEMPLARS)
         meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
@@ -137,27 +139,42 @@ class Explainer:
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)
         outcome.conclusion = await policy.conclude(state)
-        await self._output_side(spec, policy, state, outcome)
+        await self._output_side(spec, policy, state, outcome, started)
 
-    async def _output_side(self, spec: RunSpec, policy: Policy, state: RunState, outcome: Outcome) -> None:
+    async def _output_side(self, spec: RunSpec, policy: Policy, state: RunState, outcome: Outcome,
+                           started: float) -> None:
         """What the feature does: the logit lens, and a steering probe of the policy's predicted
-        effect (policies without ``predict_steering`` test the logit lens itself)."""
+        effect (policies without ``predict_steering`` test the logit lens itself). The probe
+        only uses what is left of the feature's wall-clock budget, and nothing on the output
+        side can fail a feature that has its conclusion."""
         assert outcome.conclusion is not None
         probe: steering.SteeringProbe | str | None = None
-        if self.config.steering_probe and not await self.activation.can_steer():
-            probe = "the activation service does not steer (start it with --steering)"
+        left = spec.budget.max_seconds - (time.monotonic() - started) - OUTPUT_SIDE_MARGIN_S
+        if self.config.steering_probe and left < MIN_STEERING_S:
+            probe = f"only {max(left, 0):.0f}s of the wall-clock budget left"
         elif self.config.steering_probe:
-            predict = getattr(policy, "predict_steering", None)
             try:
-                prediction = await predict(state) if predict else steering.lens_prediction(state.view.lens)
-            except (StepFailed, BudgetSpent) as exc:
-                prediction, probe = None, f"no prediction ({exc})"
-            if prediction is not None:
-                probe = await steering.run_probe(self.activation, spec.sae_id, spec.feature_id, prediction,
-                                                 self.config.steer_target_kl)
-            elif probe is None:
-                probe = "nothing to predict (the logit lens has no word tokens)"
+                async with asyncio.timeout(left):
+                    probe = await self._steering_probe(spec, policy, state, left)
+            except TimeoutError:
+                probe = "the wall-clock budget ran out during the steering probe"
+            except (ActivationUnavailable, grpc.aio.AioRpcError, LLMUnavailable) as exc:
+                probe = f"the steering probe could not run ({exc})"
         outcome.conclusion = steering.with_output_side(outcome.conclusion, state.view.lens, probe)
+
+    async def _steering_probe(self, spec: RunSpec, policy: Policy, state: RunState, left: float
+                              ) -> steering.SteeringProbe | str:
+        if not await self.activation.can_steer():
+            return "the activation service does not steer (start it with --steering)"
+        predict = getattr(policy, "predict_steering", None)
+        try:
+            prediction = await predict(state) if predict else steering.lens_prediction(state.view.lens)
+        except (StepFailed, BudgetSpent) as exc:
+            return f"no prediction ({exc})"
+        if prediction is None:
+            return "nothing to predict (the logit lens has no word tokens)"
+        return await steering.run_probe(self.activation, spec.sae_id, spec.feature_id, prediction,
+                                        self.config.steer_target_kl, timeout_s=left)
 
     async def _triaged(
         self, state: RunState, outcome: Outcome, run: Callable[[Sequence[str]], Awaitable[list[Trace]]], emit: Emit

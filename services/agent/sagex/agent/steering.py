@@ -106,11 +106,11 @@ async def effects(activation: ActivationClient, sae_id: str, feature_id: int) ->
 
 
 async def run_probe(activation: ActivationClient, sae_id: str, feature_id: int, prediction: SteeringPrediction,
-                    target_kl: float, max_new_tokens: int = 16) -> SteeringProbe | str:
+                    target_kl: float, max_new_tokens: int = 16, timeout_s: float = 600.0) -> SteeringProbe | str:
     """Steer the neutral prompts at ``target_kl`` and judge; a string says why it could not run."""
     try:
         outcome = await activation.steer(sae_id, feature_id, NEUTRAL_PROMPTS, target_kl=target_kl,
-                                         max_new_tokens=max_new_tokens)
+                                         max_new_tokens=max_new_tokens, timeout_s=timeout_s)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             return "the activation service does not steer (start it with --steering)"
