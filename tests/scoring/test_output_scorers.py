@@ -62,6 +62,15 @@ async def test_intervention_embedding_judge_reports_kl_sample_and_control(steeri
     assert d["control_feature"] != FEATURES[0] and abs(d["control_mean_kl"] - 1.0) <= 0.1
     assert 0.0 <= d["control_accuracy"] <= 1.0
 
+    # A second explanation of the feature is judged on the same generations (no new steering run).
+    scorer = build_scorer("intervention", kit, settings)
+    data = FeatureData(kit.activation, SAE, FEATURES[0], HeldoutSpec(), seed=0)
+    first = await run_scorer(scorer, ScoringInput("numbers and symbols", data))
+    second = await run_scorer(scorer, ScoringInput("a cooking recipe", data))
+    assert first.ok and second.ok
+    for key in ("mean_kl", "strength", "control_mean_kl", "identical_pairs"):
+        assert first.details[key] == second.details[key] == d[key]
+
 
 def _pairs(prompt: str) -> list[tuple[str, str]]:
     return [(json.loads(a), json.loads(b)) for a, b in re.findall(r'  A: (".*")\n  B: (".*")', prompt)]
