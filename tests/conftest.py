@@ -103,6 +103,24 @@ async def server(activation_config: ActivationConfig, runtime: object) -> AsyncI
         yield running
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def steer_server(mining_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, Any]]:
+    """A second activation server, with steering on (the shared one has it off): (stub, runtime, port)."""
+    from sagex.activation.server import running_activation_server
+    from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+    from sagex.server.lifecycle import channel_options
+
+    config = ActivationConfig(
+        saes={EMBEDDED_SAE_ID: EMBEDDED_SAE_DIR}, corpus_dir=mining_corpus,
+        mining_cache_dir=tmp_path_factory.mktemp("steer-mining"), max_mining_tokens=6000, window_tokens=32,
+        steering=True, max_steer_new_tokens=48, max_steer_strength=500.0,
+        server=ServerOptions(port=0, drain_seconds=0.0, grace_seconds=1.0),
+    )
+    async with running_activation_server(config) as (running, runtime):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
+            yield pb_grpc.ActivationServiceStub(channel), runtime, running.port
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub(server: object) -> AsyncIterator[object]:
     from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc

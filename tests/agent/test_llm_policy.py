@@ -63,7 +63,9 @@ async def test_every_step_gets_its_own_compact_prompt(llm_agent: Any, token_feat
     feature = next(iter(token_features))
     ex = (await explain(client, feature, budget=pb.Budget(max_rounds=3)))[-1].explanation
     assert not ex.HasField("error"), ex.error.message
-    assert ex.description == "Fires on 'the'." and [lb.name for lb in ex.labels] == ["the"]
+    # The conclusion's own text, then what the feature does (its logit lens; this server does not steer).
+    assert ex.description.startswith("Fires on 'the'. What it does: its decoder direction promotes ")
+    assert [lb.name for lb in ex.labels] == ["the"]
     assert all(h.status == pb.HYPOTHESIS_STATUS_CONFIRMED for h in ex.hypotheses)
     assert all([u.status for u in h.updates] == [pb.HYPOTHESIS_STATUS_PENDING, pb.HYPOTHESIS_STATUS_CONFIRMED]
                for h in ex.hypotheses)

@@ -186,6 +186,7 @@ def activation_hints(facts: Facts) -> Hints:
             "sagex.api.activation.v1.TokenIds.ids": st.lists(near_range(facts.vocab_size), min_size=1, max_size=12),
             "sagex.api.activation.v1.FeatureIdSelection.feature_ids": _feature_lists(facts, 8, limits.max_feature_ids),
             "sagex.api.activation.v1.MineExemplarsRequest.feature_ids": _feature_lists(facts, 2),
+            "sagex.api.activation.v1.GetFeatureEffectsRequest.feature_ids": _feature_lists(facts, 4),
             "sagex.api.activation.v1.GetFeatureStatisticsRequest.feature_ids":
                 weighted((1, st.just([])), (3, _feature_lists(facts, 40))),
             "token_ids": st.lists(messages(apb.TokenIds.DESCRIPTOR, Hints(
@@ -257,7 +258,8 @@ def scoring_hints(facts: Facts, known: Known) -> Hints:
 # Deadlines (seconds, weight). Expensive methods get short ones: their work is cancelled at the deadline.
 QUICK = ((3, 5.0), (2, 1.0), (1, 0.05))  # Hypothesis favours earlier options: the usual case goes first
 EXPENSIVE = ((3, 3.0), (2, 1.0), (1, 0.05))
-EXPENSIVE_METHODS = {"ExplainFeature", "MineExemplars", "ScoreExplanation", "StreamActivations", "WaitOperation"}
+EXPENSIVE_METHODS = {"ExplainFeature", "MineExemplars", "ScoreExplanation", "StreamActivations", "WaitOperation",
+                     "SteerGenerate"}
 
 
 def _deadlines(method: MethodDescriptor) -> st.SearchStrategy[float]:
@@ -303,6 +305,11 @@ def seeds(service: str, facts: Facts, known: Known) -> dict[str, list[Message]]:
                               apb.MineExemplarsRequest(sae_id=sae, feature_ids=dead[:1])],
             "GetFeatureStatistics": [apb.GetFeatureStatisticsRequest(sae_id=sae, feature_ids=live + dead),
                                      apb.GetFeatureStatisticsRequest(sae_id=sae)],
+            "GetFeatureEffects": [apb.GetFeatureEffectsRequest(sae_id=sae, feature_ids=live + dead, top_k=5)],
+            "SteerGenerate": [apb.SteerGenerateRequest(sae_id=sae, feature_id=live[0], prompts=TEXTS[:2], strength=4.0,
+                                                       max_new_tokens=2),
+                              apb.SteerGenerateRequest(sae_id=sae, feature_id=live[0], prompts=TEXTS[:1], target_kl=1.0,
+                                                       max_new_tokens=1)],
         }
     if service == "agent":
         return {

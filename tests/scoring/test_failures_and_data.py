@@ -21,7 +21,7 @@ LLM_SCORERS = ["generative", "predictive", "detection", "fuzzing"]
 
 
 async def test_registry_names_every_scorer() -> None:
-    assert scorer_names() == ["detection", "embedding", "fuzzing", "generative", "predictive"]
+    assert scorer_names() == ["detection", "embedding", "fuzzing", "generative", "intervention", "output", "predictive"]
     with pytest.raises(ValueError, match="unknown scorer 'simulation'; known: detection, embedding"):
         build_scorer("simulation", Toolkit(activation=None))  # type: ignore[arg-type]
 

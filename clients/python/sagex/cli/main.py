@@ -4,6 +4,7 @@
     sage serve agent [--port 50052] [--activation HOST:PORT ...] [--llm-base-url URL --llm-model NAME]
     sage serve scoring [--port 50053] [--activation HOST:PORT ...] [--agent HOST:PORT] [--llm-base-url URL ...]
     sage serve all                 # = sage up: the three services, wired together
+    sage steer SAE FEATURE "prompt" [--strength A | --target-kl KL] [--mode add|clamp]
     sage up [--port-base 50051]
     sage assets prepare            # convert the embedded model, build the corpus
     sage demo                      # the main job, end to end on the embedded default
@@ -129,6 +130,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
 
 
+def cmd_steer(args: argparse.Namespace) -> int:
+    from sagex.cli.steer import steer
+
+    if args.strength is not None and args.target_kl is not None:
+        raise SystemExit("sage steer: give --strength or --target-kl, not both")
+    target = args.target_kl if args.strength is None else None
+    if args.strength is None and target is None:
+        target = 1.0
+    return steer(args.activation, args.sae, args.feature, args.prompts, args.strength, target, args.mode,
+                 args.max_new_tokens, args.temperature, args.seed, args.top_k)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sagex.cli.evaluate import parse_features
     from sagex.cli.report import report
@@ -140,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
     return report(args.sae, features, args.job, agent=args.agent, activation=args.activation or None,
                   scoring=args.scoring, scorers=scorers, eval_json=args.eval, out=Path(args.out), seed=args.seed,
-                  title=args.title)
+                  title=args.title, steer_target_kl=args.steer_kl)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -207,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     scorecmd.add_argument("--seed", type=int, default=0)
     scorecmd.set_defaults(func=cmd_score)
 
+    steercmd = sub.add_parser("steer", help="a feature's logit lens, and prompts continued with it pushed and without")
+    steercmd.add_argument("sae")
+    steercmd.add_argument("feature", type=int)
+    steercmd.add_argument("prompts", nargs="*", help="prompts to continue (none: only the logit lens)")
+    steercmd.add_argument("--strength", type=float, help="α (add) or the clamp value (default: --target-kl 1)")
+    steercmd.add_argument("--target-kl", type=float, help="search α for this mean KL in nats (negative: against d_f)")
+    steercmd.add_argument("--mode", choices=["add", "clamp"], default="add")
+    steercmd.add_argument("--max-new-tokens", type=int, default=16)
+    steercmd.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    steercmd.add_argument("--seed", type=int, default=0)
+    steercmd.add_argument("--top-k", type=int, default=10, help="logit-lens tokens shown each way")
+    steercmd.add_argument("--activation", default="127.0.0.1:50051", help="the activation service (default %(default)s)")
+    steercmd.set_defaults(func=cmd_steer)
+
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")
     evaluate.add_argument("features", nargs="+", help="feature ids: 3, 1,5,9 or 10-20")
@@ -231,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="sage-report.html", help="the HTML file to write (default %(default)s)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--title", default="SAGE explanations")
+    rep.add_argument("--steer-kl", type=float, help="also show neutral prompts steered at this KL in nats "
+                     "(needs `sage serve activation --steering`)")
     rep.set_defaults(func=cmd_report)
 
     exp = sub.add_parser("export", help="explanations, scores and top activations as Neuronpedia uploads "

@@ -12,7 +12,7 @@ from sagex.sdk import Sage, SageError, load_comparison
 
 def report(sae: str, features: Sequence[int], job: str | None, *, agent: str, activation: str | None,
            scoring: str | None, scorers: Sequence[str], eval_json: str | None, out: Path, seed: int,
-           title: str) -> int:
+           title: str, steer_target_kl: float | None = None) -> int:
     if not features and not job:
         raise SystemExit("sage report: give feature ids (e.g. 3,5,10-20) or --job NAME from `sage explain`")
     try:
@@ -38,7 +38,8 @@ def report(sae: str, features: Sequence[int], job: str | None, *, agent: str, ac
 
             service, address = "scoring", scoring or ""
             result = collect(sage, explanations, scorers=scorers, seed=seed, with_exemplars=activation is not None,
-                             comparison=comparison, title=title, notes=notes, on_feature=progress)
+                             comparison=comparison, title=title, notes=notes, on_feature=progress,
+                             steer_target_kl=steer_target_kl)
         except ValueError as exc:
             raise SystemExit(f"sage report: {exc}") from None
         except TimeoutError:

@@ -27,6 +27,8 @@ section.feature { border-top: 3px solid var(--line); margin-top: 32px; }
       padding: 4px 6px; background: var(--soft); border-radius: 4px; }
 .tok { background: rgba(var(--hot), var(--a, 0)); border-radius: 2px; }
 .tok.peak { outline: 1.5px solid rgb(var(--hot)); }
+.lt { font: 13px ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre; padding: 0 4px; border-radius: 3px; }
+.lt.up { background: #dafbe1; } .lt.down { background: #ffebe9; }
 .timeline { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin: 4px 0 8px; }
 .timeline .step { border-left: 2px solid var(--line); padding-left: 6px; font-size: 12px; max-width: 520px; }
 .hyp { margin: 10px 0; padding: 8px 10px; border: 1px solid var(--line); border-radius: 6px; }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sagex.sdk import Comparison, Explanation, ScorerResult
-from sagex.sdk.types import FeatureExemplars
+from sagex.sdk.types import FeatureEffects, FeatureExemplars, SteerResult
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,8 @@ class FeatureReport:
     exemplars: FeatureExemplars | None = None  # None when no activation service was given
     scores: tuple[ScorerResult, ...] = ()
     score_error: str = ""  # why the feature was not scored, when it was not
+    effects: FeatureEffects | None = None  # the logit lens, when the activation service gave it
+    steering: SteerResult | None = None  # steered beside unsteered continuations, when asked for
 
     @property
     def feature_id(self) -> int:

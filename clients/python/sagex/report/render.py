@@ -150,6 +150,7 @@ def _feature(fr: FeatureReport) -> str:
         parts.append('<ul class="labels">' + "".join(
             f"<li><b>{escape(label.name)}</b>: {escape(label.description)}</li>" for label in ex.labels) + "</ul>")
     parts.append(_scores(fr))
+    parts.append(_output_side(fr))
     parts.append(_evidence(ex))
     parts.append(_hypotheses(ex.hypotheses))
     if fr.exemplars is not None and fr.exemplars.top:
@@ -187,6 +188,29 @@ def _score_rows(r: ScorerResult) -> list[str]:
                    f"<td>{escape(r.scorer) if i == 0 else ''}</td><td>{escape(m.name)}</td>"
                    f'<td class="num">{_metric(m)}</td><td class="num">{m.n}</td>{extra}</tr>')
     return out
+
+
+def _output_side(fr: FeatureReport) -> str:
+    """What the feature does: logit-lens tokens, and steered beside unsteered text."""
+    parts = []
+    if fr.effects is not None:
+        def chips(effects: Iterable, cls: str) -> str:  # type: ignore[type-arg]
+            return "".join(f'<span class="lt {cls}" title="{e.value:+.3f}">{escape(e.text)}'
+                           f'<span class="ci"> {e.value:+.2f}</span></span> ' for e in effects)
+
+        parts.append('<div class="lens"><p><b>Promotes</b> (logit lens) ' + chips(fr.effects.promoted, "up")
+                     + "</p><p><b>Suppresses</b> " + chips(fr.effects.suppressed, "down") + "</p></div>")
+    if fr.steering is not None:
+        st = fr.steering
+        rows = "".join(
+            f'<tr class="steer-row"><td>{escape(c.prompt)}</td><td>{escape(c.unsteered)}</td>'
+            f'<td>{escape(c.steered)}</td><td class="num">{c.kl:.2f}</td></tr>' for c in st.completions)
+        reached = "" if st.target_reached else " (target KL not reached)"
+        parts.append(f'<p class="muted">Steered: α = {st.strength:.3g} times the decoder direction added at the '
+                     f"last prompt token and every generated token; mean KL {st.mean_kl:.2f} nats{reached}.</p>"
+                     '<table class="steering"><thead><tr><th>prompt</th><th>unsteered</th><th>steered</th>'
+                     f'<th class="num">KL</th></tr></thead><tbody>{rows}</tbody></table>')
+    return ("<h3>Output side</h3>" + "".join(parts)) if parts else ""
 
 
 def _evidence(ex: Explanation) -> str:

@@ -23,18 +23,23 @@ from sagex.sdk.scoring import Comparison, Metric, ScorerResult, load_comparison
 from sagex.sdk.types import (
     AgentEvent,
     Explanation,
+    FeatureEffects,
     FeatureProgress,
     FeatureStatistics,
     Hypothesis,
     JobProgress,
     Label,
     Probe,
+    SteeredText,
+    SteerResult,
     TokenActivations,
+    TokenEffect,
 )
 
 __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
-    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "FeatureStatistics", "Hypothesis", "InternalError",
+    "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureEffects", "FeatureProgress",
+    "FeatureStatistics", "Hypothesis", "InternalError", "SteerResult", "SteeredText", "TokenEffect",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",

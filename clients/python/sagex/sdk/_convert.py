@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from google.longrunning import operations_pb2
 
@@ -95,3 +97,18 @@ def progress(op: operations_pb2.Operation) -> t.JobProgress:
                                       f.hypotheses, f.probes, f.round) for f in meta.running)
     return t.JobProgress(op.name, meta.total, meta.done, meta.failed, usage(meta.usage), op.done,
                          op.error.message if op.HasField("error") else "", running)
+
+
+def feature_effects(msg: apb.GetFeatureEffectsResponse) -> list[t.FeatureEffects]:
+    def toks(effects: Any) -> tuple[t.TokenEffect, ...]:
+        return tuple(t.TokenEffect(e.id, e.text, e.value) for e in effects)
+
+    return [t.FeatureEffects(f.feature_id, toks(f.promoted), toks(f.suppressed), f.decoder_norm) for f in msg.features]
+
+
+def steer_result(feature: int, msg: apb.SteerGenerateResponse) -> t.SteerResult:
+    return t.SteerResult(
+        feature, msg.strength, msg.mean_kl,
+        tuple(t.SteeredText(c.prompt, c.unsteered_text, c.steered_text, c.kl) for c in msg.completions),
+        msg.target_reached,
+    )

@@ -53,3 +53,18 @@ def wait(name: str, seconds: float) -> operations_pb2.WaitOperationRequest:
     seconds = max(0.0, seconds)
     return operations_pb2.WaitOperationRequest(
         name=name, timeout=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
+
+
+def steer(sae: str, feature: int, prompts: Sequence[str], strength: float | None, target_kl: float | None,
+          mode: str, max_new_tokens: int, temperature: float, seed: int, all_positions: bool
+          ) -> apb.SteerGenerateRequest:
+    if (strength is None) == (target_kl is None):
+        raise ValueError("give exactly one of strength and target_kl")
+    modes = {"add": apb.STEER_MODE_ADD, "clamp": apb.STEER_MODE_CLAMP}
+    if mode not in modes:
+        raise ValueError(f"mode must be add or clamp, got {mode!r}")
+    setting = {"strength": strength} if strength is not None else {"target_kl": target_kl}
+    positions = apb.STEER_POSITIONS_ALL if all_positions else apb.STEER_POSITIONS_LAST_AND_GENERATED
+    return apb.SteerGenerateRequest(sae_id=sae, feature_id=feature, prompts=list(prompts), mode=modes[mode],
+                                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                    positions=positions, **setting)

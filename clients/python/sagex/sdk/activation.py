@@ -12,9 +12,17 @@ from sagex.api.codec import assemble_texts
 from sagex.sdk import _convert, _requests
 from sagex.sdk._channel import ChannelConfig
 from sagex.sdk.errors import SageError, from_rpc_error, from_status
-from sagex.sdk.types import FeatureExemplars, FeatureStatistics, ModelInfo, TokenActivations
+from sagex.sdk.types import (
+    FeatureEffects,
+    FeatureExemplars,
+    FeatureStatistics,
+    ModelInfo,
+    SteerResult,
+    TokenActivations,
+)
 
 MINING_TIMEOUT_S = 1800.0  # the first scan of a corpus builds the index
+STEER_TIMEOUT_S = 600.0  # generation on a CPU server, with a target-KL search
 
 
 def _assemble(texts: Sequence[str], features: Sequence[int], chunks: Sequence[apb.StreamActivationsResponse]
@@ -103,6 +111,29 @@ class Activation:
         finally:
             call.cancel()  # a consumer that stops early ends the stream
 
+    def effects(self, sae: str, features: Sequence[int], top_k: int = 20) -> list[FeatureEffects]:
+        """The logit lens of each feature: promoted and suppressed tokens."""
+        request = apb.GetFeatureEffectsRequest(sae_id=sae, feature_ids=list(features), top_k=top_k)
+        try:
+            return _convert.feature_effects(self._stub.GetFeatureEffects(
+                request, timeout=self._config.timeout_s, metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def steer(self, sae: str, feature: int, prompts: Sequence[str], *, strength: float | None = None,
+              target_kl: float | None = None, mode: str = "add", max_new_tokens: int = 16, temperature: float = 0.0,
+              seed: int = 0, all_positions: bool = False) -> SteerResult:
+        """Continue ``prompts`` with the feature pushed (α·d_f added, or clamped) and without.
+        Give ``strength`` or ``target_kl`` (nats; the server searches α). Needs a server
+        started with steering on (FailedPreconditionError otherwise)."""
+        request = _requests.steer(sae, feature, prompts, strength, target_kl, mode, max_new_tokens, temperature,
+                                  seed, all_positions)
+        try:
+            return _convert.steer_result(feature, self._stub.SteerGenerate(
+                request, timeout=STEER_TIMEOUT_S, metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
 
 class AsyncActivation:
     def __init__(self, channel: grpc.aio.Channel, config: ChannelConfig) -> None:
@@ -158,5 +189,28 @@ class AsyncActivation:
         try:
             return [_convert.exemplars(msg) async for msg in self._stub.MineExemplars(
                 request, timeout=MINING_TIMEOUT_S, metadata=self._config.metadata())]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def effects(self, sae: str, features: Sequence[int], top_k: int = 20) -> list[FeatureEffects]:
+        """The logit lens of each feature: promoted and suppressed tokens."""
+        request = apb.GetFeatureEffectsRequest(sae_id=sae, feature_ids=list(features), top_k=top_k)
+        try:
+            return _convert.feature_effects(await self._stub.GetFeatureEffects(
+                request, timeout=self._config.timeout_s, metadata=self._config.metadata()))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def steer(self, sae: str, feature: int, prompts: Sequence[str], *, strength: float | None = None,
+              target_kl: float | None = None, mode: str = "add", max_new_tokens: int = 16, temperature: float = 0.0,
+              seed: int = 0, all_positions: bool = False) -> SteerResult:
+        """Continue ``prompts`` with the feature pushed (α·d_f added, or clamped) and without.
+        Give ``strength`` or ``target_kl`` (nats; the server searches α). Needs a server
+        started with steering on (FailedPreconditionError otherwise)."""
+        request = _requests.steer(sae, feature, prompts, strength, target_kl, mode, max_new_tokens, temperature,
+                                  seed, all_positions)
+        try:
+            return _convert.steer_result(feature, await self._stub.SteerGenerate(
+                request, timeout=STEER_TIMEOUT_S, metadata=self._config.metadata()))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None

@@ -36,6 +36,41 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class TokenEffect:
+    token_id: int
+    text: str
+    value: float  # logit-lens value
+
+
+@dataclass(frozen=True)
+class FeatureEffects:
+    """Output side of a feature: the tokens its decoder direction promotes and suppresses
+    through the final norm and unembedding (the logit lens)."""
+
+    feature_id: int
+    promoted: tuple[TokenEffect, ...]  # highest first
+    suppressed: tuple[TokenEffect, ...]  # lowest first
+    decoder_norm: float
+
+
+@dataclass(frozen=True)
+class SteeredText:
+    prompt: str
+    unsteered: str
+    steered: str
+    kl: float  # nats, KL(unsteered || steered) of the first generated token
+
+
+@dataclass(frozen=True)
+class SteerResult:
+    feature_id: int
+    strength: float  # the α used (calibrated when a target KL was asked)
+    mean_kl: float
+    completions: tuple[SteeredText, ...]
+    target_reached: bool = False
+
+
+@dataclass(frozen=True)
 class TokenActivations:
     """One text: its tokens and, per requested feature, the activation at every token."""
 

@@ -50,6 +50,13 @@ class ActivationConfig:
     window_tokens: int = 64
     max_mining_tokens: int = 400_000  # per split; bounds the first scan's time
     mining_batch_windows: int = 32
+    # Output side. The logit lens is always served; SteerGenerate needs the full model
+    # (every layer after the hook, the final norm and the LM head), which costs memory: opt in.
+    steering: bool = False
+    max_steer_prompts: int = 16
+    max_steer_new_tokens: int = 64
+    max_steer_strength: float = 1000.0  # |α| and |clamp value|, in units of the decoder row
+    max_steer_queue: int = 8  # generations waiting or running; more is RESOURCE_EXHAUSTED
     server: ServerOptions = field(default_factory=lambda: ServerOptions(port=DEFAULT_PORT))
 
     def __post_init__(self) -> None:
@@ -70,7 +77,8 @@ class ActivationConfig:
             problems.append(f"dtype: {self.dtype!r} is not float32, float16 or bfloat16")
         for name in ("max_texts_per_batch", "max_chars_per_text", "max_tokens_per_text", "max_feature_ids",
                      "max_top_k", "batch_token_budget", "max_queue_texts", "window_tokens", "max_mining_tokens",
-                     "max_inflight_batches_per_stream", "mining_batch_windows"):
+                     "max_inflight_batches_per_stream", "mining_batch_windows", "max_steer_prompts",
+                     "max_steer_new_tokens", "max_steer_strength", "max_steer_queue"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be > 0")
         if self.max_response_bytes < 4096:

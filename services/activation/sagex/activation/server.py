@@ -18,6 +18,7 @@ from sagex.activation.batcher import DynamicBatcher
 from sagex.activation.config import ActivationConfig
 from sagex.activation.engine import ActivationEngine
 from sagex.activation.mining import ExemplarMiner
+from sagex.activation.outputside import OutputSide
 from sagex.activation.servicer import ActivationServicer
 from sagex.api.activation.v1 import activation_service_pb2, activation_service_pb2_grpc
 from sagex.server.lifecycle import RunningServer, Service, serve_until_signal, start_server
@@ -32,9 +33,12 @@ class ActivationRuntime:
     engine: ActivationEngine
     batcher: DynamicBatcher
     miner: ExemplarMiner
+    output: OutputSide | None = None
 
     def close(self) -> None:
         self.batcher.close()
+        if self.output is not None:
+            self.output.close()
 
 
 def _model_key(engine: ActivationEngine) -> str:
@@ -65,8 +69,11 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
         special_ids=engine.lm.special_ids,
         prefix=engine.lm.prefix,
     )
+    lm = engine.lm
+    eos = lm.tokenizer.eos_token_id
+    output = OutputSide.build(config, lm.model_dir, engine.device, lm.dtype, lm.pad_id, [] if eos is None else [eos])
     engine.warmup()
-    return ActivationRuntime(engine, batcher, miner)
+    return ActivationRuntime(engine, batcher, miner, output)
 
 
 def activation_service(servicer: ActivationServicer) -> Service:
@@ -85,7 +92,7 @@ async def running_activation_server(
     try:
         if rt is None:
             rt = await asyncio.to_thread(build_runtime, config)
-        servicer.attach(rt.engine, rt.batcher, rt.miner)
+        servicer.attach(rt.engine, rt.batcher, rt.miner, rt.output)
         await running.set_ready()
         yield running, rt
     finally:
@@ -102,7 +109,7 @@ async def serve(config: ActivationConfig) -> None:
     async def ready() -> None:
         rt = await asyncio.to_thread(build_runtime, config)
         holder.append(rt)
-        servicer.attach(rt.engine, rt.batcher, rt.miner)
+        servicer.attach(rt.engine, rt.batcher, rt.miner, rt.output)
 
     async def on_stop() -> None:
         for rt in holder:

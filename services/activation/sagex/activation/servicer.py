@@ -19,6 +19,8 @@ from sagex.activation.config import ActivationConfig
 from sagex.activation.engine import ActivationEngine, WorkItem
 from sagex.activation.lm import Tokenized
 from sagex.activation.mining import ExemplarMiner, MiningIndex
+from sagex.activation.output_rpc import OutputRpcs
+from sagex.activation.outputside import OutputSide
 from sagex.activation.packing import text_responses, tokens_to_proto
 from sagex.activation.sae import LoadedSae
 from sagex.activation.validation import (
@@ -55,17 +57,21 @@ def _timeout(context: aio.ServicerContext, default: float) -> float:
     return default if remaining is None else max(0.0, min(remaining, default))
 
 
-class ActivationServicer(pb_grpc.ActivationServiceServicer):
+class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
     """Mounted before the model loads (so health can say NOT_SERVING); every RPC
     answers UNAVAILABLE until ``attach`` has run."""
 
     def __init__(self, config: ActivationConfig) -> None:
         self.config = config
         self._engine: ActivationEngine | None = None
+        self._output: OutputSide | None = None
 
-    def attach(self, engine: ActivationEngine, batcher: DynamicBatcher, miner: ExemplarMiner) -> None:
+    def attach(
+        self, engine: ActivationEngine, batcher: DynamicBatcher, miner: ExemplarMiner, output: OutputSide | None = None
+    ) -> None:
         self.batcher = batcher
         self.miner = miner
+        self._output = output
         self.limits = Limits(self.config, engine.lm.vocab_size)
         self._engine = engine
 
@@ -89,6 +95,7 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
                 name=lm.name, architecture=lm.architecture, num_layers=lm.num_layers, loaded_layers=lm.loaded_layers,
                 d_model=lm.d_model, vocab_size=lm.vocab_size, dtype=str(lm.dtype).removeprefix("torch."),
                 device=str(self.engine.device), prepends_bos=lm.prepend_bos, special_tokens=specials,
+                steering_enabled=self._output is not None and self._output.steerable is not None,
             ),
             saes=[self._sae_info(s) for s in self.engine.saes.values()],
             limits=pb.ServerLimits(

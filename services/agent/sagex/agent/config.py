@@ -47,6 +47,9 @@ class AgentConfig:
     fire_fraction: float = 0.2  # an activation counts as firing at this fraction of the feature's max
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
     triage: TriageConfig = field(default_factory=TriageConfig)
+    # Output side: a steering probe per feature when the activation service steers.
+    steering_probe: bool = True
+    steer_target_kl: float = 1.0  # nats, first generated token
     default_concurrency: int = 4  # features of one job explained at once
     max_concurrent_features: int = 16  # across all jobs and streams
     max_features_per_job: int = 10_000
@@ -65,6 +68,8 @@ class AgentConfig:
             problems.append(f"llm.model: the {self.default_policy} policy needs a model name")
         problems += [f"budget.{f}: {why}" for f, why in self.budget.problems()]
         problems += self.triage.problems()
+        if not 0 < self.steer_target_kl <= 10:
+            problems.append(f"steer_target_kl: {self.steer_target_kl} is outside (0, 10] nats")
         if not 3 <= self.num_hypotheses <= 8:
             problems.append(f"num_hypotheses: {self.num_hypotheses} is outside 3..8")
         if not 0 <= self.auto_threshold <= 1:

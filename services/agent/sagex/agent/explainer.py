@@ -11,10 +11,11 @@ from dataclasses import dataclass, replace
 import grpc
 import structlog
 
+from sagex.agent import steering
 from sagex.agent.budget import Budget, Meter
 from sagex.agent.config import AgentConfig
 from sagex.agent.loop import Emit, RunProbes, run_loop, run_probes
-from sagex.agent.policies.base import Policy, StepFailed
+from sagex.agent.policies.base import BudgetSpent, Policy, StepFailed
 from sagex.agent.policies.symbolic import SymbolicPolicy
 from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, ProbeDraft, RunState
 from sagex.agent.symbolic.resources import ResourceMissing, serial
@@ -63,6 +64,8 @@ class Outcome:
 
 
 PolicyFactory = Callable[[RunSpec], Policy]
+OUTPUT_SIDE_MARGIN_S = 2.0  # kept back from the feature's budget so the conclusion is always stored
+MIN_STEERING_S = 10.0  # below this, a steering probe is not started
 
 
 def _siblings(view: FeatureView, token: str) -> list[ProbeDraft]:
@@ -84,12 +87,13 @@ class Explainer:
 
     async def view(self, sae_id: str, feature_id: int) -> FeatureView:
         ex = self.config.exemplars
-        stats, exemplars = await asyncio.gather(
+        stats, exemplars, lens = await asyncio.gather(
             self.activation.statistics(sae_id, [feature_id]),
             self.activation.exemplars(sae_id, feature_id, top_k=ex.top_k, bands=ex.bands, per_band=ex.per_band,
                                       non_activating=ex.non_activating, seed=ex.seed),
+            steering.effects(self.activation, sae_id, feature_id),
         )
-        return FeatureView(sae_id, feature_id, stats[feature_id], exemplars, self.config.fire_fraction)
+        return FeatureView(sae_id, feature_id, stats[feature_id], exemplars, self.config.fire_fraction, lens)
 
     async def explain(self, spec: RunSpec, emit: Emit = _noop) -> Outcome:
         started = time.monotonic()
@@ -139,6 +143,7 @@ class Explainer:
             return await self.activation.run(spec.sae_id, spec.feature_id, texts)
 
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
+            await self._output_side(spec, policy, state, outcome, started)
             return
         await emit(Phase.READING_EXEMPLARS)
         meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
@@ -148,6 +153,8 @@ class Explainer:
         outcome.conclusion = await policy.conclude(state)
         if spec.policy == "auto":
             await self._route(spec, policy, outcome, run, emit, started)
+        assert outcome.state is not None
+        await self._output_side(spec, policy, outcome.state, outcome, started)
 
     async def _route(self, spec: RunSpec, symbolic: Policy, outcome: Outcome, run: RunProbes, emit: Emit,
                      started: float) -> None:
@@ -180,6 +187,41 @@ class Explainer:
             outcome.conclusion = await llm.conclude(routed)
         finally:
             outcome.llm_usage = llm.usage()
+
+    async def _output_side(self, spec: RunSpec, policy: Policy, state: RunState, outcome: Outcome,
+                           started: float) -> None:
+        """What the feature does: the logit lens, and a steering probe of the policy's predicted
+        effect (policies without ``predict_steering`` test the logit lens itself). The probe
+        only uses what is left of the feature's wall-clock budget, and nothing on the output
+        side can fail a feature that has its conclusion."""
+        assert outcome.conclusion is not None
+        probe: steering.SteeringProbe | str | None = None
+        left = spec.budget.max_seconds - (time.monotonic() - started) - OUTPUT_SIDE_MARGIN_S
+        if self.config.steering_probe and left < MIN_STEERING_S:
+            probe = f"only {max(left, 0):.0f}s of the wall-clock budget left"
+        elif self.config.steering_probe:
+            try:
+                async with asyncio.timeout(left):
+                    probe = await self._steering_probe(spec, policy, state, left)
+            except TimeoutError:
+                probe = "the wall-clock budget ran out during the steering probe"
+            except (ActivationUnavailable, grpc.aio.AioRpcError, LLMUnavailable) as exc:
+                probe = f"the steering probe could not run ({exc})"
+        outcome.conclusion = steering.with_output_side(outcome.conclusion, state.view.lens, probe)
+
+    async def _steering_probe(self, spec: RunSpec, policy: Policy, state: RunState, left: float
+                              ) -> steering.SteeringProbe | str:
+        if not await self.activation.can_steer():
+            return "the activation service does not steer (start it with --steering)"
+        predict = getattr(policy, "predict_steering", None)
+        try:
+            prediction = await predict(state) if predict else steering.lens_prediction(state.view.lens)
+        except (StepFailed, BudgetSpent) as exc:
+            return f"no prediction ({exc})"
+        if prediction is None:
+            return "nothing to predict (the logit lens has no word tokens)"
+        return await steering.run_probe(self.activation, spec.sae_id, spec.feature_id, prediction,
+                                        self.config.steer_target_kl, timeout_s=left)
 
     async def _triaged(
         self, state: RunState, outcome: Outcome, run: Callable[[Sequence[str]], Awaitable[list[Trace]]], emit: Emit

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sagex.remote.activation import Exemplars, FeatureStats
+from sagex.remote.activation import Exemplars, FeatureStats, LensTokens
 from sagex.remote.traces import Trace
 
 
@@ -49,6 +49,7 @@ class FeatureView:
     stats: FeatureStats
     exemplars: Exemplars
     fire_fraction: float
+    lens: LensTokens | None = None  # output side: tokens the decoder direction promotes/suppresses
 
     @property
     def scale(self) -> float:

@@ -60,6 +60,32 @@ class SaeDescription:
     hook_name: str
 
 
+@dataclass(frozen=True)
+class LensTokens:
+    """A feature's logit lens: (token text, value) promoted (highest first) and suppressed (lowest first)."""
+
+    feature_id: int
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class Steered:
+    prompt: str
+    unsteered: str
+    steered: str
+    kl: float
+
+
+@dataclass(frozen=True)
+class SteerOutcome:
+    feature_id: int
+    strength: float
+    mean_kl: float
+    target_reached: bool
+    completions: list[Steered]
+
+
 class ActivationUnavailable(Exception):
     """No replica answered; the message names them and the last status."""
 
@@ -99,6 +125,7 @@ class ActivationClient:
         self._stubs = [pb_grpc.ActivationServiceStub(c) for c in self._channels]
         self._next = itertools.count()
         self._sae_cache: dict[str, SaeDescription] = {}
+        self._steering: bool | None = None
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return self.credentials.call_metadata()
@@ -137,6 +164,7 @@ class ActivationClient:
                                                                             metadata=self._metadata()))
             for sae in info.saes:
                 self._sae_cache[sae.id] = SaeDescription(sae.id, sae.d_sae, sae.hook_name)
+            self._steering = info.model.steering_enabled
         return self._sae_cache.get(sae_id)
 
     async def sae_ids(self) -> list[str]:
@@ -204,3 +232,34 @@ class ActivationClient:
                     for i, a in sorted(assembled.items())]
 
         return await self._call("StreamActivations", stream)
+
+    async def can_steer(self) -> bool:
+        """Whether the activation service serves SteerGenerate (it was started with steering on)."""
+        if self._steering is None:
+            await self.sae("")
+        return bool(self._steering)
+
+    async def effects(self, sae_id: str, feature_ids: Sequence[int], top_k: int = 20) -> dict[int, LensTokens]:
+        """The logit lens of each feature (GetFeatureEffects)."""
+        request = pb.GetFeatureEffectsRequest(sae_id=sae_id, feature_ids=list(feature_ids), top_k=top_k)
+        resp = await self._call("GetFeatureEffects", lambda s: s.GetFeatureEffects(
+            request, timeout=self.timeout_s, metadata=self._metadata()))
+        return {f.feature_id: LensTokens(f.feature_id, [(t.text, t.value) for t in f.promoted],
+                                         [(t.text, t.value) for t in f.suppressed]) for f in resp.features}
+
+    async def steer(
+        self, sae_id: str, feature_id: int, prompts: Sequence[str], *, strength: float | None = None,
+        target_kl: float | None = None, max_new_tokens: int = 16, temperature: float = 0.0, seed: int = 0,
+        timeout_s: float = 600.0,
+    ) -> SteerOutcome:
+        """Steered and unsteered continuations (SteerGenerate): give ``strength`` or ``target_kl``.
+        A server without steering answers FAILED_PRECONDITION (raised as grpc.aio.AioRpcError)."""
+        setting = {"strength": strength} if strength is not None else {"target_kl": target_kl}
+        request = pb.SteerGenerateRequest(
+            sae_id=sae_id, feature_id=feature_id, prompts=list(prompts), mode=pb.STEER_MODE_ADD,
+            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **setting,
+        )
+        resp = await self._call("SteerGenerate", lambda s: s.SteerGenerate(
+            request, timeout=timeout_s, metadata=self._metadata()))
+        return SteerOutcome(feature_id, resp.strength, resp.mean_kl, resp.target_reached, [
+            Steered(c.prompt, c.unsteered_text, c.steered_text, c.kl) for c in resp.completions])

@@ -19,12 +19,16 @@ from sagex.scoring.scorers.detection import DetectionSettings
 from sagex.scoring.scorers.embedding import EmbeddingSettings
 from sagex.scoring.scorers.fuzzing import FuzzingSettings
 from sagex.scoring.scorers.generative import GenerativeSettings
+from sagex.scoring.scorers.intervention import InterventionSettings
+from sagex.scoring.scorers.output import OutputSettings
 from sagex.scoring.scorers.predictive import PredictiveSettings
 from sagex.server.lifecycle import ServerOptions
 from sagex.server.paths import cache_dir
 
 DEFAULT_PORT = 50053
-SCORERS = ("generative", "predictive", "detection", "fuzzing", "embedding")
+# Output-side scorers are opt-in: intervention needs an activation server with steering on.
+DEFAULT_SCORERS = ("generative", "predictive", "detection", "fuzzing", "embedding")
+SCORERS = (*DEFAULT_SCORERS, "intervention", "output")
 EXPLAINERS = ("single_pass", "sage")
 
 
@@ -43,13 +47,15 @@ class ScoringConfig:
     database: Path | None = None
     retention_hours: float = 168.0  # finished operations (and their results) are deleted this long after
     llm: LLMConfig = field(default_factory=LLMConfig)
-    default_scorers: tuple[str, ...] = SCORERS  # when a request names none
+    default_scorers: tuple[str, ...] = DEFAULT_SCORERS  # when a request names none
     heldout: HeldoutSpec = field(default_factory=HeldoutSpec)
     generative: GenerativeSettings = field(default_factory=GenerativeSettings)
     predictive: PredictiveSettings = field(default_factory=PredictiveSettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     fuzzing: FuzzingSettings = field(default_factory=FuzzingSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    intervention: InterventionSettings = field(default_factory=InterventionSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_device: str = "cpu"
     max_explanation_chars: int = 1000  # one cap for every explainer's text (longer requests are refused)
@@ -130,4 +136,4 @@ def _build(cls: type, data: dict[str, Any], where: str, base: Path) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["DEFAULT_PORT", "EXPLAINERS", "SCORERS", "ScoringConfig"]
+__all__ = ["DEFAULT_PORT", "DEFAULT_SCORERS", "EXPLAINERS", "SCORERS", "ScoringConfig"]

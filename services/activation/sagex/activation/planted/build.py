@@ -94,7 +94,7 @@ def load_lm(settings: BuildSettings, hook_name: str):  # type: ignore[no-untyped
     try:
         lm = TruncatedLM(model_dir, [hook_name], torch.device("cpu"))
     except ValueError as exc:  # a hook the model lacks (the message lists the ones it has)
-        raise BuildError(f"hook {hook_name!r}: {exc}") from None
+        raise BuildError(str(exc)) from None
     return lm, lm.hooks[hook_name].key
 
 

@@ -25,6 +25,7 @@ from sagex.agent.state import (
     Status,
     Verdict,
 )
+from sagex.agent.steering import SteeringPrediction, lens_prediction
 from sagex.llm.backend import Usage
 from sagex.remote.traces import normalize_token
 
@@ -287,3 +288,7 @@ class HeuristicPolicy:
         if kind == "piece":
             return f"words containing {token!r}"
         return _show(h.text, 40)
+
+    async def predict_steering(self, state: RunState) -> SteeringPrediction | None:
+        """The logit lens as the output-side hypothesis, for the steering probe to test."""
+        return lens_prediction(state.view.lens)

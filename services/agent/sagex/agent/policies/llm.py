@@ -25,6 +25,7 @@ from sagex.agent.state import (
     Status,
     Verdict,
 )
+from sagex.agent.steering import SteeringPrediction
 from sagex.llm.backend import LLMBackend, MalformedAnswer, Usage
 
 T = TypeVar("T")
@@ -36,6 +37,8 @@ _EXPECT = {"type": "string", "enum": ["fires", "silent"]}
 _PROBE: dict[str, Any] = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
           "required": ["text", "expected"]}
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "steering": {"type": "object", "required": ["effect", "tokens"], "properties": {
+        "effect": _STR, "tokens": {"type": "array", "items": _STR}}},
     "hypotheses": {"type": "object", "required": ["hypotheses"], "properties": {
         "observations": _STR,
         "hypotheses": {"type": "array", "items": {"type": "object", "required": ["text", "is_control"],
@@ -294,3 +297,18 @@ class LLMPolicy:
             return Conclusion(description, labels, evidence)
 
         return await self._ask("conclude", prompts.conclude(state), "conclusion", parse)
+
+    async def predict_steering(self, state: RunState) -> SteeringPrediction | None:
+        """The model's prediction of what amplifying the feature makes the model write."""
+
+        def parse(obj: Any) -> SteeringPrediction:
+            obj = _obj(obj, "the answer")
+            effect = _text(obj.get("effect"), "effect", 300)
+            raw = obj.get("tokens")
+            words = tuple(dict.fromkeys(w.strip().lower() for w in raw if isinstance(w, str) and w.strip().isalpha())) \
+                if isinstance(raw, list) else ()
+            if not 1 <= len(words) <= 20:
+                raise ValueError('"tokens" must list 1 to 20 single lowercase words')
+            return SteeringPrediction(effect, words, 0, "the model's prediction")
+
+        return await self._ask("predict_steering", prompts.predict_steering(state), "steering", parse)

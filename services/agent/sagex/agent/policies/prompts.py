@@ -59,6 +59,16 @@ def exemplars(view: FeatureView, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
+def output_side(view: FeatureView) -> str:
+    """The logit lens, when the activation service gave it (empty otherwise)."""
+    if view.lens is None or not view.lens.promoted:
+        return ""
+    up = ", ".join(repr(t) for t, _ in view.lens.promoted[:12])
+    down = ", ".join(repr(t) for t, _ in view.lens.suppressed[:8])
+    return (f"\nOutput side (logit lens: its decoder direction through the final norm and unembedding; direct effect "
+            f"only, may be noisy):\n- promotes: {up}\n- suppresses: {down}\n")
+
+
 def probe_line(p: Probe, detail: bool) -> str:
     outcome = "fired" if p.fired else "silent"
     verdict = "as expected" if p.as_expected else "NOT as expected"
@@ -93,7 +103,7 @@ It fires in {v.stats.window_frequency:.1%} of corpus windows ({v.stats.firing_fr
 
 Top-activating corpus examples (active tokens followed by their activation):
 {exemplars(v)}
-
+{output_side(v)}
 {_findings(state)}Task: write exactly {count} competing, testable hypotheses about what makes this feature fire. Make them differ
 (the token itself, its context, a broader category, a structural position...). Exactly one must be a control:
 a claim about text on which the feature should NOT fire, with "is_control": true.
@@ -149,7 +159,7 @@ def conclude(state: RunState) -> str:
 
 Top examples:
 {exemplars(state.view, limit=5)}
-
+{output_side(state.view)}
 {blocks}
 
 Task: write the final explanation from this evidence only.
@@ -160,3 +170,17 @@ Task: write the final explanation from this evidence only.
 
 JSON schema: {{"description": string, "labels": [{{"name": string, "description": string}}],
 "evidence": [{{"probe_id": integer, "hypothesis_id": integer, "supports": boolean}}]}}"""
+
+
+def predict_steering(state: RunState) -> str:
+    blocks = "\n\n".join(hypothesis_block(state, h, last=3) for h in state.hypotheses if not h.is_control)
+    return f"""{scale_line(state.view)}
+{output_side(state.view)}
+{blocks}
+
+Task: predict what the model writes when this feature is amplified (its decoder direction added while the model
+continues neutral prompts such as "I think"). Use the output side above and what makes the feature fire.
+- "effect": one sentence, e.g. "the model writes about cooking".
+- "tokens": 3 to 10 lowercase words you expect in the amplified continuations and not in normal ones.
+
+JSON schema: {{"effect": string, "tokens": [string]}}"""

@@ -189,7 +189,15 @@ def build_scorer(name: str, toolkit: Toolkit, settings: object | None = None) ->
 
 def _load_builtin() -> None:
     # The built-in scorers register themselves on import.
-    from sagex.scoring.scorers import detection, embedding, fuzzing, generative, predictive  # noqa: F401
+    from sagex.scoring.scorers import (  # noqa: F401
+        detection,
+        embedding,
+        fuzzing,
+        generative,
+        intervention,
+        output,
+        predictive,
+    )
 
 
 async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScorerOutcome:

@@ -26,53 +26,71 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from sagex.api.common.v1 import types_pb2 as sagex_dot_api_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sagex/api/activation/v1/activation_service.proto\x12\x17sagex.api.activation.v1\x1a\x17google/rpc/status.proto\x1a\x1fsagex/api/common/v1/types.proto\"\x15\n\x13GetModelInfoRequest\"\xb0\x01\n\x14GetModelInfoResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".sagex.api.activation.v1.ModelInfo\x12.\n\x04saes\x18\x02 \x03(\x0b\x32 .sagex.api.activation.v1.SaeInfo\x12\x35\n\x06limits\x18\x03 \x01(\x0b\x32%.sagex.api.activation.v1.ServerLimits\"\xf3\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x15\n\rloaded_layers\x18\x04 \x01(\r\x12\x0f\n\x07\x64_model\x18\x05 \x01(\r\x12\x12\n\nvocab_size\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0cprepends_bos\x18\t \x01(\x08\x12=\n\x0especial_tokens\x18\n \x03(\x0b\x32%.sagex.api.activation.v1.SpecialToken\"6\n\x0cSpecialToken\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xf9\x02\n\x07SaeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\thook_name\x18\x02 \x01(\t\x12\x12\n\nhook_layer\x18\x03 \x01(\r\x12\x0c\n\x04\x64_in\x18\x04 \x01(\r\x12\r\n\x05\x64_sae\x18\x05 \x01(\r\x12>\n\x0c\x61rchitecture\x18\x06 \x01(\x0e\x32(.sagex.api.activation.v1.SaeArchitecture\x12\t\n\x01k\x18\x07 \x01(\r\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x16\n\x0e\x65ncode_backend\x18\t \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\n \x01(\t\x12\x14\n\x0ctl_hook_name\x18\x0b \x01(\t\x12\x14\n\x0chf_hook_name\x18\x0c \x01(\t\x12\x12\n\nconvention\x18\r \x01(\t\x12\x11\n\ttransform\x18\x0e \x01(\t\x12\x0e\n\x06\x66ormat\x18\x0f \x01(\t\x12\x0e\n\x06source\x18\x10 \x01(\t\x12\x0c\n\x04kind\x18\x11 \x01(\t\x12\x15\n\rhook_name_out\x18\x12 \x01(\t\"\xac\x01\n\x0cServerLimits\x12\x1b\n\x13max_texts_per_batch\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r\x12\x1b\n\x13max_tokens_per_text\x18\x03 \x01(\r\x12\x17\n\x0fmax_feature_ids\x18\x04 \x01(\r\x12\x11\n\tmax_top_k\x18\x05 \x01(\r\x12\x1a\n\x12max_response_bytes\x18\x06 \x01(\r\" \n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"F\n\x10TokenizeResponse\x12\x32\n\x06tokens\x18\x01 \x03(\x0b\x32\".sagex.api.common.v1.TokenSequence\")\n\x12\x46\x65\x61tureIdSelection\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x01 \x03(\r\"\x1a\n\rTopKSelection\x12\t\n\x01k\x18\x01 \x01(\r\",\n\x12ThresholdSelection\x12\x16\n\x0emin_activation\x18\x01 \x01(\x02\"\xe4\x02\n\x18StreamActivationsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\x34\n\ttoken_ids\x18\x04 \x03(\x0b\x32!.sagex.api.activation.v1.TokenIds\x12?\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32+.sagex.api.activation.v1.FeatureIdSelectionH\x00\x12\x37\n\x05top_k\x18\x06 \x01(\x0b\x32&.sagex.api.activation.v1.TopKSelectionH\x00\x12@\n\tthreshold\x18\x07 \x01(\x0b\x32+.sagex.api.activation.v1.ThresholdSelectionH\x00\x12\x18\n\x10per_batch_errors\x18\x08 \x01(\x08\x42\x0b\n\tselection\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x99\x02\n\x19StreamActivationsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\ntext_index\x18\x02 \x01(\r\x12\x13\n\x0btoken_start\x18\x03 \x01(\r\x12\x32\n\x06tokens\x18\x04 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12;\n\x0b\x61\x63tivations\x18\x05 \x01(\x0b\x32&.sagex.api.common.v1.SparseActivations\x12\x15\n\rtext_complete\x18\x06 \x01(\x08\x12\x16\n\x0e\x62\x61tch_complete\x18\x07 \x01(\x08\x12!\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.Status\"\xd2\x01\n\x14MineExemplarsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12/\n\x05split\x18\x03 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x16\n\x0equantile_bands\x18\x05 \x01(\r\x12\x10\n\x08per_band\x18\x06 \x01(\r\x12\x1d\n\x15random_non_activating\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\"^\n\x0cQuantileBand\x12\r\n\x05lower\x18\x01 \x01(\x02\x12\r\n\x05upper\x18\x02 \x01(\x02\x12\x30\n\texemplars\x18\x03 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\"\xfe\x01\n\x15MineExemplarsResponse\x12\x12\n\nfeature_id\x18\x01 \x01(\r\x12*\n\x03top\x18\x02 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\x12\x34\n\x05\x62\x61nds\x18\x03 \x03(\x0b\x32%.sagex.api.activation.v1.QuantileBand\x12<\n\x15random_non_activating\x18\x04 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\x12\x1a\n\x12\x61\x63tivating_windows\x18\x05 \x01(\r\x12\x15\n\rtotal_windows\x18\x06 \x01(\r\"s\n\x1bGetFeatureStatisticsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\x05split\x18\x02 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x03 \x03(\r\"\xd0\x01\n\x1cGetFeatureStatisticsResponse\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x01 \x01(\x0c\x12\x18\n\x10\x66iring_frequency\x18\x02 \x01(\x0c\x12\x16\n\x0emax_activation\x18\x03 \x01(\x0c\x12\x1e\n\x16mean_active_activation\x18\x04 \x01(\x0c\x12\x18\n\x10window_frequency\x18\x05 \x01(\x0c\x12\x16\n\x0etokens_scanned\x18\x06 \x01(\x04\x12\x17\n\x0fwindows_scanned\x18\x07 \x01(\r*\xa8\x01\n\x0fSaeArchitecture\x12 \n\x1cSAE_ARCHITECTURE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SAE_ARCHITECTURE_STANDARD\x10\x01\x12\x19\n\x15SAE_ARCHITECTURE_TOPK\x10\x02\x12\x1d\n\x19SAE_ARCHITECTURE_JUMPRELU\x10\x03\x12\x1a\n\x16SAE_ARCHITECTURE_GATED\x10\x04\x32\xd9\x04\n\x11\x41\x63tivationService\x12k\n\x0cGetModelInfo\x12,.sagex.api.activation.v1.GetModelInfoRequest\x1a-.sagex.api.activation.v1.GetModelInfoResponse\x12_\n\x08Tokenize\x12(.sagex.api.activation.v1.TokenizeRequest\x1a).sagex.api.activation.v1.TokenizeResponse\x12~\n\x11StreamActivations\x12\x31.sagex.api.activation.v1.StreamActivationsRequest\x1a\x32.sagex.api.activation.v1.StreamActivationsResponse(\x01\x30\x01\x12p\n\rMineExemplars\x12-.sagex.api.activation.v1.MineExemplarsRequest\x1a..sagex.api.activation.v1.MineExemplarsResponse0\x01\x12\x83\x01\n\x14GetFeatureStatistics\x12\x34.sagex.api.activation.v1.GetFeatureStatisticsRequest\x1a\x35.sagex.api.activation.v1.GetFeatureStatisticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sagex/api/activation/v1/activation_service.proto\x12\x17sagex.api.activation.v1\x1a\x17google/rpc/status.proto\x1a\x1fsagex/api/common/v1/types.proto\"\x15\n\x13GetModelInfoRequest\"\xb0\x01\n\x14GetModelInfoResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".sagex.api.activation.v1.ModelInfo\x12.\n\x04saes\x18\x02 \x03(\x0b\x32 .sagex.api.activation.v1.SaeInfo\x12\x35\n\x06limits\x18\x03 \x01(\x0b\x32%.sagex.api.activation.v1.ServerLimits\"\x8d\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x15\n\rloaded_layers\x18\x04 \x01(\r\x12\x0f\n\x07\x64_model\x18\x05 \x01(\r\x12\x12\n\nvocab_size\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0cprepends_bos\x18\t \x01(\x08\x12=\n\x0especial_tokens\x18\n \x03(\x0b\x32%.sagex.api.activation.v1.SpecialToken\x12\x18\n\x10steering_enabled\x18\x0b \x01(\x08\"6\n\x0cSpecialToken\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xf9\x02\n\x07SaeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\thook_name\x18\x02 \x01(\t\x12\x12\n\nhook_layer\x18\x03 \x01(\r\x12\x0c\n\x04\x64_in\x18\x04 \x01(\r\x12\r\n\x05\x64_sae\x18\x05 \x01(\r\x12>\n\x0c\x61rchitecture\x18\x06 \x01(\x0e\x32(.sagex.api.activation.v1.SaeArchitecture\x12\t\n\x01k\x18\x07 \x01(\r\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x16\n\x0e\x65ncode_backend\x18\t \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\n \x01(\t\x12\x14\n\x0ctl_hook_name\x18\x0b \x01(\t\x12\x14\n\x0chf_hook_name\x18\x0c \x01(\t\x12\x12\n\nconvention\x18\r \x01(\t\x12\x11\n\ttransform\x18\x0e \x01(\t\x12\x0e\n\x06\x66ormat\x18\x0f \x01(\t\x12\x0e\n\x06source\x18\x10 \x01(\t\x12\x0c\n\x04kind\x18\x11 \x01(\t\x12\x15\n\rhook_name_out\x18\x12 \x01(\t\"\xac\x01\n\x0cServerLimits\x12\x1b\n\x13max_texts_per_batch\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r\x12\x1b\n\x13max_tokens_per_text\x18\x03 \x01(\r\x12\x17\n\x0fmax_feature_ids\x18\x04 \x01(\r\x12\x11\n\tmax_top_k\x18\x05 \x01(\r\x12\x1a\n\x12max_response_bytes\x18\x06 \x01(\r\" \n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"F\n\x10TokenizeResponse\x12\x32\n\x06tokens\x18\x01 \x03(\x0b\x32\".sagex.api.common.v1.TokenSequence\")\n\x12\x46\x65\x61tureIdSelection\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x01 \x03(\r\"\x1a\n\rTopKSelection\x12\t\n\x01k\x18\x01 \x01(\r\",\n\x12ThresholdSelection\x12\x16\n\x0emin_activation\x18\x01 \x01(\x02\"\xe4\x02\n\x18StreamActivationsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\x34\n\ttoken_ids\x18\x04 \x03(\x0b\x32!.sagex.api.activation.v1.TokenIds\x12?\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32+.sagex.api.activation.v1.FeatureIdSelectionH\x00\x12\x37\n\x05top_k\x18\x06 \x01(\x0b\x32&.sagex.api.activation.v1.TopKSelectionH\x00\x12@\n\tthreshold\x18\x07 \x01(\x0b\x32+.sagex.api.activation.v1.ThresholdSelectionH\x00\x12\x18\n\x10per_batch_errors\x18\x08 \x01(\x08\x42\x0b\n\tselection\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x99\x02\n\x19StreamActivationsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\ntext_index\x18\x02 \x01(\r\x12\x13\n\x0btoken_start\x18\x03 \x01(\r\x12\x32\n\x06tokens\x18\x04 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12;\n\x0b\x61\x63tivations\x18\x05 \x01(\x0b\x32&.sagex.api.common.v1.SparseActivations\x12\x15\n\rtext_complete\x18\x06 \x01(\x08\x12\x16\n\x0e\x62\x61tch_complete\x18\x07 \x01(\x08\x12!\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.Status\"\xd2\x01\n\x14MineExemplarsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12/\n\x05split\x18\x03 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x16\n\x0equantile_bands\x18\x05 \x01(\r\x12\x10\n\x08per_band\x18\x06 \x01(\r\x12\x1d\n\x15random_non_activating\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\"^\n\x0cQuantileBand\x12\r\n\x05lower\x18\x01 \x01(\x02\x12\r\n\x05upper\x18\x02 \x01(\x02\x12\x30\n\texemplars\x18\x03 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\"\xfe\x01\n\x15MineExemplarsResponse\x12\x12\n\nfeature_id\x18\x01 \x01(\r\x12*\n\x03top\x18\x02 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\x12\x34\n\x05\x62\x61nds\x18\x03 \x03(\x0b\x32%.sagex.api.activation.v1.QuantileBand\x12<\n\x15random_non_activating\x18\x04 \x03(\x0b\x32\x1d.sagex.api.common.v1.Exemplar\x12\x1a\n\x12\x61\x63tivating_windows\x18\x05 \x01(\r\x12\x15\n\rtotal_windows\x18\x06 \x01(\r\"s\n\x1bGetFeatureStatisticsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\x05split\x18\x02 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x03 \x03(\r\"\xd0\x01\n\x1cGetFeatureStatisticsResponse\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x01 \x01(\x0c\x12\x18\n\x10\x66iring_frequency\x18\x02 \x01(\x0c\x12\x16\n\x0emax_activation\x18\x03 \x01(\x0c\x12\x1e\n\x16mean_active_activation\x18\x04 \x01(\x0c\x12\x18\n\x10window_frequency\x18\x05 \x01(\x0c\x12\x16\n\x0etokens_scanned\x18\x06 \x01(\x04\x12\x17\n\x0fwindows_scanned\x18\x07 \x01(\r\"N\n\x18GetFeatureEffectsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x02 \x03(\r\x12\r\n\x05top_k\x18\x03 \x01(\r\"6\n\x0bTokenEffect\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x02\"\xac\x01\n\x0e\x46\x65\x61tureEffects\x12\x12\n\nfeature_id\x18\x01 \x01(\r\x12\x36\n\x08promoted\x18\x02 \x03(\x0b\x32$.sagex.api.activation.v1.TokenEffect\x12\x38\n\nsuppressed\x18\x03 \x03(\x0b\x32$.sagex.api.activation.v1.TokenEffect\x12\x14\n\x0c\x64\x65\x63oder_norm\x18\x04 \x01(\x02\"f\n\x19GetFeatureEffectsResponse\x12\x39\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\'.sagex.api.activation.v1.FeatureEffects\x12\x0e\n\x06method\x18\x02 \x01(\t\"\xb1\x02\n\x14SteerGenerateRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x12\n\nfeature_id\x18\x02 \x01(\r\x12\x30\n\x04mode\x18\x03 \x01(\x0e\x32\".sagex.api.activation.v1.SteerMode\x12\x12\n\x08strength\x18\x04 \x01(\x02H\x00\x12\x13\n\ttarget_kl\x18\x05 \x01(\x02H\x00\x12\x0f\n\x07prompts\x18\x06 \x03(\t\x12\x16\n\x0emax_new_tokens\x18\x07 \x01(\r\x12\x13\n\x0btemperature\x18\x08 \x01(\x02\x12\x0c\n\x04seed\x18\t \x01(\x04\x12:\n\tpositions\x18\n \x01(\x0e\x32\'.sagex.api.activation.v1.SteerPositionsB\x12\n\x10strength_setting\"\x87\x01\n\x0fSteerCompletion\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x16\n\x0eunsteered_text\x18\x02 \x01(\t\x12\x14\n\x0csteered_text\x18\x03 \x01(\t\x12\x15\n\runsteered_ids\x18\x04 \x03(\x05\x12\x13\n\x0bsteered_ids\x18\x05 \x03(\x05\x12\n\n\x02kl\x18\x06 \x01(\x02\"\xac\x01\n\x15SteerGenerateResponse\x12=\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32(.sagex.api.activation.v1.SteerCompletion\x12\x10\n\x08strength\x18\x02 \x01(\x02\x12\x0f\n\x07mean_kl\x18\x03 \x01(\x02\x12\x16\n\x0etarget_reached\x18\x04 \x01(\x08\x12\x19\n\x11\x63\x61libration_steps\x18\x05 \x01(\r*\xa8\x01\n\x0fSaeArchitecture\x12 \n\x1cSAE_ARCHITECTURE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SAE_ARCHITECTURE_STANDARD\x10\x01\x12\x19\n\x15SAE_ARCHITECTURE_TOPK\x10\x02\x12\x1d\n\x19SAE_ARCHITECTURE_JUMPRELU\x10\x03\x12\x1a\n\x16SAE_ARCHITECTURE_GATED\x10\x04*Q\n\tSteerMode\x12\x1a\n\x16STEER_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEER_MODE_ADD\x10\x01\x12\x14\n\x10STEER_MODE_CLAMP\x10\x02*r\n\x0eSteerPositions\x12\x1f\n\x1bSTEER_POSITIONS_UNSPECIFIED\x10\x00\x12&\n\"STEER_POSITIONS_LAST_AND_GENERATED\x10\x01\x12\x17\n\x13STEER_POSITIONS_ALL\x10\x02\x32\xc5\x06\n\x11\x41\x63tivationService\x12k\n\x0cGetModelInfo\x12,.sagex.api.activation.v1.GetModelInfoRequest\x1a-.sagex.api.activation.v1.GetModelInfoResponse\x12_\n\x08Tokenize\x12(.sagex.api.activation.v1.TokenizeRequest\x1a).sagex.api.activation.v1.TokenizeResponse\x12~\n\x11StreamActivations\x12\x31.sagex.api.activation.v1.StreamActivationsRequest\x1a\x32.sagex.api.activation.v1.StreamActivationsResponse(\x01\x30\x01\x12p\n\rMineExemplars\x12-.sagex.api.activation.v1.MineExemplarsRequest\x1a..sagex.api.activation.v1.MineExemplarsResponse0\x01\x12\x83\x01\n\x14GetFeatureStatistics\x12\x34.sagex.api.activation.v1.GetFeatureStatisticsRequest\x1a\x35.sagex.api.activation.v1.GetFeatureStatisticsResponse\x12z\n\x11GetFeatureEffects\x12\x31.sagex.api.activation.v1.GetFeatureEffectsRequest\x1a\x32.sagex.api.activation.v1.GetFeatureEffectsResponse\x12n\n\rSteerGenerate\x12-.sagex.api.activation.v1.SteerGenerateRequest\x1a..sagex.api.activation.v1.SteerGenerateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sagex.api.activation.v1.activation_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAEARCHITECTURE']._serialized_start=2980
-  _globals['_SAEARCHITECTURE']._serialized_end=3148
+  _globals['_SAEARCHITECTURE']._serialized_start=4042
+  _globals['_SAEARCHITECTURE']._serialized_end=4210
+  _globals['_STEERMODE']._serialized_start=4212
+  _globals['_STEERMODE']._serialized_end=4293
+  _globals['_STEERPOSITIONS']._serialized_start=4295
+  _globals['_STEERPOSITIONS']._serialized_end=4409
   _globals['_GETMODELINFOREQUEST']._serialized_start=135
   _globals['_GETMODELINFOREQUEST']._serialized_end=156
   _globals['_GETMODELINFORESPONSE']._serialized_start=159
   _globals['_GETMODELINFORESPONSE']._serialized_end=335
   _globals['_MODELINFO']._serialized_start=338
-  _globals['_MODELINFO']._serialized_end=581
-  _globals['_SPECIALTOKEN']._serialized_start=583
-  _globals['_SPECIALTOKEN']._serialized_end=637
-  _globals['_SAEINFO']._serialized_start=640
-  _globals['_SAEINFO']._serialized_end=1017
-  _globals['_SERVERLIMITS']._serialized_start=1020
-  _globals['_SERVERLIMITS']._serialized_end=1192
-  _globals['_TOKENIZEREQUEST']._serialized_start=1194
-  _globals['_TOKENIZEREQUEST']._serialized_end=1226
-  _globals['_TOKENIZERESPONSE']._serialized_start=1228
-  _globals['_TOKENIZERESPONSE']._serialized_end=1298
-  _globals['_FEATUREIDSELECTION']._serialized_start=1300
-  _globals['_FEATUREIDSELECTION']._serialized_end=1341
-  _globals['_TOPKSELECTION']._serialized_start=1343
-  _globals['_TOPKSELECTION']._serialized_end=1369
-  _globals['_THRESHOLDSELECTION']._serialized_start=1371
-  _globals['_THRESHOLDSELECTION']._serialized_end=1415
-  _globals['_STREAMACTIVATIONSREQUEST']._serialized_start=1418
-  _globals['_STREAMACTIVATIONSREQUEST']._serialized_end=1774
-  _globals['_TOKENIDS']._serialized_start=1776
-  _globals['_TOKENIDS']._serialized_end=1799
-  _globals['_STREAMACTIVATIONSRESPONSE']._serialized_start=1802
-  _globals['_STREAMACTIVATIONSRESPONSE']._serialized_end=2083
-  _globals['_MINEEXEMPLARSREQUEST']._serialized_start=2086
-  _globals['_MINEEXEMPLARSREQUEST']._serialized_end=2296
-  _globals['_QUANTILEBAND']._serialized_start=2298
-  _globals['_QUANTILEBAND']._serialized_end=2392
-  _globals['_MINEEXEMPLARSRESPONSE']._serialized_start=2395
-  _globals['_MINEEXEMPLARSRESPONSE']._serialized_end=2649
-  _globals['_GETFEATURESTATISTICSREQUEST']._serialized_start=2651
-  _globals['_GETFEATURESTATISTICSREQUEST']._serialized_end=2766
-  _globals['_GETFEATURESTATISTICSRESPONSE']._serialized_start=2769
-  _globals['_GETFEATURESTATISTICSRESPONSE']._serialized_end=2977
-  _globals['_ACTIVATIONSERVICE']._serialized_start=3151
-  _globals['_ACTIVATIONSERVICE']._serialized_end=3752
+  _globals['_MODELINFO']._serialized_end=607
+  _globals['_SPECIALTOKEN']._serialized_start=609
+  _globals['_SPECIALTOKEN']._serialized_end=663
+  _globals['_SAEINFO']._serialized_start=666
+  _globals['_SAEINFO']._serialized_end=1043
+  _globals['_SERVERLIMITS']._serialized_start=1046
+  _globals['_SERVERLIMITS']._serialized_end=1218
+  _globals['_TOKENIZEREQUEST']._serialized_start=1220
+  _globals['_TOKENIZEREQUEST']._serialized_end=1252
+  _globals['_TOKENIZERESPONSE']._serialized_start=1254
+  _globals['_TOKENIZERESPONSE']._serialized_end=1324
+  _globals['_FEATUREIDSELECTION']._serialized_start=1326
+  _globals['_FEATUREIDSELECTION']._serialized_end=1367
+  _globals['_TOPKSELECTION']._serialized_start=1369
+  _globals['_TOPKSELECTION']._serialized_end=1395
+  _globals['_THRESHOLDSELECTION']._serialized_start=1397
+  _globals['_THRESHOLDSELECTION']._serialized_end=1441
+  _globals['_STREAMACTIVATIONSREQUEST']._serialized_start=1444
+  _globals['_STREAMACTIVATIONSREQUEST']._serialized_end=1800
+  _globals['_TOKENIDS']._serialized_start=1802
+  _globals['_TOKENIDS']._serialized_end=1825
+  _globals['_STREAMACTIVATIONSRESPONSE']._serialized_start=1828
+  _globals['_STREAMACTIVATIONSRESPONSE']._serialized_end=2109
+  _globals['_MINEEXEMPLARSREQUEST']._serialized_start=2112
+  _globals['_MINEEXEMPLARSREQUEST']._serialized_end=2322
+  _globals['_QUANTILEBAND']._serialized_start=2324
+  _globals['_QUANTILEBAND']._serialized_end=2418
+  _globals['_MINEEXEMPLARSRESPONSE']._serialized_start=2421
+  _globals['_MINEEXEMPLARSRESPONSE']._serialized_end=2675
+  _globals['_GETFEATURESTATISTICSREQUEST']._serialized_start=2677
+  _globals['_GETFEATURESTATISTICSREQUEST']._serialized_end=2792
+  _globals['_GETFEATURESTATISTICSRESPONSE']._serialized_start=2795
+  _globals['_GETFEATURESTATISTICSRESPONSE']._serialized_end=3003
+  _globals['_GETFEATUREEFFECTSREQUEST']._serialized_start=3005
+  _globals['_GETFEATUREEFFECTSREQUEST']._serialized_end=3083
+  _globals['_TOKENEFFECT']._serialized_start=3085
+  _globals['_TOKENEFFECT']._serialized_end=3139
+  _globals['_FEATUREEFFECTS']._serialized_start=3142
+  _globals['_FEATUREEFFECTS']._serialized_end=3314
+  _globals['_GETFEATUREEFFECTSRESPONSE']._serialized_start=3316
+  _globals['_GETFEATUREEFFECTSRESPONSE']._serialized_end=3418
+  _globals['_STEERGENERATEREQUEST']._serialized_start=3421
+  _globals['_STEERGENERATEREQUEST']._serialized_end=3726
+  _globals['_STEERCOMPLETION']._serialized_start=3729
+  _globals['_STEERCOMPLETION']._serialized_end=3864
+  _globals['_STEERGENERATERESPONSE']._serialized_start=3867
+  _globals['_STEERGENERATERESPONSE']._serialized_end=4039
+  _globals['_ACTIVATIONSERVICE']._serialized_start=4412
+  _globals['_ACTIVATIONSERVICE']._serialized_end=5249
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,54 @@ SAE_ARCHITECTURE_GATED: SaeArchitecture.ValueType  # 4
 """Gate and magnitude paths sharing one encoder matrix."""
 Global___SaeArchitecture: _TypeAlias = SaeArchitecture  # noqa: Y015
 
+class _SteerMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SteerModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SteerMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEER_MODE_UNSPECIFIED: _SteerMode.ValueType  # 0
+    """Treated as ADD."""
+    STEER_MODE_ADD: _SteerMode.ValueType  # 1
+    """h += strength · d_f (d_f: the feature's decoder row)."""
+    STEER_MODE_CLAMP: _SteerMode.ValueType  # 2
+    """The feature's activation set to strength, error term kept: h += (strength - a_f) · d_f."""
+
+class SteerMode(_SteerMode, metaclass=_SteerModeEnumTypeWrapper):
+    """How the feature is pushed."""
+
+STEER_MODE_UNSPECIFIED: SteerMode.ValueType  # 0
+"""Treated as ADD."""
+STEER_MODE_ADD: SteerMode.ValueType  # 1
+"""h += strength · d_f (d_f: the feature's decoder row)."""
+STEER_MODE_CLAMP: SteerMode.ValueType  # 2
+"""The feature's activation set to strength, error term kept: h += (strength - a_f) · d_f."""
+Global___SteerMode: _TypeAlias = SteerMode  # noqa: Y015
+
+class _SteerPositions:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SteerPositionsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SteerPositions.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEER_POSITIONS_UNSPECIFIED: _SteerPositions.ValueType  # 0
+    """Treated as LAST_AND_GENERATED."""
+    STEER_POSITIONS_LAST_AND_GENERATED: _SteerPositions.ValueType  # 1
+    """The last prompt token and every generated token."""
+    STEER_POSITIONS_ALL: _SteerPositions.ValueType  # 2
+    """Every prompt token and every generated token."""
+
+class SteerPositions(_SteerPositions, metaclass=_SteerPositionsEnumTypeWrapper):
+    """Which positions are edited."""
+
+STEER_POSITIONS_UNSPECIFIED: SteerPositions.ValueType  # 0
+"""Treated as LAST_AND_GENERATED."""
+STEER_POSITIONS_LAST_AND_GENERATED: SteerPositions.ValueType  # 1
+"""The last prompt token and every generated token."""
+STEER_POSITIONS_ALL: SteerPositions.ValueType  # 2
+"""Every prompt token and every generated token."""
+Global___SteerPositions: _TypeAlias = SteerPositions  # noqa: Y015
+
 @_typing.final
 class GetModelInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -110,6 +158,7 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     PREPENDS_BOS_FIELD_NUMBER: _builtins.int
     SPECIAL_TOKENS_FIELD_NUMBER: _builtins.int
+    STEERING_ENABLED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the configured model (its folder or file name, never a host path)."""
     architecture: _builtins.str
@@ -126,6 +175,8 @@ class ModelInfo(_message.Message):
     """"cpu" or "cuda:0"."""
     prepends_bos: _builtins.bool
     """Whether the server prepends BOS to every text."""
+    steering_enabled: _builtins.bool
+    """Whether SteerGenerate is served (the server holds the full model)."""
     @_builtins.property
     def special_tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpecialToken]: ...
     def __init__(
@@ -141,10 +192,11 @@ class ModelInfo(_message.Message):
         device: _builtins.str = ...,
         prepends_bos: _builtins.bool = ...,
         special_tokens: _abc.Iterable[Global___SpecialToken] | None = ...,
+        steering_enabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "d_model", b"d_model", "device", b"device", "dtype", b"dtype", "loaded_layers", b"loaded_layers", "name", b"name", "num_layers", b"num_layers", "prepends_bos", b"prepends_bos", "special_tokens", b"special_tokens", "vocab_size", b"vocab_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "d_model", b"d_model", "device", b"device", "dtype", b"dtype", "loaded_layers", b"loaded_layers", "name", b"name", "num_layers", b"num_layers", "prepends_bos", b"prepends_bos", "special_tokens", b"special_tokens", "steering_enabled", b"steering_enabled", "vocab_size", b"vocab_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -744,3 +796,253 @@ class GetFeatureStatisticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFeatureStatisticsResponse: _TypeAlias = GetFeatureStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class GetFeatureEffectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_IDS_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    top_k: _builtins.int
+    """Promoted and suppressed tokens per feature, 0..100 (0 uses 20)."""
+    @_builtins.property
+    def feature_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1..max_feature_ids distinct ids < d_sae."""
+
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        feature_ids: _abc.Iterable[_builtins.int] | None = ...,
+        top_k: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_ids", b"feature_ids", "sae_id", b"sae_id", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeatureEffectsRequest: _TypeAlias = GetFeatureEffectsRequest  # noqa: Y015
+
+@_typing.final
+class TokenEffect(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    text: _builtins.str
+    """The token decoded on its own."""
+    value: _builtins.float
+    """Logit-lens value (float32 logit of the direction through final norm and unembedding)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        text: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "text", b"text", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenEffect: _TypeAlias = TokenEffect  # noqa: Y015
+
+@_typing.final
+class FeatureEffects(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_ID_FIELD_NUMBER: _builtins.int
+    PROMOTED_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    DECODER_NORM_FIELD_NUMBER: _builtins.int
+    feature_id: _builtins.int
+    decoder_norm: _builtins.float
+    """L2 norm of the decoder row (steering strengths are in units of this row)."""
+    @_builtins.property
+    def promoted(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenEffect]:
+        """Highest logit first."""
+
+    @_builtins.property
+    def suppressed(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenEffect]:
+        """Lowest logit first."""
+
+    def __init__(
+        self,
+        *,
+        feature_id: _builtins.int = ...,
+        promoted: _abc.Iterable[Global___TokenEffect] | None = ...,
+        suppressed: _abc.Iterable[Global___TokenEffect] | None = ...,
+        decoder_norm: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_norm", b"decoder_norm", "feature_id", b"feature_id", "promoted", b"promoted", "suppressed", b"suppressed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureEffects: _TypeAlias = FeatureEffects  # noqa: Y015
+
+@_typing.final
+class GetFeatureEffectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """How the lens was computed, e.g. "W_U · final_norm(d_f)" (+ softcap); special tokens excluded."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureEffects]:
+        """One per requested feature, in request order."""
+
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[Global___FeatureEffects] | None = ...,
+        method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeatureEffectsResponse: _TypeAlias = GetFeatureEffectsResponse  # noqa: Y015
+
+@_typing.final
+class SteerGenerateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    TARGET_KL_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    POSITIONS_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    feature_id: _builtins.int
+    """< d_sae."""
+    mode: Global___SteerMode.ValueType
+    strength: _builtins.float
+    """α for ADD (|α| <= max_steer_strength), the clamp value for CLAMP."""
+    target_kl: _builtins.float
+    """ADD only: the server searches α so that the mean KL over the prompts is within 10% of
+    |target_kl| nats (0 < |target_kl| <= 10); a negative target steers against d_f.
+    """
+    max_new_tokens: _builtins.int
+    """1..max_steer_new_tokens (0 uses 16)."""
+    temperature: _builtins.float
+    """0 is greedy; at most 2."""
+    seed: _builtins.int
+    """Sampling seed, shared by the steered and unsteered runs."""
+    positions: Global___SteerPositions.ValueType
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1..max_steer_prompts non-empty prompts, generated as one batch."""
+
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        feature_id: _builtins.int = ...,
+        mode: Global___SteerMode.ValueType = ...,
+        strength: _builtins.float = ...,
+        target_kl: _builtins.float = ...,
+        prompts: _abc.Iterable[_builtins.str] | None = ...,
+        max_new_tokens: _builtins.int = ...,
+        temperature: _builtins.float = ...,
+        seed: _builtins.int = ...,
+        positions: Global___SteerPositions.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["strength", b"strength", "strength_setting", b"strength_setting", "target_kl", b"target_kl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_id", b"feature_id", "max_new_tokens", b"max_new_tokens", "mode", b"mode", "positions", b"positions", "prompts", b"prompts", "sae_id", b"sae_id", "seed", b"seed", "strength", b"strength", "strength_setting", b"strength_setting", "target_kl", b"target_kl", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_strength_setting: _TypeAlias = _typing.Literal["strength", "target_kl"]  # noqa: Y015
+    _WhichOneofArgType_strength_setting: _TypeAlias = _typing.Literal["strength_setting", b"strength_setting"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_strength_setting) -> _WhichOneofReturnType_strength_setting | None: ...
+
+Global___SteerGenerateRequest: _TypeAlias = SteerGenerateRequest  # noqa: Y015
+
+@_typing.final
+class SteerCompletion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    UNSTEERED_TEXT_FIELD_NUMBER: _builtins.int
+    STEERED_TEXT_FIELD_NUMBER: _builtins.int
+    UNSTEERED_IDS_FIELD_NUMBER: _builtins.int
+    STEERED_IDS_FIELD_NUMBER: _builtins.int
+    KL_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    unsteered_text: _builtins.str
+    steered_text: _builtins.str
+    kl: _builtins.float
+    """KL(unsteered ‖ steered) of the first generated token's distribution, nats."""
+    @_builtins.property
+    def unsteered_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def steered_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str = ...,
+        unsteered_text: _builtins.str = ...,
+        steered_text: _builtins.str = ...,
+        unsteered_ids: _abc.Iterable[_builtins.int] | None = ...,
+        steered_ids: _abc.Iterable[_builtins.int] | None = ...,
+        kl: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kl", b"kl", "prompt", b"prompt", "steered_ids", b"steered_ids", "steered_text", b"steered_text", "unsteered_ids", b"unsteered_ids", "unsteered_text", b"unsteered_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SteerCompletion: _TypeAlias = SteerCompletion  # noqa: Y015
+
+@_typing.final
+class SteerGenerateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETIONS_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    MEAN_KL_FIELD_NUMBER: _builtins.int
+    TARGET_REACHED_FIELD_NUMBER: _builtins.int
+    CALIBRATION_STEPS_FIELD_NUMBER: _builtins.int
+    strength: _builtins.float
+    """The strength used (the calibrated α when target_kl was set)."""
+    mean_kl: _builtins.float
+    """Mean of the completions' kl."""
+    target_reached: _builtins.bool
+    """With target_kl: whether the search reached the target within 10%, and its steps."""
+    calibration_steps: _builtins.int
+    @_builtins.property
+    def completions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SteerCompletion]:
+        """One per prompt, in order."""
+
+    def __init__(
+        self,
+        *,
+        completions: _abc.Iterable[Global___SteerCompletion] | None = ...,
+        strength: _builtins.float = ...,
+        mean_kl: _builtins.float = ...,
+        target_reached: _builtins.bool = ...,
+        calibration_steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_steps", b"calibration_steps", "completions", b"completions", "mean_kl", b"mean_kl", "strength", b"strength", "target_reached", b"target_reached"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SteerGenerateResponse: _TypeAlias = SteerGenerateResponse  # noqa: Y015

@@ -63,6 +63,16 @@ class ActivationServiceStub:
                 request_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsRequest.SerializeToString,
                 response_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsResponse.FromString,
                 _registered_method=True)
+        self.GetFeatureEffects = channel.unary_unary(
+                '/sagex.api.activation.v1.ActivationService/GetFeatureEffects',
+                request_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsRequest.SerializeToString,
+                response_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsResponse.FromString,
+                _registered_method=True)
+        self.SteerGenerate = channel.unary_unary(
+                '/sagex.api.activation.v1.ActivationService/SteerGenerate',
+                request_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.SerializeToString,
+                response_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.FromString,
+                _registered_method=True)
 
 
 class ActivationServiceServicer:
@@ -111,6 +121,23 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFeatureEffects(self, request, context):
+        """Output side of features: the logit lens (decoder direction through the final norm
+        and unembedding), top promoted and suppressed tokens. Served by every server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SteerGenerate(self, request, context):
+        """Generates continuations of prompts with one feature pushed at its SAE's hook, and
+        without, and the KL between their next-token distributions. Needs a server started
+        with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +165,16 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.GetFeatureStatistics,
                     request_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsRequest.FromString,
                     response_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsResponse.SerializeToString,
+            ),
+            'GetFeatureEffects': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatureEffects,
+                    request_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsRequest.FromString,
+                    response_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsResponse.SerializeToString,
+            ),
+            'SteerGenerate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SteerGenerate,
+                    request_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.FromString,
+                    response_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +316,60 @@ class ActivationService:
             '/sagex.api.activation.v1.ActivationService/GetFeatureStatistics',
             sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsRequest.SerializeToString,
             sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatureEffects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sagex.api.activation.v1.ActivationService/GetFeatureEffects',
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsRequest.SerializeToString,
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.GetFeatureEffectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SteerGenerate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sagex.api.activation.v1.ActivationService/SteerGenerate',
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.SerializeToString,
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,15 @@ class ActivationServiceStub:
     """
     GetFeatureStatistics: _grpc.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureStatisticsRequest, _activation_service_pb2.GetFeatureStatisticsResponse]
     """Firing frequency, maximum and mean activation per feature over a corpus split."""
+    GetFeatureEffects: _grpc.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureEffectsRequest, _activation_service_pb2.GetFeatureEffectsResponse]
+    """Output side of features: the logit lens (decoder direction through the final norm
+    and unembedding), top promoted and suppressed tokens. Served by every server.
+    """
+    SteerGenerate: _grpc.UnaryUnaryMultiCallable[_activation_service_pb2.SteerGenerateRequest, _activation_service_pb2.SteerGenerateResponse]
+    """Generates continuations of prompts with one feature pushed at its SAE's hook, and
+    without, and the KL between their next-token distributions. Needs a server started
+    with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class ActivationServiceAsyncStub(ActivationServiceStub):
@@ -79,6 +88,15 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     """
     GetFeatureStatistics: _aio.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureStatisticsRequest, _activation_service_pb2.GetFeatureStatisticsResponse]  # type: ignore[assignment]
     """Firing frequency, maximum and mean activation per feature over a corpus split."""
+    GetFeatureEffects: _aio.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureEffectsRequest, _activation_service_pb2.GetFeatureEffectsResponse]  # type: ignore[assignment]
+    """Output side of features: the logit lens (decoder direction through the final norm
+    and unembedding), top promoted and suppressed tokens. Served by every server.
+    """
+    SteerGenerate: _aio.UnaryUnaryMultiCallable[_activation_service_pb2.SteerGenerateRequest, _activation_service_pb2.SteerGenerateResponse]  # type: ignore[assignment]
+    """Generates continuations of prompts with one feature pushed at its SAE's hook, and
+    without, and the KL between their next-token distributions. Needs a server started
+    with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+    """
 
 class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs prompts through a causal LM (truncated at the SAE's hook layer) and an SAE,
@@ -132,5 +150,26 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_activation_service_pb2.GetFeatureStatisticsResponse, _abc.Awaitable[_activation_service_pb2.GetFeatureStatisticsResponse]]:
         """Firing frequency, maximum and mean activation per feature over a corpus split."""
+
+    @_abc_1.abstractmethod
+    def GetFeatureEffects(
+        self,
+        request: _activation_service_pb2.GetFeatureEffectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_activation_service_pb2.GetFeatureEffectsResponse, _abc.Awaitable[_activation_service_pb2.GetFeatureEffectsResponse]]:
+        """Output side of features: the logit lens (decoder direction through the final norm
+        and unembedding), top promoted and suppressed tokens. Served by every server.
+        """
+
+    @_abc_1.abstractmethod
+    def SteerGenerate(
+        self,
+        request: _activation_service_pb2.SteerGenerateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_activation_service_pb2.SteerGenerateResponse, _abc.Awaitable[_activation_service_pb2.SteerGenerateResponse]]:
+        """Generates continuations of prompts with one feature pushed at its SAE's hook, and
+        without, and the KL between their next-token distributions. Needs a server started
+        with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+        """
 
 def add_ActivationServiceServicer_to_server(servicer: ActivationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
