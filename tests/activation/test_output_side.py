@@ -156,7 +156,7 @@ async def test_bad_steer_requests(steer_server) -> None:  # type: ignore[no-unty
         (_steer(5.0, max_new_tokens=49), "max_new_tokens", "48"),
         (_steer(5.0, temperature=3.0), "temperature", "2"),
         (_steer(5.0, prompts=[]), "prompts", "at least one"),
-        (_steer(5.0, prompts=["  "]), "prompts[0]", "empty"),
+        (_steer(5.0, prompts=[""]), "prompts[0]", "empty"),  # whitespace is a prompt; nothing is not
     ]
     for request, field, hint in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
