@@ -24,6 +24,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sagex.bench.explainers import Explained, ExplainerRun, run_policy, run_single_pass
 from sagex.bench.judge import Judge, JudgeUnavailable, Target, flags_noise, judged_text
@@ -265,19 +266,19 @@ def summarise(truth: Truth, runs: Sequence[ExplainerRun], judged: dict[str, list
     return summary
 
 
-def _rate(g: dict[str, object]) -> str:
+def _rate(g: dict[str, Any]) -> str:
     if not g["n"]:
         return "-"
-    lo, hi = g["ci95"]  # type: ignore[misc]
+    lo, hi = g["ci95"]
     return f"{g['recovered']}/{g['n']} {g['rate']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def table(summary: Sequence[dict[str, object]]) -> str:
+def table(summary: Sequence[dict[str, Any]]) -> str:
     """One Markdown table: per explainer, recovery overall and per concept kind (95% Wilson
     intervals), noise fillers flagged, dead fillers triaged, failures, cost per feature."""
     if not summary:
         return "(no explainer ran)"
-    groups = list(summary[0]["groups"])  # type: ignore[arg-type]
+    groups = list(summary[0]["groups"])
     head = (["explainer", *(f"recovered: {g}" if g == "planted" else g for g in groups), "noise flagged",
              "dead triaged", "failed", "LLM tokens/feature", "s/feature", "$/feature"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -285,9 +286,9 @@ def table(summary: Sequence[dict[str, object]]) -> str:
         if row["error"]:
             lines.append(f"| {row['explainer']} | did not run: {row['error']} |" + " |" * (len(head) - 2))
             continue
-        nf, nn = row["noise_flagged"]  # type: ignore[misc]
-        df, dn = row["dead_triaged"]  # type: ignore[misc]
-        cells = [str(row["explainer"]), *(_rate(row["groups"][g]) for g in groups),  # type: ignore[index]
+        nf, nn = row["noise_flagged"]
+        df, dn = row["dead_triaged"]
+        cells = [str(row["explainer"]), *(_rate(row["groups"][g]) for g in groups),
                  f"{nf}/{nn}", f"{df}/{dn}", str(row["failed"]), f"{row['llm_tokens_per_feature']:.0f}",
                  f"{row['seconds_per_feature']:.1f}", f"{row['usd_per_feature']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sagex.export.target import Target
 from sagex.report.model import Report
 
@@ -107,7 +109,7 @@ def validate_batch(batch: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _activation(tokens: Sequence[str], values: Sequence[float]) -> dict[str, Any]:
+def _activation(tokens: Sequence[str], values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     n = min(len(tokens), MAX_TOKENS)
     return {"tokens": list(tokens[:n]), "values": [float(v) for v in values[:n]]}
 

@@ -117,7 +117,7 @@ def transform(p: Plan, point: HookPoint, table: HookTable, meta: Mapping[str, An
             raise SaeLoadError(f"hook_head_index={head} is supported on attn.hook_z only, not {point.tl_name or point.hf_name}")
         if not isinstance(head, int) or not 0 <= head < table.n_heads:
             raise SaeLoadError(f"hook_head_index={head!r} is not a head of this model (0..{table.n_heads - 1})")
-    sliced = {"head": head, "n_heads": table.n_heads} if head is not None else {}
+    sliced: dict[str, Any] = {"head": head, "n_heads": table.n_heads} if head is not None else {}
     if not p.flags:
         return Transform(scale=scale, **sliced)
     if point.kind == "custom":

@@ -14,12 +14,14 @@ copy of both (a few MB; the unembedding is usually tied to the embedding).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from sagex.activation.formats import SaeSource
 
 FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f")
 
@@ -87,20 +89,31 @@ class OutputHead:
 
 
 class DecoderRows:
-    """Every configured SAE's decoder matrix, kept in its stored dtype on the CPU;
-    rows are handed out as float32 on request."""
+    """Every served SAE's decoder matrix that the output side can read, kept in its stored
+    dtype on the CPU; rows are handed out as float32 on request. The decoder is read from
+    SAELens folders (``W_dec``); an SAE served from another format has none here, and asking
+    for its rows says so rather than guessing a layout."""
 
-    def __init__(self, folders: dict[str, Path]) -> None:
+    def __init__(self, sources: Mapping[str, SaeSource]) -> None:
         from safetensors.torch import load_file
 
         self._w: dict[str, torch.Tensor] = {}
-        for sae_id, folder in folders.items():
-            weights = load_file(str(Path(folder) / "sae_weights.safetensors"), device="cpu")
+        self._missing: dict[str, str] = {}
+        for sae_id, spec in sources.items():
+            weights_file = Path(spec.source) / "sae_weights.safetensors"
+            if not weights_file.is_file():
+                self._missing[sae_id] = f"{spec.source} is not a SAELens folder"
+                continue
+            weights = load_file(str(weights_file), device="cpu")
             if "W_dec" not in weights:
                 raise OutputHeadError(f"SAE {sae_id!r}: sae_weights.safetensors has no W_dec")
             self._w[sae_id] = weights["W_dec"]
 
     def rows(self, sae_id: str, features: Sequence[int]) -> torch.Tensor:
+        if sae_id not in self._w:
+            raise OutputHeadError(f"SAE {sae_id!r} has no decoder the output side can read "
+                                  f"({self._missing.get(sae_id, 'not served')}); the logit lens and steering "
+                                  "need a SAELens folder with W_dec")
         return self._w[sae_id][list(features)].float()
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from grpc import aio
 
 from sagex.activation.config import ActivationConfig
-from sagex.activation.effects import logit_lens
+from sagex.activation.effects import OutputHeadError, logit_lens
 from sagex.activation.outputside import OutputSide
 from sagex.activation.sae import LoadedSae
 from sagex.activation.steering import Mode, Positions, Steer
@@ -118,8 +118,11 @@ class OutputRpcs:
         engine = self.engine  # type: ignore[attr-defined]
         sae, ids, k = validate_effects(request, engine.saes, self.config)
         out = self.output
-        lenses = await asyncio.to_thread(
-            logit_lens, out.head, out.decoder, sae.id, ids, k, frozenset(engine.lm.special_ids))
+        try:
+            lenses = await asyncio.to_thread(
+                logit_lens, out.head, out.decoder, sae.id, ids, k, frozenset(engine.lm.special_ids))
+        except OutputHeadError as exc:  # an SAE served from a format whose decoder is not read here
+            raise FailedPrecondition(str(exc)) from None
         texts = engine.lm.tokenizer.batch_decode
         method = "W_U · final_norm(d_f)" + (f", softcap {out.head.softcap:g}" if out.head.softcap else "")
         features = []
@@ -147,7 +150,10 @@ class OutputRpcs:
                 "blocks.L.hook_resid_post (model.layers.L output) with no basis transform")
         ids = await asyncio.to_thread(engine.tokenize, query.prompts)
         check_token_counts(ids, self.config, "prompts")
-        direction = out.decoder.rows(query.sae.id, [query.feature])[0]
+        try:
+            direction = out.decoder.rows(query.sae.id, [query.feature])[0]
+        except OutputHeadError as exc:
+            raise FailedPrecondition(str(exc)) from None
         steer = Steer(
             layer=query.sae.hook_layer, direction=direction, mode=query.mode,
             strength=query.strength if query.strength is not None else math.copysign(1.0, query.target_kl or 1.0),

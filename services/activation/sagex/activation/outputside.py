@@ -100,7 +100,7 @@ class OutputSide:
     @classmethod
     def build(cls, config: ActivationConfig, model_dir: Path, device: torch.device, dtype: torch.dtype,
               pad_id: int, eos_ids: list[int]) -> OutputSide:
-        decoder = DecoderRows(dict(config.saes))
+        decoder = DecoderRows(config.served_saes())
         if not config.steering:
             return cls(OutputHead.load(model_dir, device), decoder, None, None)
         from transformers import AutoModelForCausalLM

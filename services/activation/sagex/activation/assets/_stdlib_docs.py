@@ -22,7 +22,7 @@ def main() -> None:
                 module = importlib.import_module(name)
         except Exception:  # platform-specific modules fail to import; skip them
             continue
-        objects = [module]
+        objects: list[object] = [module]
         for _, member in sorted(inspect.getmembers(module), key=lambda kv: kv[0]):
             if (inspect.isclass(member) or inspect.isfunction(member)) and getattr(member, "__module__", None) == name:
                 objects.append(member)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
@@ -27,6 +28,9 @@ import torch
 from sagex.activation.planted.concepts import AMBIGUOUS, POS, Concept
 from sagex.activation.planted.data import Sample, build_samples, corpus_texts, hidden_states, labels_for
 from sagex.activation.planted.probes import MIN_AUROC, Probe, ProbeReport, fit
+
+if TYPE_CHECKING:  # the model loads lazily, in the commands that need it
+    from sagex.activation.lm import TruncatedLM
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +201,7 @@ def verify(folder: Path, truth: dict[int, dict[str, object]], concepts: Sequence
     return out
 
 
-def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: object | None = None) -> Built:
+def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: TruncatedLM | None = None) -> Built:
     """Probe every concept, plant the ones that pass, write the folder, verify it.
     ``lm``: a ``TruncatedLM`` already cut at (or past) the hook's layer, to reuse."""
     start = time.perf_counter()
@@ -205,8 +209,8 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: o
     if lm is None:
         lm, layer = load_lm(settings, hook_name)
     else:
-        captured = {p.key for p in lm.hooks.values()}  # type: ignore[attr-defined]
-        layer = lm.hook_table.resolve(hook_name).key  # type: ignore[attr-defined]
+        captured = {p.key for p in lm.hooks.values()}
+        layer = lm.hook_table.resolve(hook_name).key
         if layer not in captured:
             raise BuildError(f"the given model captures {sorted(captured)}, not the hook {hook_name!r}")
     from sagex.activation.assets.paths import cache_dir

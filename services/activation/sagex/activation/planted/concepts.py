@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,7 +120,7 @@ def tokens(doc: Doc, rule: Callable[[Doc, int], bool | None]) -> np.ndarray:
     return np.array([{True: POS, False: NEG, None: AMBIGUOUS}[rule(doc, i)] for i in range(len(doc))], np.int8)
 
 
-def fill(rng: random.Random, frames: Sequence[str], slots: dict[str, Sequence[str]], n: int) -> list[str]:
+def fill(rng: random.Random, frames: Sequence[str], slots: Mapping[str, Sequence[str]], n: int) -> list[str]:
     """``n`` texts, each three frames joined, every ``{slot}`` filled at random."""
     out = []
     for _ in range(n):

@@ -49,7 +49,7 @@ def _un_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 50)
 
 
-def _inside_brackets(doc: Doc) -> object:
+def _inside_brackets(doc: Doc) -> np.ndarray:
     def inside(before: str) -> bool | None:
         depth = 0
         for ch in before:
@@ -71,7 +71,7 @@ def _brackets_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 50)
 
 
-def _after_of(doc: Doc) -> object:
+def _after_of(doc: Doc) -> np.ndarray:
     return tokens(doc, lambda d, i: i > 0 and d.token(i - 1).strip().lower() == "of")
 
 
@@ -82,7 +82,7 @@ def _of_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 50)
 
 
-def _after_to(doc: Doc) -> object:
+def _after_to(doc: Doc) -> np.ndarray:
     return tokens(doc, lambda d, i: i > 0 and d.token(i - 1).strip().lower() == "to")
 
 
@@ -93,7 +93,7 @@ def _to_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 50)
 
 
-def _capitalised(doc: Doc) -> object:
+def _capitalised(doc: Doc) -> np.ndarray:
     def rule(d: Doc, i: int) -> bool | None:
         start, end = d.spans[i]
         tok = d.text[start:end]

@@ -131,8 +131,10 @@ def members(key: str, context_word: str) -> list[str]:
         out += list(wordnet_members(key))
     elif head == "ent":
         out += ENTITIES.get(value, [])
-    seen: set[str] = set()
-    return [w for w in out if not (w.lower() in seen or seen.add(w.lower()))]
+    firsts: dict[str, str] = {}  # each word once, in its first spelling, in order
+    for w in out:
+        firsts.setdefault(w.lower(), w)
+    return list(firsts.values())
 
 
 def non_members(key: str, like: frozenset[str]) -> list[str]:

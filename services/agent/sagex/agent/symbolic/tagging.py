@@ -91,7 +91,7 @@ def _structure(text: str) -> list[frozenset[str]]:
         c = text[i]
         if i == line_start:
             in_list = bool(_LIST.match(text[i: text.find("\n", i) if "\n" in text[i:] else len(text)]))
-        keys = set()
+        keys: set[str] = set()
         keys.update(f"in:{k}" for k in set(stack))
         if len(stack) >= 2:
             keys.add("depth:2")

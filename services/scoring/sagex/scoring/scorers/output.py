@@ -68,7 +68,7 @@ class OutputScorer(Scorer):
         labels = np.array([True] * len(own) + [False] * len(rest))
         value = auroc(labels, sim)
         ci = bootstrap_ci(lambda i: auroc(labels[i], sim[i]), len(labels), seed=task.seed, strata=labels.astype(int))
-        details = {
+        details: dict[str, float | int | str] = {
             "embedder": embedder.name, "feature_tokens": len(own), "distractor_tokens": len(rest),
             "distractor_features": ",".join(map(str, others)), "top_tokens": " | ".join(own[:10]),
         }
