@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from sagex.activation.planted.concepts import AMBIGUOUS, Concept, Doc, fill, state, tokens, word_set, words
 from sagex.activation.planted.dev import ADJ, NAMES, NOUNS, PAST, VERBS
 
