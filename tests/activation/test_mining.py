@@ -141,3 +141,47 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
     np.testing.assert_array_equal(resumed.win_feat, fresh.win_feat)
     np.testing.assert_allclose(resumed.win_max, fresh.win_max, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(resumed.fire_tokens, fresh.fire_tokens)
+
+
+async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Packing windows by length changes only which windows share a forward pass:
+    the index (window maxima, statistics) and every pick from it stay the same,
+    while the padded tokens the model computes drop."""
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    seen: dict[bool, list[list[int]]] = {True: [], False: []}
+
+    def miner(pack: bool):  # type: ignore[no-untyped-def]
+        async def submit(items):  # type: ignore[no-untyped-def]
+            seen[pack].append([len(it.ids) for it in items])
+            return await runtime.batcher.submit(items)
+
+        return ExemplarMiner(
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / str(pack), "test-model",
+            window_tokens=32, max_tokens=4000, batch_windows=8, special_ids=runtime.engine.lm.special_ids,
+            pack_by_length=pack,
+        )
+
+    packed = await miner(True).index(sae, "exemplar")
+    plain = await miner(False).index(sae, "exemplar")
+    assert packed.window_ids == plain.window_ids and packed.tokens == plain.tokens
+    np.testing.assert_array_equal(packed.win_ptr, plain.win_ptr)
+    np.testing.assert_array_equal(packed.win_feat, plain.win_feat)
+    np.testing.assert_allclose(packed.win_max, plain.win_max, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(packed.fire_tokens, plain.fire_tokens)
+    np.testing.assert_allclose(packed.act_sum, plain.act_sum, rtol=1e-5)
+    np.testing.assert_allclose(packed.act_max, plain.act_max, rtol=1e-5, atol=1e-6)
+    assert packed.tokens_scanned == plain.tokens_scanned
+    busy = [int(f) for f in np.argsort(-np.diff(packed.feat_ptr))[:8]]
+    for feature in busy:
+        a = ExemplarMiner.pick(packed, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
+        b = ExemplarMiner.pick(plain, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
+        assert (a.top, a.random, a.activating_windows) == (b.top, b.random, b.activating_windows)
+        assert [w for *_, w in a.bands] == [w for *_, w in b.bands]
+
+    def padding(batches: list[list[int]]) -> float:
+        return 1 - sum(map(sum, batches)) / sum(len(b) * max(b) for b in batches)
+
+    assert sorted(map(sum, seen[True])) != sorted(map(sum, seen[False])), "the two scans batched differently"
+    assert padding(seen[True]) < 0.05 and padding(seen[True]) < padding(seen[False]) / 2

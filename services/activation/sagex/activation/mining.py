@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,64 @@ class MiningIndex:
         return self.feat_win[lo:hi], self.feat_max[lo:hi]
 
 
+@dataclass
+class BuildProgress:
+    """Where one index build stands; read by progress RPCs while the scan runs."""
+
+    sae_id: str
+    split: str
+    phase: str = "preparing"  # preparing (reading, tokenizing) | scanning | ready | failed
+    windows_total: int = 0
+    windows_done: int = 0
+    tokens_total: int = 0  # tokens the scan computes (whole windows)
+    tokens_done: int = 0
+    resumed_tokens: int = 0  # done by an earlier, interrupted build (not part of this one's rate)
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+    scan_started: float = 0.0
+    scan_ended: float = 0.0
+
+    def start(self, windows: int, tokens: int) -> None:
+        self.phase, self.windows_total, self.tokens_total = "scanning", windows, tokens
+        self.scan_started = time.monotonic()
+
+    def resumed(self, windows: int, tokens: int) -> None:
+        self.windows_done, self.tokens_done, self.resumed_tokens = windows, tokens, tokens
+
+    def advance(self, windows: int, tokens: int) -> None:
+        self.windows_done += windows
+        self.tokens_done += tokens
+
+    def loaded(self, index: MiningIndex) -> None:
+        self.phase = "ready"
+        self.windows_total = self.windows_done = index.n_windows
+
+    def finished(self) -> None:
+        self.phase, self.scan_ended = "ready", time.monotonic()
+
+    @property
+    def scan_seconds(self) -> float:
+        """Time in the scan itself (reading and tokenizing the corpus excluded)."""
+        return (self.scan_ended or time.monotonic()) - self.scan_started if self.scan_started else 0.0
+
+    def failed(self, error: str) -> None:
+        self.phase, self.error = "failed", error
+
+    @property
+    def tokens_per_second(self) -> float:
+        elapsed = time.monotonic() - self.scan_started
+        fresh = self.tokens_done - self.resumed_tokens
+        return fresh / elapsed if self.scan_started and elapsed > 0 and fresh > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """None until a rate is known; 0 when done."""
+        if self.phase == "ready":
+            return 0.0
+        rate = self.tokens_per_second
+        return (self.tokens_total - self.tokens_done) / rate if rate > 0 else None
+
+
 @dataclass(frozen=True)
 class FeatureWindows:
     feature: int
@@ -106,6 +167,8 @@ class ExemplarMiner:
         special_ids: set[int],
         prefix: tuple[int, ...] = (),
         checkpoint_every: int = 20,
+        pack_by_length: bool = True,
+        inflight_batches: int = 2,
     ) -> None:
         self._submit = submit
         self._tokenize = tokenize
@@ -118,24 +181,45 @@ class ExemplarMiner:
         self._special = special_ids
         self._prefix = prefix  # BOS when the model uses one: every window starts alike
         self._checkpoint_every = checkpoint_every  # batches between saved partial indexes
+        self._pack = pack_by_length  # False: batches in corpus order (the reference for tests and benchmarks)
+        self._inflight = max(1, inflight_batches)
+        self._progress: dict[str, BuildProgress] = {}
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
         self.corpus_hash = json.loads((corpus_dir / "manifest.json").read_text())["hash"]
 
+    def _key(self, sae: LoadedSae, split: str) -> str:
+        return _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens)
+
     async def index(self, sae: LoadedSae, split: str) -> MiningIndex:
         """The index for (sae, split), built on first use. Concurrent callers share
         one build; a caller that gives up does not stop it."""
-        key = _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens)
+        key = self._key(sae, split)
         if key in self._indexes:
             return self._indexes[key]
         task = self._building.get(key)
         if task is None:
             task = asyncio.ensure_future(self._load_or_build(key, sae, split))
             self._building[key] = task
-            task.add_done_callback(lambda _t: self._building.pop(key, None))
+            task.add_done_callback(lambda t: self._build_ended(key, t))
         index = await asyncio.shield(task)
         self._indexes[key] = index
         return index
+
+    def _build_ended(self, key: str, task: asyncio.Task[MiningIndex]) -> None:
+        self._building.pop(key, None)
+        progress = self._progress.get(key)
+        if progress is not None and not task.cancelled() and task.exception() is not None:
+            progress.failed(str(task.exception()))
+
+    def progress(self, sae: LoadedSae, split: str) -> BuildProgress | None:
+        """The build's progress; None when no build of (sae, split) has started in this process."""
+        return self._progress.get(self._key(sae, split))
+
+    def cached(self, sae: LoadedSae, split: str) -> bool:
+        """Whether the index is in memory or in the cache (reading it costs no scan)."""
+        key = self._key(sae, split)
+        return key in self._indexes or (self._cache_root / f"{key}.pt").is_file()
 
     # --- building ----------------------------------------------------------------
 
@@ -160,53 +244,87 @@ class ExemplarMiner:
 
     async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
         path = self._cache_root / f"{key}.pt"
+        progress = self._progress[key] = BuildProgress(sae.id, split)
         if path.is_file():
-            return await asyncio.to_thread(lambda: _load(path).finish())
+            index = await asyncio.to_thread(lambda: _load(path).finish())
+            progress.loaded(index)
+            return index
         window_ids, tokens = await asyncio.to_thread(self._windows, split)
         if not tokens:
             raise ValueError(f"corpus split {split!r} is empty")
         d_sae = sae.params.d_sae
+        plan = scan_plan([len(t) for t in tokens], self._batch, self._pack)
+        order = [w for batch in plan for w in batch]  # the windows in scan order
+        progress.start(len(tokens), sum(map(len, tokens)))
+        # Results per window, by its corpus-order index; a checkpoint holds the scan order's prefix.
+        feats: list[np.ndarray | None] = [None] * len(tokens)
+        maxes: list[np.ndarray | None] = [None] * len(tokens)
         partial = self._cache_root / f"{key}.partial.pt"
         state = await asyncio.to_thread(_load, partial) if partial.is_file() else None
-        if state is not None and state.window_ids == window_ids[: state.n_windows]:
-            done = state.n_windows
-            feats, maxes, counts = [state.win_feat], [state.win_max], [np.diff(state.win_ptr)]
+        done_batches = 0
+        if state is not None and _is_prefix(state, order, window_ids, plan):
+            done_batches = _batches_covering(plan, state.n_windows)
+            for n, w in enumerate(order[: state.n_windows]):
+                lo, hi = state.win_ptr[n], state.win_ptr[n + 1]
+                feats[w], maxes[w] = state.win_feat[lo:hi], state.win_max[lo:hi]
             fire, total, amax, scanned = state.fire_tokens, state.act_sum, state.act_max, state.tokens_scanned
-            log.info("mining_resumed", key=key, windows=done, of=len(tokens))
+            progress.resumed(state.n_windows, sum(len(tokens[w]) for w in order[: state.n_windows]))
+            log.info("mining_resumed", key=key, windows=state.n_windows, of=len(tokens))
         else:
-            done, feats, maxes, counts = 0, [], [], []
             fire = np.zeros(d_sae, np.int64)
             total = np.zeros(d_sae, np.float64)
             amax = np.zeros(d_sae, np.float32)
             scanned = 0
-        log.info("mining_started", key=key, sae=sae.id, split=split, windows=len(tokens))
-        batches = 0
-        for start in range(done, len(tokens), self._batch):
-            chunk = tokens[start : start + self._batch]
-            rows_list = await self._submit_patiently([WorkItem(t, sae.id, Threshold(0.0)) for t in chunk])
+        log.info("mining_started", key=key, sae=sae.id, split=split, windows=len(tokens), batches=len(plan))
+        special = np.fromiter(self._special, dtype=np.int64, count=len(self._special))
 
-            def absorb(chunk: list[tuple[int, ...]] = chunk, rows_list: list[SparseRows] = rows_list) -> int:
-                n_tokens = 0
-                for window, rows in zip(chunk, rows_list, strict=True):
-                    f, m, n_tok = self._window_maxima(window, rows, d_sae, fire, total, amax)
-                    feats.append(f)
-                    maxes.append(m)
-                    counts.append(np.array([len(f)]))
-                    n_tokens += n_tok
-                return n_tokens
+        def absorb(batch: list[int], rows_list: list[SparseRows]) -> int:
+            per_window, n_tokens = _batch_maxima([tokens[w] for w in batch], rows_list, d_sae, special,
+                                                 fire, total, amax)
+            for w, (f, m) in zip(batch, per_window, strict=True):
+                feats[w], maxes[w] = f, m
+            return n_tokens
 
-            scanned += await asyncio.to_thread(absorb)
-            batches += 1
-            if batches % self._checkpoint_every == 0:
-                n = start + len(chunk)
-                snapshot = _assemble(window_ids[:n], tokens[:n], feats, maxes, counts, fire, total, amax, scanned)
-                await asyncio.to_thread(_save, partial, snapshot)
-        index = _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned)
+        def snapshot(n_batches: int) -> MiningIndex:
+            n = sum(len(b) for b in plan[:n_batches])
+            done = order[:n]
+            return _assemble([window_ids[w] for w in done], [tokens[w] for w in done],
+                             [feats[w] for w in done], [maxes[w] for w in done], fire, total, amax, scanned)
+
+        # Several batches in flight: the next forward runs while this one's maxima are folded in.
+        inflight: deque[tuple[list[int], asyncio.Future[list[SparseRows]]]] = deque()
+
+        async def absorb_next() -> int:
+            batch, fut = inflight.popleft()
+            kept = await asyncio.to_thread(absorb, batch, await fut)
+            progress.advance(len(batch), sum(len(tokens[w]) for w in batch))
+            return kept
+
+        absorbed = done_batches
+        try:
+            for batch in plan[done_batches:]:
+                items = [WorkItem(tokens[w], sae.id, Threshold(0.0)) for w in batch]
+                inflight.append((batch, asyncio.ensure_future(self._submit_patiently(items))))
+                if len(inflight) < self._inflight:
+                    continue
+                scanned += await absorb_next()
+                absorbed += 1
+                if (absorbed - done_batches) % self._checkpoint_every == 0:
+                    await asyncio.to_thread(_save, partial, snapshot(absorbed))
+            while inflight:
+                scanned += await absorb_next()
+                absorbed += 1
+        finally:
+            for _, fut in inflight:
+                fut.cancel()
+        index = _assemble(window_ids, tokens, feats, maxes, fire, total, amax, scanned)  # type: ignore[arg-type]
         path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_save, path, index)
         partial.unlink(missing_ok=True)
         log.info("mining_done", key=key, windows=index.n_windows, tokens=scanned)
-        return await asyncio.to_thread(index.finish)
+        index = await asyncio.to_thread(index.finish)
+        progress.finished()
+        return index
 
     async def _submit_patiently(self, items: Sequence[WorkItem]) -> list[SparseRows]:
         """Background work yields to interactive traffic: a full queue means wait and
@@ -218,23 +336,6 @@ class ExemplarMiner:
             except ResourceExhausted as exc:
                 await asyncio.sleep(max(delay, exc.retry_after_s))
                 delay = min(delay * 2, 5.0)
-
-    def _window_maxima(
-        self, window: tuple[int, ...], rows: SparseRows, d_sae: int,
-        fire: np.ndarray, total: np.ndarray, amax: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        # Position 0 carries the attention-sink outlier (or BOS); SAEs are trained without it.
-        keep = torch.tensor([i > 0 and t not in self._special for i, t in enumerate(window)])
-        lengths = rows.row_offsets.diff()
-        entry_keep = torch.repeat_interleave(keep, lengths)
-        fids = rows.feature_ids[entry_keep].long()
-        vals = rows.values[entry_keep]
-        per_feature = torch.zeros(d_sae).scatter_reduce_(0, fids, vals, "amax", include_self=True)
-        np.add.at(fire, fids.numpy(), 1)
-        np.add.at(total, fids.numpy(), vals.double().numpy())
-        np.maximum(amax, per_feature.numpy(), out=amax)
-        active = per_feature.nonzero().squeeze(1)
-        return active.numpy().astype(np.int32), per_feature[active].numpy(), int(keep.sum())
 
     # --- queries -------------------------------------------------------------------
 
@@ -280,8 +381,74 @@ class ExemplarMiner:
         return out
 
 
-def _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned) -> MiningIndex:  # type: ignore[no-untyped-def]
-    lengths = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:
+    """The order of the scan: batches of window indices.
+
+    Packed, windows are sorted by length (longest first, ties in corpus order) within
+    blocks of ``block_batches`` batches, so a batch's windows are nearly equal in
+    length and padding almost vanishes; the blocks keep the order local, so a scan
+    can stream. Unpacked, batches follow corpus order (today's reference).
+    """
+    n = len(lengths)
+    if not pack:
+        return [list(range(lo, min(lo + batch_windows, n))) for lo in range(0, n, batch_windows)]
+    plan: list[list[int]] = []
+    block = batch_windows * block_batches
+    for lo in range(0, n, block):
+        ids = sorted(range(lo, min(lo + block, n)), key=lambda w: -lengths[w])
+        plan += [ids[i : i + batch_windows] for i in range(0, len(ids), batch_windows)]
+    return plan
+
+
+def _batches_covering(plan: list[list[int]], n_windows: int) -> int:
+    """How many leading batches of ``plan`` hold exactly ``n_windows`` windows (-1: none)."""
+    total = 0
+    for n, batch in enumerate(plan):
+        if total == n_windows:
+            return n
+        total += len(batch)
+    return len(plan) if total == n_windows else -1
+
+
+def _is_prefix(state: MiningIndex, order: list[int], window_ids: list[str], plan: list[list[int]]) -> bool:
+    """A checkpoint is usable when it holds exactly the first batches of this scan."""
+    n = state.n_windows
+    return (_batches_covering(plan, n) >= 0 and n <= len(order)
+            and state.window_ids == [window_ids[w] for w in order[:n]])
+
+
+def _batch_maxima(
+    windows: Sequence[tuple[int, ...]], rows_list: Sequence[SparseRows], d_sae: int, special: np.ndarray,
+    fire: np.ndarray, total: np.ndarray, amax: np.ndarray,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Per window: the features that fired (ascending) and their maxima; the feature
+    statistics are updated in place. Returns them and the number of tokens counted.
+    One vectorised pass per batch: the scan must keep up with the forward pass."""
+    lens = np.fromiter(map(len, windows), np.int64, len(windows))
+    tok = np.fromiter(itertools.chain.from_iterable(windows), np.int64, int(lens.sum()))
+    pos = np.arange(len(tok)) - np.repeat(np.cumsum(lens) - lens, lens)
+    # Position 0 carries the attention-sink outlier (or BOS); SAEs are trained without it.
+    keep = (pos > 0) & ~np.isin(tok, special)
+    nnz = np.concatenate([r.row_offsets.diff().numpy() for r in rows_list])
+    entry_keep = np.repeat(keep, nnz)
+    fids = np.concatenate([r.feature_ids.numpy() for r in rows_list]).astype(np.int64)[entry_keep]
+    vals = np.concatenate([r.values.numpy() for r in rows_list])[entry_keep]
+    win = np.repeat(np.repeat(np.arange(len(windows), dtype=np.int64), lens), nnz)[entry_keep]
+    dense = torch.zeros(len(windows) * d_sae).scatter_reduce_(
+        0, torch.from_numpy(win * d_sae + fids), torch.from_numpy(vals), "amax", include_self=True
+    ).view(len(windows), d_sae).numpy()
+    fire += np.bincount(fids, minlength=d_sae)
+    total += np.bincount(fids, weights=vals.astype(np.float64), minlength=d_sae)
+    np.maximum(amax, dense.max(axis=0), out=amax)
+    out = []
+    for row in dense:
+        active = np.flatnonzero(row)
+        out.append((active.astype(np.int32), row[active]))
+    return out, int(keep.sum())
+
+
+def _assemble(window_ids, tokens, feats, maxes, fire, total, amax, scanned) -> MiningIndex:  # type: ignore[no-untyped-def]
+    lengths = np.fromiter((len(f) for f in feats), np.int64, len(feats))
     ptr = np.zeros(len(lengths) + 1, np.int64)
     ptr[1:] = np.cumsum(lengths)
     return MiningIndex(

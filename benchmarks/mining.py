@@ -1,0 +1,181 @@
+"""Exemplar mining benchmark: tokens/s against the bare truncated forward pass, the
+padding share of computed tokens, and peak RSS, at three corpus sizes.
+
+Each size runs in its own process (so peak RSS is that build's alone) with a fresh
+mining cache. Rows:
+
+  * ``embedded``: the real embedded model (SmolLM2-135M cut at layer 3) and SAE on
+    the exemplar split, mined twice: batches in corpus order (the miner before
+    length packing) and packed by length;
+  * ``random-*``: a small random Llama (2 layers, d_model 64) and a random TopK SAE
+    on the train split, so the large sizes stay short on a CPU. Its tokens/s are
+    not the embedded model's; the ratios and the memory are what matter there.
+
+"bare forward" is ``TruncatedLM.hidden_states`` alone (no SAE, no index) over the
+same batches the packed miner ran; "ratio" is its tokens/s over the miner's.
+
+    python benchmarks/mining.py [--sizes 40000,200000,800000,3200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _machine import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.builders: random SAEs
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def random_model(root: Path) -> tuple[Path, Path]:
+    """A 2-layer random Llama with the embedded tokenizer, and a random TopK SAE at layer 1."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from sagex.activation.engine import resolve_model_dir
+    from tests.builders import save_random_sae
+
+    model_dir, sae_dir = root / "model", root / "sae"
+    if not (model_dir / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(None))
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
+        LlamaForCausalLM(config).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        save_random_sae(sae_dir, "topk", 64, 1024, "model.layers.1", seed=0)
+    return model_dir, sae_dir
+
+
+async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens: int, pack: bool) -> dict[str, object]:
+    from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID, cache_dir
+    from sagex.activation.batcher import DynamicBatcher
+    from sagex.activation.config import ActivationConfig
+    from sagex.activation.engine import ActivationEngine
+    from sagex.activation.mining import ExemplarMiner, scan_plan
+
+    config = ActivationConfig(model=model, saes={EMBEDDED_SAE_ID: sae or EMBEDDED_SAE_DIR}, device="cpu",
+                              max_mining_tokens=max_tokens)
+    engine = ActivationEngine(config)
+    engine.warmup()
+    batcher = DynamicBatcher(engine.run, config.batch_token_budget, config.max_queue_texts)
+    batcher.start()
+    rss_loaded = _rss_mb()
+    with tempfile.TemporaryDirectory() as cache:
+        miner = ExemplarMiner(batcher.submit, engine.lm.content_ids, cache_dir() / "corpus", Path(cache), "bench",
+                              config.window_tokens, max_tokens, config.mining_batch_windows, engine.lm.special_ids,
+                              engine.lm.prefix, pack_by_length=pack)
+        loaded = engine.saes[EMBEDDED_SAE_ID]
+        start = time.perf_counter()
+        index = await miner.index(loaded, split)
+        build_s = time.perf_counter() - start
+        progress = miner.progress(loaded, split)
+        assert progress is not None
+        scan_s = progress.scan_seconds
+    batcher.close()
+    stats = batcher.stats
+    # The bare truncated forward over the very batches the packed scan ran.
+    plan = scan_plan([len(t) for t in index.tokens], config.mining_batch_windows, pack=True)
+    computed = sum(len(t) for t in index.tokens)
+    forward_s = 0.0
+    for _ in range(2):  # the faster of two passes: a shared machine only ever slows a run down
+        t0 = time.perf_counter()
+        for batch in plan:
+            engine.lm.hidden_states([index.tokens[w] for w in batch])
+        forward_s = min(forward_s or 1e9, time.perf_counter() - t0)
+    return {
+        "windows": index.n_windows,
+        "tokens": computed,
+        "packed": pack,
+        "padding_share": 1 - stats.tokens / max(stats.padded_tokens, 1),
+        "mining_tok_s": computed / scan_s,
+        "build_s": build_s,
+        "forward_tok_s": computed / forward_s,
+        "ratio": (computed / forward_s) / (computed / scan_s),
+        "rss_loaded_mb": rss_loaded,
+        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    model = Path(args.model) if args.model else None
+    sae = Path(args.sae) if args.sae else None
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    result = asyncio.run(one_build(model, sae, args.split, args.max_tokens, not args.unpacked))
+    print(json.dumps(result))
+
+
+def run_child(*extra: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, __file__, "--child", *extra], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(args: argparse.Namespace) -> None:
+    rows: list[dict[str, object]] = []
+    small = args.embedded_tokens
+    for unpacked in (True, False):
+        row = run_child("--split", "exemplar", "--max-tokens", str(small), *(["--unpacked"] if unpacked else []))
+        rows.append({"model": "embedded", **row})
+        print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, sae_dir = random_model(Path(tmp))
+        for size in args.sizes:
+            row = run_child("--model", str(model_dir), "--sae", str(sae_dir), "--split", "train",
+                            "--max-tokens", str(size))
+            rows.append({"model": "random-2L-d64", **row})
+            print(rows[-1], flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}, torch {torch.__version__}"
+    lines = [
+        "# Exemplar mining: tokens/s vs the bare truncated forward, padding, peak RSS", "",
+        f"Machine: {machine} (shared with other work; ratios are the stable part).",
+        "Command: `python benchmarks/mining.py` (also run by `make bench`).",
+        "`embedded` is the real model and SAE on the exemplar split; `random-2L-d64` is a small random Llama",
+        "(2 layers, d_model 64, the embedded tokenizer) with a random TopK SAE, used for the large sizes so the",
+        "run stays short. ratio = bare forward tokens/s / mining tokens/s (1.00 = no overhead).", "",
+        "| model | batches | windows | tokens | padding | mining tok/s | bare forward tok/s | ratio | RSS loaded MB | RSS peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {'packed' if r['packed'] else 'corpus order'} | {r['windows']} | {r['tokens']} | "
+            f"{r['padding_share']:.1%} | {r['mining_tok_s']:,.0f} | {r['forward_tok_s']:,.0f} | {r['ratio']:.2f} | "
+            f"{r['rss_loaded_mb']:.0f} | {r['rss_peak_mb']:.0f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    name = f"mining_cpu_{platform.machine()}_{os.cpu_count()}cpu"
+    (RESULTS / f"{name}.md").write_text(table)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model")
+    parser.add_argument("--sae")
+    parser.add_argument("--split", default="exemplar")
+    parser.add_argument("--max-tokens", type=int, default=40_000)
+    parser.add_argument("--unpacked", action="store_true")
+    parser.add_argument("--embedded-tokens", type=int, default=40_000)
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[200_000, 800_000, 2_400_000])
+    ns = parser.parse_args()
+    child(ns) if ns.child else main(ns)
