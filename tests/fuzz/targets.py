@@ -257,7 +257,8 @@ def scoring_hints(facts: Facts, known: Known) -> Hints:
 # Deadlines (seconds, weight). Expensive methods get short ones: their work is cancelled at the deadline.
 QUICK = ((3, 5.0), (2, 1.0), (1, 0.05))  # Hypothesis favours earlier options: the usual case goes first
 EXPENSIVE = ((3, 3.0), (2, 1.0), (1, 0.05))
-EXPENSIVE_METHODS = {"ExplainFeature", "MineExemplars", "ScoreExplanation", "StreamActivations", "WaitOperation"}
+EXPENSIVE_METHODS = {"BuildExemplarIndex", "ExplainFeature", "MineExemplars", "ScoreExplanation", "StreamActivations",
+                     "WaitOperation"}
 
 
 def _deadlines(method: MethodDescriptor) -> st.SearchStrategy[float]:
@@ -303,6 +304,7 @@ def seeds(service: str, facts: Facts, known: Known) -> dict[str, list[Message]]:
                               apb.MineExemplarsRequest(sae_id=sae, feature_ids=dead[:1])],
             "GetFeatureStatistics": [apb.GetFeatureStatisticsRequest(sae_id=sae, feature_ids=live + dead),
                                      apb.GetFeatureStatisticsRequest(sae_id=sae)],
+            "BuildExemplarIndex": [apb.BuildExemplarIndexRequest(sae_id=sae, interval_seconds=0.5)],
         }
     if service == "agent":
         return {

@@ -74,6 +74,8 @@ def _activation_config(args: argparse.Namespace) -> Any:
         overrides["model"] = Path(args.model)
     if args.device:
         overrides["device"] = args.device
+    if args.mining_cache_dir:
+        overrides["mining_cache_dir"] = Path(args.mining_cache_dir)
     return _build("activation", ActivationConfig, args, overrides)
 
 
@@ -219,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="local transformers folder or .gguf file (default: embedded SmolLM2)")
     serve.add_argument("--sae", action="append", default=[], metavar="ID=FOLDER", help="allowlist an SAELens folder")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--mining-cache-dir", help="activation: where exemplar indexes are cached and checkpointed "
+                                                  "(default ~/.cache/sagex/mining, or $SAGEX_CACHE_DIR/mining)")
     serve.add_argument("--activation", action="append", default=[], metavar="HOST:PORT",
                        help="agent, scoring: an activation replica (repeat for round robin; default 127.0.0.1:50051)")
     serve.add_argument("--database", help="agent, scoring: SQLite file of jobs and results "

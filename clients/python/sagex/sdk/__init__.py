@@ -27,6 +27,7 @@ from sagex.sdk.types import (
     Hypothesis,
     JobProgress,
     Label,
+    MiningProgress,
     Probe,
     TokenActivations,
 )
@@ -34,7 +35,7 @@ from sagex.sdk.types import (
 __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
     "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureProgress", "Hypothesis", "InternalError",
-    "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
+    "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "MiningProgress", "NotFoundError", "Operation", "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",
 ]

@@ -100,3 +100,12 @@ def progress(op: operations_pb2.Operation) -> t.JobProgress:
                                       f.hypotheses, f.probes, f.round) for f in meta.running)
     return t.JobProgress(op.name, meta.total, meta.done, meta.failed, usage(meta.usage), op.done,
                          op.error.message if op.HasField("error") else "", running)
+
+
+def mining_progress(msg: types_pb2.MiningProgress) -> t.MiningProgress:
+    return t.MiningProgress(
+        phase=types_pb2.MiningPhase.Name(msg.phase).removeprefix("MINING_PHASE_"), windows_done=msg.windows_done,
+        windows_total=msg.windows_total, tokens_done=msg.tokens_done, tokens_total=msg.tokens_total,
+        tokens_per_second=msg.tokens_per_second, eta_seconds=msg.eta_seconds if msg.HasField("eta_seconds") else None,
+        resumed=msg.resumed, cached=msg.cached,
+    )

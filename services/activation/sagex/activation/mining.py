@@ -110,6 +110,7 @@ class BuildProgress:
     def loaded(self, index: MiningIndex) -> None:
         self.phase = "ready"
         self.windows_total = self.windows_done = index.n_windows
+        self.tokens_total = self.tokens_done = sum(map(len, index.tokens))
 
     def finished(self) -> None:
         self.phase, self.scan_ended = "ready", time.monotonic()

@@ -51,6 +51,11 @@ class ActivationServiceStub:
     """
     GetFeatureStatistics: _grpc.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureStatisticsRequest, _activation_service_pb2.GetFeatureStatisticsResponse]
     """Firing frequency, maximum and mean activation per feature over a corpus split."""
+    BuildExemplarIndex: _grpc.UnaryStreamMultiCallable[_activation_service_pb2.BuildExemplarIndexRequest, _activation_service_pb2.BuildExemplarIndexResponse]
+    """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+    it from the cache) and streams its progress until it is ready. Cancelling the call
+    does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
+    """
 
 @_typing.type_check_only
 class ActivationServiceAsyncStub(ActivationServiceStub):
@@ -75,6 +80,11 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     """
     GetFeatureStatistics: _aio.UnaryUnaryMultiCallable[_activation_service_pb2.GetFeatureStatisticsRequest, _activation_service_pb2.GetFeatureStatisticsResponse]  # type: ignore[assignment]
     """Firing frequency, maximum and mean activation per feature over a corpus split."""
+    BuildExemplarIndex: _aio.UnaryStreamMultiCallable[_activation_service_pb2.BuildExemplarIndexRequest, _activation_service_pb2.BuildExemplarIndexResponse]  # type: ignore[assignment]
+    """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+    it from the cache) and streams its progress until it is ready. Cancelling the call
+    does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
+    """
 
 class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs prompts through a causal LM (truncated at the SAE's hook layer) and an SAE,
@@ -126,5 +136,16 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_activation_service_pb2.GetFeatureStatisticsResponse, _abc.Awaitable[_activation_service_pb2.GetFeatureStatisticsResponse]]:
         """Firing frequency, maximum and mean activation per feature over a corpus split."""
+
+    @_abc_1.abstractmethod
+    def BuildExemplarIndex(
+        self,
+        request: _activation_service_pb2.BuildExemplarIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_activation_service_pb2.BuildExemplarIndexResponse], _abc.AsyncIterator[_activation_service_pb2.BuildExemplarIndexResponse]]:
+        """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+        it from the cache) and streams its progress until it is ready. Cancelling the call
+        does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
+        """
 
 def add_ActivationServiceServicer_to_server(servicer: ActivationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
