@@ -32,6 +32,8 @@ class ModelInfo:
 class MiningProgress:
     """Where an exemplar-index build stands (``Activation.build_index``)."""
 
+    sae_id: str
+    split: str  # exemplar, heldout or train
     phase: str  # PREPARING, SCANNING or READY
     windows_done: int
     windows_total: int
@@ -192,6 +194,7 @@ class JobProgress:
     finished: bool
     error: str = ""
     running: tuple[FeatureProgress, ...] = ()  # live, while the job runs
+    mining: MiningProgress | None = None  # the exemplar index the job waits for before its features start
 
     @property
     def remaining(self) -> int:

@@ -27,6 +27,7 @@ from sagex.agent.progress import LiveProgress
 from sagex.agent.store import JobRow, Store
 from sagex.agent.validation import stored_batch_spec
 from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.api.common.v1 import types_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +47,14 @@ def explanation_name(sae_id: str, feature_id: int) -> str:
     return f"explanations/{sae_id}/{feature_id}/{uuid.uuid4().hex[:16]}"
 
 
-def operation(row: JobRow, running: list[pb.FeatureProgress] | None = None) -> operations_pb2.Operation:
+def operation(row: JobRow, running: list[pb.FeatureProgress] | None = None,
+              mining: types_pb2.MiningProgress | None = None) -> operations_pb2.Operation:
     op = operations_pb2.Operation(name=f"operations/{row.id}")
     op.metadata.Pack(pb.BatchExplainFeaturesMetadata(
         total=row.total, done=row.done, failed=row.failed, usage=row.usage,
         create_time=_timestamp(row.create_time), update_time=_timestamp(row.update_time),
         running=running if row.state == "RUNNING" else None,
+        mining=mining if row.state == "RUNNING" else None,
     ))
     if row.state == "RUNNING":
         return op
@@ -105,7 +108,7 @@ class JobManager:
         row = await asyncio.to_thread(self.store.job, job_id)
         if row is None:
             raise KeyError(job_id)
-        return operation(row, self.live.running(job_id))
+        return operation(row, self.live.running(job_id), self.live.mining_of(job_id))
 
     async def cancel(self, job_id: str) -> bool:
         row = await asyncio.to_thread(self.store.job, job_id)
@@ -159,6 +162,11 @@ class JobManager:
                 spec = stored_batch_spec(self.config, request)
             limit = asyncio.Semaphore(request.concurrency or self.config.default_concurrency)
             pending = await asyncio.to_thread(self.store.pending_features, job_id)
+            if pending:  # the shared corpus scan first, shown in the job's metadata
+                try:
+                    await self.explainer.warm(spec.sae_id, lambda p: self.live.mining(job_id, p))
+                finally:
+                    self.live.mining(job_id, None)
 
             async def one(position: int, feature_id: int) -> None:
                 async with limit:
