@@ -1,19 +1,16 @@
 """BuildExemplarIndex: a build's progress streamed to the caller, shared by every
-caller and never stopped by one that leaves; real server, real model, fresh cache."""
+caller and never stopped by one that leaves; real server, real model, fresh cache
+(the conftest's slow_mining: 50 ms per scan batch)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 import pytest
 import pytest_asyncio
 
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
-from sagex.activation.mining import ExemplarMiner
-from sagex.activation.server import ActivationRuntime, running_activation_server
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
 from sagex.api.common.v1 import types_pb2
@@ -23,25 +20,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def fresh(runtime, activation_config, tmp_path) -> AsyncIterator[tuple[object, dict[str, int]]]:  # type: ignore[no-untyped-def]
-    """A server whose miner has an empty cache; each batch waits 50 ms, so a build
-    lasts long enough to be watched on any machine."""
-    submitted = {"batches": 0}
-
-    async def slow_submit(items):  # type: ignore[no-untyped-def]
-        submitted["batches"] += 1
-        await asyncio.sleep(0.05)
-        return await runtime.batcher.submit(items)
-
-    miner = ExemplarMiner(
-        slow_submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "mining", "test-model",
-        window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
-    )
-    config = replace(activation_config, mining_cache_dir=tmp_path / "mining")
-    rt = ActivationRuntime(runtime.engine, runtime.batcher, miner)
-    async with running_activation_server(config, rt) as (running, _):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options()) as channel:
-            yield pb_grpc.ActivationServiceStub(channel), submitted
+async def fresh(slow_mining) -> AsyncIterator[tuple[object, dict[str, int]]]:  # type: ignore[no-untyped-def]
+    async with slow_mining(0.05) as server:
+        async with grpc.aio.insecure_channel(server.address, options=channel_options()) as channel:
+            yield pb_grpc.ActivationServiceStub(channel), server.counts
 
 
 def _request(**kwargs: object) -> pb.BuildExemplarIndexRequest:

@@ -9,6 +9,7 @@
     sage demo                      # the main job, end to end on the embedded default
     sage explain SAE 1,5,10-20 --watch   # the agent, as a batch job with live progress
     sage score SAE FEATURE "text"        # score one explanation
+    sage mine SAE                        # build the exemplar indexes ahead of time (progress, ETA)
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,7 +193,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     from sagex.cli.explain import score
 
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
-    return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
+    return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed, args.activation or None)
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from sagex.cli.mine import mine
+
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    unknown = set(splits) - {"exemplar", "heldout", "train"}
+    if unknown or not splits:
+        raise SystemExit(f"sage mine: --split takes exemplar, heldout or train (comma-separated), got {args.split!r}")
+    return mine(args.activation, args.sae, splits)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -276,7 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     scorecmd.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
     scorecmd.add_argument("--scorers", default="", help="comma-separated (default: the server's)")
     scorecmd.add_argument("--seed", type=int, default=0)
+    scorecmd.add_argument("--activation", default=os.environ.get("SAGE_ACTIVATION", ""),
+                          help="the activation service: show the held-out scan the scorers wait for "
+                               "(default $SAGE_ACTIVATION; unset: not shown)")
     scorecmd.set_defaults(func=cmd_score)
+
+    minecmd = sub.add_parser("mine", help="build an SAE's exemplar indexes ahead of time, with progress")
+    minecmd.add_argument("sae", help="SAE id, as the activation service lists it")
+    minecmd.add_argument("--split", default="exemplar,heldout",
+                         help="corpus splits: exemplar (the agent's), heldout (the scorers'), train "
+                              "(default %(default)s)")
+    minecmd.add_argument("--activation", default=os.environ.get("SAGE_ACTIVATION", "127.0.0.1:50051"),
+                         help="the activation service (default $SAGE_ACTIVATION, else 127.0.0.1:50051)")
+    minecmd.set_defaults(func=cmd_mine)
 
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")
