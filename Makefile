@@ -60,6 +60,7 @@ test-all: setup
 
 bench: setup
 	$(PY) benchmarks/activation_cpu.py
+	$(PY) benchmarks/mining.py
 	$(PY) benchmarks/agent.py
 
 bench-gpu: setup
