@@ -9,7 +9,7 @@ import pytest
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.activation.encode import Threshold
 from sagex.activation.engine import WorkItem
-from sagex.activation.mining import _load
+from sagex.activation.mining import MiningIndex
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -95,11 +95,12 @@ async def test_statistics_match_brute_force(stub, runtime, brute_force, activati
     freq = np.frombuffer(stats.firing_frequency, "<f4")
     assert 0 < freq.sum() and (freq <= window_freq + 1e-6).all()
     # The index was written to the cache and reloads to the same table.
-    cached = list(activation_config.mining_cache_dir.glob("*.pt"))
+    cached = [p for p in activation_config.mining_cache_dir.iterdir() if (p / "complete.json").is_file()]
     assert cached
-    reloaded = _load(cached[0])
-    assert reloaded.window_ids == index.window_ids
+    reloaded = MiningIndex(index.root)
+    assert reloaded.window_ids == index.window_ids and reloaded.tokens == index.tokens
     np.testing.assert_array_equal(reloaded.win_max, index.win_max)
+    np.testing.assert_array_equal(reloaded.feat_ptr, index.feat_ptr)
 
 
 async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -123,8 +124,10 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
 
     with pytest.raises(RuntimeError, match="replica died"):
         await miner(flaky_submit, tmp_path / "a").index(sae, "exemplar")
-    partial = list((tmp_path / "a").glob("*.partial.pt"))
-    assert len(partial) == 1 and _load(partial[0]).n_windows == 6 * 4, "two checkpoints of 3 batches were saved"
+    [partial] = list((tmp_path / "a").iterdir())
+    assert not (partial / "complete.json").is_file()
+    with np.load(partial / "scan.npz") as ckpt:
+        assert int(ckpt["windows_done"]) == 6 * 4, "two checkpoints of 3 batches were saved"
 
     counted = {"n": 0}
 
@@ -135,7 +138,7 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
     resumed = await miner(counting_submit, tmp_path / "a").index(sae, "exemplar")
     fresh = await miner(runtime.batcher.submit, tmp_path / "b").index(sae, "exemplar")
     assert counted["n"] == -(-fresh.n_windows // 4) - 6, "the resumed scan skips the checkpointed batches"
-    assert not list((tmp_path / "a").glob("*.partial.pt"))
+    assert (partial / "complete.json").is_file()
     assert resumed.window_ids == fresh.window_ids
     np.testing.assert_array_equal(resumed.win_ptr, fresh.win_ptr)
     np.testing.assert_array_equal(resumed.win_feat, fresh.win_feat)
