@@ -90,19 +90,22 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
         progress = miner.progress(loaded, split)
         assert progress is not None
         scan_s = progress.scan_seconds
+        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the build's peak, model included
+        windows = list(index.tokens)
+        disk_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 2**20
     batcher.close()
     stats = batcher.stats
     # The bare truncated forward over the very batches the packed scan ran.
-    plan = scan_plan([len(t) for t in index.tokens], config.mining_batch_windows, pack=True)
-    computed = sum(len(t) for t in index.tokens)
+    plan = scan_plan([len(t) for t in windows], config.mining_batch_windows, pack=True)
+    computed = sum(len(t) for t in windows)
     forward_s = 0.0
     for _ in range(2):  # the faster of two passes: a shared machine only ever slows a run down
         t0 = time.perf_counter()
         for batch in plan:
-            engine.lm.hidden_states([index.tokens[w] for w in batch])
+            engine.lm.hidden_states([windows[w] for w in batch])
         forward_s = min(forward_s or 1e9, time.perf_counter() - t0)
     return {
-        "windows": index.n_windows,
+        "windows": len(windows),
         "tokens": computed,
         "packed": pack,
         "padding_share": 1 - stats.tokens / max(stats.padded_tokens, 1),
@@ -111,7 +114,8 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
         "forward_tok_s": computed / forward_s,
         "ratio": (computed / forward_s) / (computed / scan_s),
         "rss_loaded_mb": rss_loaded,
-        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_peak_mb": rss_peak,
+        "index_disk_mb": disk_mb,
     }
 
 
@@ -150,14 +154,16 @@ def main(args: argparse.Namespace) -> None:
         "`embedded` is the real model and SAE on the exemplar split; `random-2L-d64` is a small random Llama",
         "(2 layers, d_model 64, the embedded tokenizer) with a random TopK SAE, used for the large sizes so the",
         "run stays short. ratio = bare forward tokens/s / mining tokens/s (1.00 = no overhead).", "",
-        "| model | batches | windows | tokens | padding | mining tok/s | bare forward tok/s | ratio | RSS loaded MB | RSS peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | batches | windows | tokens | padding | mining tok/s | bare forward tok/s | ratio | RSS loaded MB "
+        "| RSS peak MB | peak - loaded MB | index on disk MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {'packed' if r['packed'] else 'corpus order'} | {r['windows']} | {r['tokens']} | "
             f"{r['padding_share']:.1%} | {r['mining_tok_s']:,.0f} | {r['forward_tok_s']:,.0f} | {r['ratio']:.2f} | "
-            f"{r['rss_loaded_mb']:.0f} | {r['rss_peak_mb']:.0f} |"
+            f"{r['rss_loaded_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['rss_peak_mb'] - r['rss_loaded_mb']:.0f} | "
+            f"{r['index_disk_mb']:.1f} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)
