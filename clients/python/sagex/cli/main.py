@@ -140,9 +140,15 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
     configure_logging("info")
     print(f"model:  {ensure_embedded_model()}")
-    corpus = cache_dir() / "corpus"
+    corpus = Path(args.corpus_dir) if args.corpus_dir else cache_dir() / "corpus"
+    if args.only_extra and not args.extra:
+        raise SystemExit("sage assets prepare: --only-extra needs at least one --extra")
     if args.rebuild_corpus or args.extra or not (corpus / "manifest.json").is_file():
-        build_corpus(corpus, extra=[Path(p) for p in args.extra])
+        try:
+            build_corpus(corpus, extra=[Path(p) for p in args.extra], text_field=args.text_field,
+                         use_builtin=not args.only_extra)
+        except ValueError as exc:
+            raise SystemExit(f"sage assets prepare: {exc}") from None
     print(f"corpus: {corpus}")
     if not (EMBEDDED_SAE_DIR / "sae_weights.safetensors").is_file():
         print(f"SAE missing at {EMBEDDED_SAE_DIR}: run scripts/train_embedded_sae.py", file=sys.stderr)
@@ -257,7 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     assets = sub.add_parser("assets", help="prepare the embedded default assets")
     assets_sub = assets.add_subparsers(dest="action", required=True)
     prepare = assets_sub.add_parser("prepare", help="convert the packaged model and build the corpus")
-    prepare.add_argument("--extra", action="append", default=[], help="add a .txt or .jsonl file to the corpus")
+    prepare.add_argument("--extra", action="append", default=[],
+                         help="add texts to the corpus: a .txt or .jsonl file, a folder of them, or a Hugging Face "
+                              "datasets folder written by save_to_disk (repeatable)")
+    prepare.add_argument("--corpus-dir", help="where to build the corpus (default: the cache's); point the "
+                                              "activation config's corpus_dir at it")
+    prepare.add_argument("--only-extra", action="store_true",
+                         help="the corpus is the --extra texts alone (no built-in or Debian sources)")
+    prepare.add_argument("--text-field", default="text",
+                         help="the text field of .jsonl lines and datasets folders (default %(default)s)")
     prepare.add_argument("--rebuild-corpus", action="store_true")
     prepare.set_defaults(func=cmd_assets)
 

@@ -32,7 +32,7 @@ import numpy as np
 import structlog
 import torch
 
-from sagex.activation.assets.corpus import load_documents
+from sagex.activation.assets.corpus import iter_documents
 from sagex.activation.encode import FeatureIds, SparseRows, Threshold
 from sagex.activation.engine import WorkItem
 from sagex.activation.index_store import (
@@ -249,7 +249,7 @@ class ExemplarMiner:
             writer = WindowWriter(root)
             seen: set[bytes] = set()  # 8-byte digests: a repeated window is dropped
             budget = self._max_tokens
-            for doc in load_documents(self._corpus_dir, split):
+            for doc in iter_documents(self._corpus_dir, split):
                 doc_tokens = self._tokenize(doc.text)
                 for off in range(0, len(doc_tokens), self._window):
                     window = self._prefix + tuple(doc_tokens[off : off + self._window])
