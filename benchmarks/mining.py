@@ -60,7 +60,7 @@ def random_model(root: Path) -> tuple[Path, Path]:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(None))
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
+                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048)
         LlamaForCausalLM(config).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         save_random_sae(sae_dir, "topk", 64, 1024, "model.layers.1", seed=0)
@@ -140,7 +140,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(*extra: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, __file__, "--child", *extra], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--child", *extra], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"benchmark child {' '.join(extra)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -37,13 +37,13 @@ def mining_line(p: MiningProgress, width: int = 30) -> str:
 
 class MiningBar:
     """Redrawn in place on a terminal; elsewhere (logs, pipes) printed at most every
-    ``every_s`` seconds and on every change of phase."""
+    ``every_s`` seconds, and whenever the phase changes or the rate becomes known."""
 
     def __init__(self, stream: TextIO, every_s: float = 10.0) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.every_s = every_s
-        self._last_phase = ""
+        self._last_state: tuple[str, bool] = ("", False)
         self._last_print = 0.0
 
     def __call__(self, p: MiningProgress) -> None:
@@ -52,9 +52,10 @@ class MiningBar:
             print(f"\r\x1b[2K{line}", end="\n" if p.phase == "READY" else "", flush=True, file=self.stream)
             return
         now = time.monotonic()
-        if p.phase != self._last_phase or now - self._last_print >= self.every_s:
+        state = (p.phase, p.tokens_per_second > 0)
+        if state != self._last_state or now - self._last_print >= self.every_s:
             print(line, flush=True, file=self.stream)
-            self._last_phase, self._last_print = p.phase, now
+            self._last_state, self._last_print = state, now
 
 
 def warm(sage: Sage, sae: str, split: str) -> None:
