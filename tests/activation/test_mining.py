@@ -188,3 +188,31 @@ async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activati
 
     assert sorted(map(sum, seen[True])) != sorted(map(sum, seen[False])), "the two scans batched differently"
     assert padding(seen[True]) < 0.05 and padding(seen[True]) < padding(seen[False]) / 2
+
+
+async def test_replicas_sharing_a_cache_volume_build_an_index_once(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two miners (two replicas) on one cache folder: one scans, the other waits for
+    its lock and reads the finished index."""
+    import asyncio
+
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    counts = {"a": 0, "b": 0}
+
+    def replica(name: str) -> ExemplarMiner:
+        async def submit(items):  # type: ignore[no-untyped-def]
+            counts[name] += 1
+            return await runtime.batcher.submit(items)
+
+        return ExemplarMiner(
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "shared", "test-model",
+            window_tokens=32, max_tokens=2000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+        )
+
+    a, b = await asyncio.gather(replica("a").index(sae, "exemplar"), replica("b").index(sae, "exemplar"))
+    assert sorted(counts.values()) == [0, -(-a.n_windows // 4)], counts
+    assert a.window_ids == b.window_ids
+    np.testing.assert_array_equal(a.feat_ptr, b.feat_ptr)
+    np.testing.assert_array_equal(a.activating(int(np.argmax(np.diff(a.feat_ptr))))[0],
+                                  b.activating(int(np.argmax(np.diff(b.feat_ptr))))[0])

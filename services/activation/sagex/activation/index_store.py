@@ -19,6 +19,8 @@ One directory per index (``<cache>/<key>/``):
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -49,6 +51,33 @@ def _save_npz(path: Path, **arrays: object) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
     tmp.replace(path)  # atomic: a crash leaves the old checkpoint or the new one
+
+
+class BuildLock:
+    """An exclusive lock on one index directory (``flock``, so it dies with its holder):
+    ``async with BuildLock(root):`` waits off the event loop until no one else builds it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fd = -1
+
+    async def __aenter__(self) -> BuildLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.root / "build.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return self
+                except BlockingIOError:
+                    await asyncio.sleep(0.5)  # polled: a blocked thread could not be cancelled
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
 
 # --- windows --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from sagex.activation.assets.corpus import iter_documents
 from sagex.activation.encode import FeatureIds, SparseRows, Threshold
 from sagex.activation.engine import WorkItem
 from sagex.activation.index_store import (
+    BuildLock,
     ScanState,
     TableWriter,
     WindowIds,
@@ -269,10 +270,17 @@ class ExemplarMiner:
     async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
         root = self._cache_root / key
         progress = self._progress[key] = BuildProgress(sae.id, split)
-        if is_complete(root):
-            index = await asyncio.to_thread(MiningIndex, root)
-            progress.loaded(index)
-            return index
+        if not is_complete(root):
+            # Replicas sharing a cache volume: one builds, the others wait for its lock and read
+            # the result; a builder that dies drops the lock and the next one resumes its build.
+            async with BuildLock(root):
+                if not is_complete(root):
+                    return await self._build(key, root, sae, split, progress)
+        index = await asyncio.to_thread(MiningIndex, root)
+        progress.loaded(index)
+        return index
+
+    async def _build(self, key: str, root: Path, sae: LoadedSae, split: str, progress: BuildProgress) -> MiningIndex:
         tokens = await asyncio.to_thread(self._windows, root, split)
         if not len(tokens):
             raise ValueError(f"corpus split {split!r} is empty")
