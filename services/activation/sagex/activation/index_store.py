@@ -240,7 +240,7 @@ class TableWriter:
         _save_npz(self.root / "scan.npz", windows_done=s.windows_done, fire_tokens=s.fire_tokens, act_sum=s.act_sum,
                   act_max=s.act_max, tokens_scanned=s.tokens_scanned)
 
-    def finish(self, sort_budget: int = 1 << 25) -> None:
+    def finish(self, sort_budget: int = 1 << 23) -> None:
         """The feature-major view by an external sort, then the completion mark."""
         counts = np.fromfile(self.root / "win_count.i32", np.int32)
         total = int(counts.sum(dtype=np.int64))
