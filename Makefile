@@ -87,6 +87,7 @@ test-all: setup
 
 bench: setup
 	$(PY) benchmarks/activation_cpu.py
+	$(PY) benchmarks/mining.py
 	$(PY) benchmarks/agent.py
 
 bench-planted: setup  # heuristic recovery on planted TopK and JumpReLU SAEs (about 15 min on 2 cores)

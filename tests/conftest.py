@@ -163,3 +163,53 @@ async def token_features(session_stub: Any) -> dict[int, str]:
             found[resp.feature_id] = token
     assert len(found) >= 4, f"only {len(found)} clearly token-level features in the test corpus"
     return found
+
+
+class SlowMining:
+    """An activation server (the session's model) whose miner has an empty cache and
+    whose scan pauses ``pause_s`` per batch, one batch at a time: a build lasts at
+    least batches x pause_s on any machine, long enough to be watched."""
+
+    def __init__(self, address: str, miner: Any, counts: dict[str, int], pause_s: float) -> None:
+        self.address, self.miner, self.counts, self.pause_s = address, miner, counts, pause_s
+
+    def progress(self, runtime: Any, split: str = "exemplar") -> Any:
+        return self.miner.progress(runtime.engine.saes[EMBEDDED_SAE_ID], split)
+
+
+@pytest.fixture
+def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Path) -> Any:
+    """``async with slow_mining(pause_s) as server:`` a SlowMining server (batches of 4 windows of 32 tokens,
+    3000 tokens per split)."""
+    import asyncio
+    from contextlib import asynccontextmanager
+    from dataclasses import replace
+
+    from sagex.activation.mining import ExemplarMiner
+    from sagex.activation.server import ActivationRuntime, running_activation_server
+
+    @asynccontextmanager
+    async def start(pause_s: float) -> AsyncIterator[SlowMining]:
+        counts = {"batches": 0}
+        lock = asyncio.Lock()
+        holder: list[Any] = []
+
+        async def submit(items):  # type: ignore[no-untyped-def]
+            builds = holder[0]._progress.values()  # noqa: SLF001 - any build of this miner
+            if any(p.phase == "scanning" for p in builds):  # only scans are slow, not traces and probes
+                counts["batches"] += 1
+                async with lock:
+                    await asyncio.sleep(pause_s)
+            return await runtime.batcher.submit(items)
+
+        miner = ExemplarMiner(
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "mining", "test-model",
+            window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+        )
+        holder.append(miner)
+        config = replace(activation_config, mining_cache_dir=tmp_path / "mining")
+        rt = ActivationRuntime(runtime.engine, runtime.batcher, miner)
+        async with running_activation_server(config, rt) as (running, _):
+            yield SlowMining(f"127.0.0.1:{running.port}", miner, counts, pause_s)
+
+    return start

@@ -9,7 +9,7 @@ import pytest
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.activation.encode import Threshold
 from sagex.activation.engine import WorkItem
-from sagex.activation.mining import _load
+from sagex.activation.mining import MiningIndex
 from sagex.api.activation.v1 import activation_service_pb2 as pb
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -95,11 +95,12 @@ async def test_statistics_match_brute_force(stub, runtime, brute_force, activati
     freq = np.frombuffer(stats.firing_frequency, "<f4")
     assert 0 < freq.sum() and (freq <= window_freq + 1e-6).all()
     # The index was written to the cache and reloads to the same table.
-    cached = list(activation_config.mining_cache_dir.glob("*.pt"))
+    cached = [p for p in activation_config.mining_cache_dir.iterdir() if (p / "complete.json").is_file()]
     assert cached
-    reloaded = _load(cached[0])
-    assert reloaded.window_ids == index.window_ids
+    reloaded = MiningIndex(index.root)
+    assert reloaded.window_ids == index.window_ids and reloaded.tokens == index.tokens
     np.testing.assert_array_equal(reloaded.win_max, index.win_max)
+    np.testing.assert_array_equal(reloaded.feat_ptr, index.feat_ptr)
 
 
 async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -123,8 +124,10 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
 
     with pytest.raises(RuntimeError, match="replica died"):
         await miner(flaky_submit, tmp_path / "a").index(sae, "exemplar")
-    partial = list((tmp_path / "a").glob("*.partial.pt"))
-    assert len(partial) == 1 and _load(partial[0]).n_windows == 6 * 4, "two checkpoints of 3 batches were saved"
+    [partial] = list((tmp_path / "a").iterdir())
+    assert not (partial / "complete.json").is_file()
+    with np.load(partial / "scan.npz") as ckpt:
+        assert int(ckpt["windows_done"]) == 6 * 4, "two checkpoints of 3 batches were saved"
 
     counted = {"n": 0}
 
@@ -135,9 +138,81 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
     resumed = await miner(counting_submit, tmp_path / "a").index(sae, "exemplar")
     fresh = await miner(runtime.batcher.submit, tmp_path / "b").index(sae, "exemplar")
     assert counted["n"] == -(-fresh.n_windows // 4) - 6, "the resumed scan skips the checkpointed batches"
-    assert not list((tmp_path / "a").glob("*.partial.pt"))
+    assert (partial / "complete.json").is_file()
     assert resumed.window_ids == fresh.window_ids
     np.testing.assert_array_equal(resumed.win_ptr, fresh.win_ptr)
     np.testing.assert_array_equal(resumed.win_feat, fresh.win_feat)
     np.testing.assert_allclose(resumed.win_max, fresh.win_max, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(resumed.fire_tokens, fresh.fire_tokens)
+
+
+async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Packing windows by length changes only which windows share a forward pass:
+    the index (window maxima, statistics) and every pick from it stay the same,
+    while the padded tokens the model computes drop."""
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    seen: dict[bool, list[list[int]]] = {True: [], False: []}
+
+    def miner(pack: bool):  # type: ignore[no-untyped-def]
+        async def submit(items):  # type: ignore[no-untyped-def]
+            seen[pack].append([len(it.ids) for it in items])
+            return await runtime.batcher.submit(items)
+
+        return ExemplarMiner(
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / str(pack), "test-model",
+            window_tokens=32, max_tokens=4000, batch_windows=8, special_ids=runtime.engine.lm.special_ids,
+            pack_by_length=pack,
+        )
+
+    packed = await miner(True).index(sae, "exemplar")
+    plain = await miner(False).index(sae, "exemplar")
+    assert packed.window_ids == plain.window_ids and packed.tokens == plain.tokens
+    np.testing.assert_array_equal(packed.win_ptr, plain.win_ptr)
+    np.testing.assert_array_equal(packed.win_feat, plain.win_feat)
+    np.testing.assert_allclose(packed.win_max, plain.win_max, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(packed.fire_tokens, plain.fire_tokens)
+    np.testing.assert_allclose(packed.act_sum, plain.act_sum, rtol=1e-5)
+    np.testing.assert_allclose(packed.act_max, plain.act_max, rtol=1e-5, atol=1e-6)
+    assert packed.tokens_scanned == plain.tokens_scanned
+    busy = [int(f) for f in np.argsort(-np.diff(packed.feat_ptr))[:8]]
+    for feature in busy:
+        a = ExemplarMiner.pick(packed, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
+        b = ExemplarMiner.pick(plain, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
+        assert (a.top, a.random, a.activating_windows) == (b.top, b.random, b.activating_windows)
+        assert [w for *_, w in a.bands] == [w for *_, w in b.bands]
+
+    def padding(batches: list[list[int]]) -> float:
+        return 1 - sum(map(sum, batches)) / sum(len(b) * max(b) for b in batches)
+
+    assert sorted(map(sum, seen[True])) != sorted(map(sum, seen[False])), "the two scans batched differently"
+    assert padding(seen[True]) < 0.05 and padding(seen[True]) < padding(seen[False]) / 2
+
+
+async def test_replicas_sharing_a_cache_volume_build_an_index_once(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two miners (two replicas) on one cache folder: one scans, the other waits for
+    its lock and reads the finished index."""
+    import asyncio
+
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    counts = {"a": 0, "b": 0}
+
+    def replica(name: str) -> ExemplarMiner:
+        async def submit(items):  # type: ignore[no-untyped-def]
+            counts[name] += 1
+            return await runtime.batcher.submit(items)
+
+        return ExemplarMiner(
+            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "shared", "test-model",
+            window_tokens=32, max_tokens=2000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+        )
+
+    a, b = await asyncio.gather(replica("a").index(sae, "exemplar"), replica("b").index(sae, "exemplar"))
+    assert sorted(counts.values()) == [0, -(-a.n_windows // 4)], counts
+    assert a.window_ids == b.window_ids
+    np.testing.assert_array_equal(a.feat_ptr, b.feat_ptr)
+    np.testing.assert_array_equal(a.activating(int(np.argmax(np.diff(a.feat_ptr))))[0],
+                                  b.activating(int(np.argmax(np.diff(b.feat_ptr))))[0])

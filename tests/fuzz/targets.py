@@ -258,8 +258,8 @@ def scoring_hints(facts: Facts, known: Known) -> Hints:
 # Deadlines (seconds, weight). Expensive methods get short ones: their work is cancelled at the deadline.
 QUICK = ((3, 5.0), (2, 1.0), (1, 0.05))  # Hypothesis favours earlier options: the usual case goes first
 EXPENSIVE = ((3, 3.0), (2, 1.0), (1, 0.05))
-EXPENSIVE_METHODS = {"ExplainFeature", "MineExemplars", "ScoreExplanation", "StreamActivations", "WaitOperation",
-                     "SteerGenerate"}
+EXPENSIVE_METHODS = {"BuildExemplarIndex", "ExplainFeature", "MineExemplars", "ScoreExplanation", "SteerGenerate",
+                     "StreamActivations", "WaitOperation"}
 
 
 def _deadlines(method: MethodDescriptor) -> st.SearchStrategy[float]:
@@ -310,6 +310,7 @@ def seeds(service: str, facts: Facts, known: Known) -> dict[str, list[Message]]:
                                                        max_new_tokens=2),
                               apb.SteerGenerateRequest(sae_id=sae, feature_id=live[0], prompts=TEXTS[:1], target_kl=1.0,
                                                        max_new_tokens=1)],
+            "BuildExemplarIndex": [apb.BuildExemplarIndexRequest(sae_id=sae, interval_seconds=0.5)],
         }
     if service == "agent":
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from sagex.cli.mine import mining_line, warm
 from sagex.sdk import FeatureProgress, JobProgress, Options, Sage, SageError, UnavailableError
 
 
@@ -38,7 +39,8 @@ class _Progress:
         self.last: list[str] = []
 
     def __call__(self, p: JobProgress) -> None:
-        lines = [_bar(p), *(_feature_line(f) for f in p.running)]
+        mining = [f"  {mining_line(p.mining)}"] if p.mining is not None else []
+        lines = [_bar(p), *mining, *(_feature_line(f) for f in p.running)]
         if lines == self.last:
             return
         if self.tty:
@@ -71,9 +73,12 @@ def explain(agent: str, sae: str, features: Sequence[int], options: Options, con
     return 0
 
 
-def score(scoring: str, sae: str, feature: int, text: str, scorers: Sequence[str], seed: int) -> int:
-    with Sage(activation=None, agent=None, scoring=scoring) as sage:
+def score(scoring: str, sae: str, feature: int, text: str, scorers: Sequence[str], seed: int,
+          activation: str | None = None) -> int:
+    with Sage(activation=activation, agent=None, scoring=scoring) as sage:
         try:
+            if activation:  # the held-out scan the scorers are about to wait for, shown as it runs
+                warm(sage, sae, "heldout")
             results = sage.scoring.score(sae, feature, text, scorers, seed)
         except SageError as exc:
             raise _fail("score", exc, "scoring", scoring) from None

@@ -10,6 +10,7 @@
     sage demo                      # the main job, end to end on the embedded default
     sage explain SAE 1,5,10-20 --watch   # the agent, as a batch job with live progress
     sage score SAE FEATURE "text"        # score one explanation
+    sage mine SAE                        # build the exemplar indexes ahead of time (progress, ETA)
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
     sage export SAE 1,5,10-20 --format neuronpedia,delphi --out export/
@@ -127,7 +128,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     from sagex.cli.explain import score
 
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
-    return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed)
+    return score(args.scoring, args.sae, args.feature, args.text, scorers, args.seed, args.activation or None)
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from sagex.cli.mine import mine
+
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    unknown = set(splits) - {"exemplar", "heldout", "train"}
+    if unknown or not splits:
+        raise SystemExit(f"sage mine: --split takes exemplar, heldout or train (comma-separated), got {args.split!r}")
+    return mine(args.activation, args.sae, splits)
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -218,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     scorecmd.add_argument("--scoring", help=_address_help("scoring"))
     scorecmd.add_argument("--scorers", default="", help="comma-separated (default: the server's)")
     scorecmd.add_argument("--seed", type=int, default=0)
+    scorecmd.add_argument("--activation", default=os.environ.get("SAGE_ACTIVATION", ""),
+                          help="the activation service: show the held-out scan the scorers wait for "
+                               "(default $SAGE_ACTIVATION; unset: not shown)")
     scorecmd.set_defaults(func=cmd_score)
 
     steercmd = sub.add_parser("steer", help="a feature's logit lens, and prompts continued with it pushed and without")
@@ -231,8 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     steercmd.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     steercmd.add_argument("--seed", type=int, default=0)
     steercmd.add_argument("--top-k", type=int, default=10, help="logit-lens tokens shown each way")
-    steercmd.add_argument("--activation", default="127.0.0.1:50051", help="the activation service (default %(default)s)")
+    steercmd.add_argument("--activation", help=_address_help("activation"))
     steercmd.set_defaults(func=cmd_steer)
+
+    minecmd = sub.add_parser("mine", help="build an SAE's exemplar indexes ahead of time, with progress")
+    minecmd.add_argument("sae", help="SAE id, as the activation service lists it")
+    minecmd.add_argument("--split", default="exemplar,heldout",
+                         help="corpus splits: exemplar (the agent's), heldout (the scorers'), train "
+                              "(default %(default)s)")
+    minecmd.add_argument("--activation", help=_address_help("activation"))
+    minecmd.set_defaults(func=cmd_mine)
 
     evaluate = sub.add_parser("eval", help="compare explainers on the same held-out data (paper-style table)")
     evaluate.add_argument("sae", help="SAE id, as the activation service lists it")

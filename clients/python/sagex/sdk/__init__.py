@@ -29,6 +29,7 @@ from sagex.sdk.types import (
     Hypothesis,
     JobProgress,
     Label,
+    MiningProgress,
     Probe,
     SteeredText,
     SteerResult,
@@ -40,7 +41,8 @@ __all__ = [
     "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
     "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureEffects", "FeatureProgress",
     "FeatureStatistics", "Hypothesis", "InternalError", "SteerResult", "SteeredText", "TokenEffect",
-    "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "NotFoundError", "Operation", "Options",
+    "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "MiningProgress", "NotFoundError", "Operation",
+    "Options",
     "PermissionDeniedError", "Probe", "ResourceExhaustedError", "Sage", "SageError", "TokenActivations",
     "UnauthenticatedError", "UnavailableError", "load_comparison",
 ]

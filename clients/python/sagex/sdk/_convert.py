@@ -96,7 +96,8 @@ def progress(op: operations_pb2.Operation) -> t.JobProgress:
     running = tuple(t.FeatureProgress(f.feature_id, pb.AgentState.Name(f.state).removeprefix("AGENT_STATE_"),
                                       f.hypotheses, f.probes, f.round) for f in meta.running)
     return t.JobProgress(op.name, meta.total, meta.done, meta.failed, usage(meta.usage), op.done,
-                         op.error.message if op.HasField("error") else "", running)
+                         op.error.message if op.HasField("error") else "", running,
+                         mining_progress(meta.mining) if meta.HasField("mining") else None)
 
 
 def feature_effects(msg: apb.GetFeatureEffectsResponse) -> list[t.FeatureEffects]:
@@ -111,4 +112,14 @@ def steer_result(feature: int, msg: apb.SteerGenerateResponse) -> t.SteerResult:
         feature, msg.strength, msg.mean_kl,
         tuple(t.SteeredText(c.prompt, c.unsteered_text, c.steered_text, c.kl) for c in msg.completions),
         msg.target_reached,
+    )
+
+
+def mining_progress(msg: types_pb2.MiningProgress) -> t.MiningProgress:
+    return t.MiningProgress(
+        sae_id=msg.sae_id, split=types_pb2.CorpusSplit.Name(msg.split).removeprefix("CORPUS_SPLIT_").lower(),
+        phase=types_pb2.MiningPhase.Name(msg.phase).removeprefix("MINING_PHASE_"), windows_done=msg.windows_done,
+        windows_total=msg.windows_total, tokens_done=msg.tokens_done, tokens_total=msg.tokens_total,
+        tokens_per_second=msg.tokens_per_second, eta_seconds=msg.eta_seconds if msg.HasField("eta_seconds") else None,
+        resumed=msg.resumed, cached=msg.cached,
     )

@@ -39,6 +39,12 @@ def exemplars(sae: str, features: Sequence[int], top_k: int, bands: int, per_ban
                                     split=SPLITS[split])
 
 
+def build_index(sae: str, split: str, interval_s: float) -> apb.BuildExemplarIndexRequest:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    return apb.BuildExemplarIndexRequest(sae_id=sae, split=SPLITS[split], interval_seconds=interval_s)
+
+
 def policy(name: str, model: str, num_hypotheses: int) -> pb.PolicySpec:
     return pb.PolicySpec(policy=name, model=model, num_hypotheses=num_hypotheses)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import grpc
 
@@ -16,6 +16,7 @@ from sagex.sdk.types import (
     FeatureEffects,
     FeatureExemplars,
     FeatureStatistics,
+    MiningProgress,
     ModelInfo,
     SteerResult,
     TokenActivations,
@@ -135,6 +136,27 @@ class Activation:
             raise from_rpc_error(exc) from None
 
 
+    def build_index(self, sae: str, split: str = "exemplar", on_progress: Callable[[MiningProgress], None] | None = None,
+                    interval_s: float = 1.0) -> MiningProgress:
+        """Build (or join the build of, or read from the cache) the exemplar index of a corpus
+        split, calling ``on_progress`` as it goes; returns the final, READY progress. A build
+        once started goes on on the server even if this call is interrupted."""
+        request = _requests.build_index(sae, split, interval_s)
+        last: MiningProgress | None = None
+        call = self._stub.BuildExemplarIndex(request, timeout=MINING_TIMEOUT_S, metadata=self._config.metadata())
+        try:
+            for msg in call:
+                last = _convert.mining_progress(msg.progress)
+                if on_progress is not None:
+                    on_progress(last)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+        assert last is not None and last.phase == "READY", "the stream ends with a READY message"
+        return last
+
+
 class AsyncActivation:
     def __init__(self, channel: grpc.aio.Channel, config: ChannelConfig) -> None:
         self._stub = apb_grpc.ActivationServiceStub(channel)
@@ -214,3 +236,24 @@ class AsyncActivation:
                 request, timeout=STEER_TIMEOUT_S, metadata=self._config.metadata()))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+
+    async def build_index(
+        self, sae: str, split: str = "exemplar",
+        on_progress: Callable[[MiningProgress], None | Awaitable[None]] | None = None, interval_s: float = 1.0,
+    ) -> MiningProgress:
+        """Build (or join, or read from the cache) the exemplar index of a corpus split; see
+        ``Activation.build_index``."""
+        request = _requests.build_index(sae, split, interval_s)
+        last: MiningProgress | None = None
+        try:
+            async for msg in self._stub.BuildExemplarIndex(request, timeout=MINING_TIMEOUT_S,
+                                                           metadata=self._config.metadata()):
+                last = _convert.mining_progress(msg.progress)
+                if on_progress is not None:
+                    maybe = on_progress(last)
+                    if maybe is not None:
+                        await maybe
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        assert last is not None and last.phase == "READY", "the stream ends with a READY message"
+        return last

@@ -71,6 +71,27 @@ class SteerResult:
 
 
 @dataclass(frozen=True)
+class MiningProgress:
+    """Where an exemplar-index build stands (``Activation.build_index``)."""
+
+    sae_id: str
+    split: str  # exemplar, heldout or train
+    phase: str  # PREPARING, SCANNING or READY
+    windows_done: int
+    windows_total: int
+    tokens_done: int
+    tokens_total: int
+    tokens_per_second: float
+    eta_seconds: float | None  # None until a rate is known
+    resumed: bool  # continued from an interrupted build's checkpoint
+    cached: bool  # read from the cache: nothing was scanned
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.phase == "READY" else self.tokens_done / max(self.tokens_total, 1)
+
+
+@dataclass(frozen=True)
 class TokenActivations:
     """One text: its tokens and, per requested feature, the activation at every token."""
 
@@ -230,6 +251,7 @@ class JobProgress:
     finished: bool
     error: str = ""
     running: tuple[FeatureProgress, ...] = ()  # live, while the job runs
+    mining: MiningProgress | None = None  # the exemplar index the job waits for before its features start
 
     @property
     def remaining(self) -> int:

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-embedded-sae", action="store_true",
                         help="do not serve the embedded SAE alongside the embedded model")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--mining-cache-dir", help="where exemplar indexes are cached and checkpointed "
+                        "(default ~/.cache/sagex/mining, or $SAGEX_CACHE_DIR/mining)")
     parser.add_argument("--steering", action="store_true",
                         help="load the full model so SteerGenerate (`sage steer`) is served (costs memory)")
     return parser
@@ -49,6 +51,8 @@ def overrides(args: argparse.Namespace) -> dict[str, object]:
         out["embedded_sae"] = False
     if args.steering:
         out["steering"] = True
+    if args.mining_cache_dir:
+        out["mining_cache_dir"] = Path(args.mining_cache_dir)
     if args.sae:  # --sae adds to the config's SAEs (and to the embedded one), never replaces them
         try:
             base = ActivationConfig.from_toml(Path(args.config)) if args.config else None

@@ -3,9 +3,12 @@
 One scan per (model, SAE, corpus, split) runs every window through the shared
 batcher and keeps, per window, only the maximum of each feature that fired
 there (a sparse window x feature table) plus per-feature token statistics.
-Memory is bounded by ``max_mining_tokens``; the index is cached on disk under a
-key of the model, SAE and corpus hashes, and the scan checkpoints as it goes,
-so an interrupted scan resumes where it stopped.
+The corpus is cut into windows once, streaming, onto disk; the scan then takes
+them a block at a time (packed by length within the block, a few batches in
+flight), appends the block's table to disk and checkpoints, so an interrupted
+scan resumes at its last block and memory stays flat as the corpus grows
+(``index_store`` has the file layout). The index is cached under a key of the
+model, SAE and corpus hashes and the scan's settings.
 
 Queries read the index: the top-k windows of a feature, windows sampled from
 quantile bands of its activating windows, and random windows where it never
@@ -17,18 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import structlog
 import torch
 
-from sagex.activation.assets.corpus import load_documents
+from sagex.activation.assets.corpus import iter_documents
 from sagex.activation.encode import FeatureIds, SparseRows, Threshold
 from sagex.activation.engine import WorkItem
+from sagex.activation.index_store import (
+    BuildLock,
+    ScanState,
+    TableWriter,
+    WindowIds,
+    WindowTokens,
+    WindowWriter,
+    is_complete,
+    read_items,
+    windows_complete,
+)
 from sagex.activation.sae import LoadedSae
 from sagex.server.errors import ResourceExhausted
 
@@ -37,43 +54,106 @@ log = structlog.get_logger(__name__)
 Submit = Callable[[Sequence[WorkItem]], Awaitable[list[SparseRows]]]
 
 
-@dataclass
 class MiningIndex:
-    """Windows of one split and the sparse table of per-window feature maxima."""
+    """A complete index on disk (see ``index_store``): windows, the window-major table
+    and the feature-major view. Only per-feature arrays and a few bytes per window are
+    held in memory; windows, tokens and a feature's windows are read by offset."""
 
-    window_ids: list[str]  # "<doc id>:<token offset>"
-    tokens: list[tuple[int, ...]]
-    win_ptr: np.ndarray  # int64 [n_windows + 1] into win_feat / win_max
-    win_feat: np.ndarray  # int32
-    win_max: np.ndarray  # float32
-    fire_tokens: np.ndarray  # int64 [d_sae]: (token, feature) activations > 0
-    act_sum: np.ndarray  # float64 [d_sae]
-    act_max: np.ndarray  # float32 [d_sae]
-    tokens_scanned: int
-    # Transposed view, built on load: feature -> (windows, maxima), maxima descending.
-    feat_ptr: np.ndarray | None = None
-    feat_win: np.ndarray | None = None
-    feat_max: np.ndarray | None = None
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with np.load(root / "stats.npz") as z:
+            self.fire_tokens = z["fire_tokens"].copy()  # int64 [d_sae]: (token, feature) activations > 0
+            self.act_sum = z["act_sum"].copy()  # float64 [d_sae]
+            self.act_max = z["act_max"].copy()  # float32 [d_sae]
+            self.tokens_scanned = int(z["tokens_scanned"])
+        self.tokens = WindowTokens(root)
+        self.window_ids = WindowIds(root, len(self.tokens))  # "<doc id>:<token offset>"
+        self.feat_ptr = np.load(root / "feat_ptr.npy")  # int64 [d_sae + 1] into the feature-major view
+        counts = np.fromfile(root / "win_count.i32", np.int32)
+        self.win_ptr = np.zeros(len(counts) + 1, np.int64)  # int64 [n_windows + 1] into win_feat / win_max
+        np.cumsum(counts, out=self.win_ptr[1:])
 
     @property
     def n_windows(self) -> int:
-        return len(self.window_ids)
+        return len(self.tokens)
 
-    def finish(self) -> MiningIndex:
-        rows = np.repeat(np.arange(self.n_windows, dtype=np.int64), np.diff(self.win_ptr))
-        # Sort by feature, then by maximum descending, then window id ascending (stable ties).
-        order = np.lexsort((rows, -self.win_max, self.win_feat))
-        d_sae = len(self.fire_tokens)
-        self.feat_win = rows[order]
-        self.feat_max = self.win_max[order]
-        self.feat_ptr = np.zeros(d_sae + 1, dtype=np.int64)
-        self.feat_ptr[1:] = np.cumsum(np.bincount(self.win_feat, minlength=d_sae))
-        return self
+    @property
+    def win_feat(self) -> np.ndarray:
+        """The window-major table's feature ids (memory-mapped: for inspection and tests)."""
+        return _mapped(self.root / "win_feat.i32", np.int32)
+
+    @property
+    def win_max(self) -> np.ndarray:
+        return _mapped(self.root / "win_max.f32", np.float32)
 
     def activating(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self.feat_ptr is not None and self.feat_win is not None and self.feat_max is not None
-        lo, hi = self.feat_ptr[feature], self.feat_ptr[feature + 1]
-        return self.feat_win[lo:hi], self.feat_max[lo:hi]
+        """The windows where ``feature`` fires and its maxima there, maxima descending (ties by window)."""
+        lo, hi = int(self.feat_ptr[feature]), int(self.feat_ptr[feature + 1])
+        return (read_items(self.root / "feat_win.i32", np.int32, lo, hi - lo).astype(np.int64),
+                read_items(self.root / "feat_max.f32", np.float32, lo, hi - lo))
+
+
+def _mapped(path: Path, dtype: type) -> np.ndarray:
+    return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+
+
+@dataclass
+class BuildProgress:
+    """Where one index build stands; read by progress RPCs while the scan runs."""
+
+    sae_id: str
+    split: str
+    phase: str = "preparing"  # preparing (reading, tokenizing) | scanning | ready | failed
+    windows_total: int = 0
+    windows_done: int = 0
+    tokens_total: int = 0  # tokens the scan computes (whole windows)
+    tokens_done: int = 0
+    resumed_tokens: int = 0  # done by an earlier, interrupted build (not part of this one's rate)
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+    scan_started: float = 0.0
+    scan_ended: float = 0.0
+
+    def start(self, windows: int, tokens: int) -> None:
+        self.phase, self.windows_total, self.tokens_total = "scanning", windows, tokens
+        self.scan_started = time.monotonic()
+
+    def resumed(self, windows: int, tokens: int) -> None:
+        self.windows_done, self.tokens_done, self.resumed_tokens = windows, tokens, tokens
+
+    def advance(self, windows: int, tokens: int) -> None:
+        self.windows_done += windows
+        self.tokens_done += tokens
+
+    def loaded(self, index: MiningIndex) -> None:
+        self.phase = "ready"
+        self.windows_total = self.windows_done = index.n_windows
+        self.tokens_total = self.tokens_done = int(index.tokens.offsets[-1])
+
+    def finished(self) -> None:
+        self.phase, self.scan_ended = "ready", time.monotonic()
+
+    @property
+    def scan_seconds(self) -> float:
+        """Time in the scan itself (reading and tokenizing the corpus excluded)."""
+        return (self.scan_ended or time.monotonic()) - self.scan_started if self.scan_started else 0.0
+
+    def failed(self, error: str) -> None:
+        self.phase, self.error = "failed", error
+
+    @property
+    def tokens_per_second(self) -> float:
+        elapsed = time.monotonic() - self.scan_started
+        fresh = self.tokens_done - self.resumed_tokens
+        return fresh / elapsed if self.scan_started and elapsed > 0 and fresh > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """None until a rate is known; 0 when done."""
+        if self.phase == "ready":
+            return 0.0
+        rate = self.tokens_per_second
+        return (self.tokens_total - self.tokens_done) / rate if rate > 0 else None
 
 
 @dataclass(frozen=True)
@@ -88,7 +168,7 @@ class FeatureWindows:
 
 def _key(model_key: str, sae: LoadedSae, corpus_hash: str, split: str, window: int, max_tokens: int) -> str:
     # Bump the version whenever what an index holds changes meaning.
-    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|v2"
+    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|v3"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -105,7 +185,9 @@ class ExemplarMiner:
         batch_windows: int,
         special_ids: set[int],
         prefix: tuple[int, ...] = (),
-        checkpoint_every: int = 20,
+        checkpoint_every: int = 64,
+        pack_by_length: bool = True,
+        inflight_batches: int = 2,
     ) -> None:
         self._submit = submit
         self._tokenize = tokenize
@@ -117,96 +199,152 @@ class ExemplarMiner:
         self._batch = batch_windows
         self._special = special_ids
         self._prefix = prefix  # BOS when the model uses one: every window starts alike
-        self._checkpoint_every = checkpoint_every  # batches between saved partial indexes
+        # Batches per block: the scan packs windows by length within a block and checkpoints after each.
+        self._checkpoint_every = checkpoint_every
+        self._pack = pack_by_length  # False: batches in corpus order (the reference for tests and benchmarks)
+        self._inflight = max(1, inflight_batches)
+        self._progress: dict[str, BuildProgress] = {}
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
         self.corpus_hash = json.loads((corpus_dir / "manifest.json").read_text())["hash"]
 
+    def _key(self, sae: LoadedSae, split: str) -> str:
+        return _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens)
+
     async def index(self, sae: LoadedSae, split: str) -> MiningIndex:
         """The index for (sae, split), built on first use. Concurrent callers share
         one build; a caller that gives up does not stop it."""
-        key = _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens)
+        key = self._key(sae, split)
         if key in self._indexes:
             return self._indexes[key]
         task = self._building.get(key)
         if task is None:
             task = asyncio.ensure_future(self._load_or_build(key, sae, split))
             self._building[key] = task
-            task.add_done_callback(lambda _t: self._building.pop(key, None))
+            task.add_done_callback(lambda t: self._build_ended(key, t))
         index = await asyncio.shield(task)
         self._indexes[key] = index
         return index
 
+    def _build_ended(self, key: str, task: asyncio.Task[MiningIndex]) -> None:
+        self._building.pop(key, None)
+        progress = self._progress.get(key)
+        if progress is not None and not task.cancelled() and task.exception() is not None:
+            progress.failed(str(task.exception()))
+
+    def progress(self, sae: LoadedSae, split: str) -> BuildProgress | None:
+        """The build's progress; None when no build of (sae, split) has started in this process."""
+        return self._progress.get(self._key(sae, split))
+
+    def cached(self, sae: LoadedSae, split: str) -> bool:
+        """Whether the index is in memory or in the cache (reading it costs no scan)."""
+        key = self._key(sae, split)
+        return key in self._indexes or is_complete(self._cache_root / key)
+
     # --- building ----------------------------------------------------------------
 
-    def _windows(self, split: str) -> tuple[list[str], list[tuple[int, ...]]]:
-        ids: list[str] = []
-        toks: list[tuple[int, ...]] = []
-        seen: set[tuple[int, ...]] = set()
-        budget = self._max_tokens
-        for doc in load_documents(self._corpus_dir, split):
-            doc_tokens = self._tokenize(doc.text)
-            for off in range(0, len(doc_tokens), self._window):
-                window = self._prefix + tuple(doc_tokens[off : off + self._window])
-                if len(window) < 4 or window in seen:  # drop stubs and repeated windows
-                    continue
-                seen.add(window)
-                ids.append(f"{doc.id}:{off}")
-                toks.append(window)
-                budget -= len(window)
+    def _windows(self, root: Path, split: str) -> WindowTokens:
+        """Every window of the split, in corpus order, written to disk as it is cut (the
+        corpus is read once, streaming); reused when an earlier build wrote them all."""
+        if windows_complete(root) is None:
+            writer = WindowWriter(root)
+            seen: set[bytes] = set()  # 8-byte digests: a repeated window is dropped
+            budget = self._max_tokens
+            for doc in iter_documents(self._corpus_dir, split):
+                doc_tokens = self._tokenize(doc.text)
+                for off in range(0, len(doc_tokens), self._window):
+                    window = self._prefix + tuple(doc_tokens[off : off + self._window])
+                    digest = hashlib.blake2b(np.asarray(window, np.int64).tobytes(), digest_size=8).digest()
+                    if len(window) < 4 or digest in seen:  # drop stubs and repeated windows
+                        continue
+                    seen.add(digest)
+                    writer.add(f"{doc.id}:{off}", window)
+                    budget -= len(window)
+                    if budget <= 0:
+                        break
                 if budget <= 0:
-                    return ids, toks
-        return ids, toks
+                    break
+            writer.close()
+        return WindowTokens(root)
 
     async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
-        path = self._cache_root / f"{key}.pt"
-        if path.is_file():
-            return await asyncio.to_thread(lambda: _load(path).finish())
-        window_ids, tokens = await asyncio.to_thread(self._windows, split)
-        if not tokens:
+        root = self._cache_root / key
+        progress = self._progress[key] = BuildProgress(sae.id, split)
+        if not is_complete(root):
+            # Replicas sharing a cache volume: one builds, the others wait for its lock and read
+            # the result; a builder that dies drops the lock and the next one resumes its build.
+            async with BuildLock(root):
+                if not is_complete(root):
+                    return await self._build(key, root, sae, split, progress)
+        index = await asyncio.to_thread(MiningIndex, root)
+        progress.loaded(index)
+        return index
+
+    async def _build(self, key: str, root: Path, sae: LoadedSae, split: str, progress: BuildProgress) -> MiningIndex:
+        tokens = await asyncio.to_thread(self._windows, root, split)
+        if not len(tokens):
             raise ValueError(f"corpus split {split!r} is empty")
         d_sae = sae.params.d_sae
-        partial = self._cache_root / f"{key}.partial.pt"
-        state = await asyncio.to_thread(_load, partial) if partial.is_file() else None
-        if state is not None and state.window_ids == window_ids[: state.n_windows]:
-            done = state.n_windows
-            feats, maxes, counts = [state.win_feat], [state.win_max], [np.diff(state.win_ptr)]
-            fire, total, amax, scanned = state.fire_tokens, state.act_sum, state.act_max, state.tokens_scanned
-            log.info("mining_resumed", key=key, windows=done, of=len(tokens))
-        else:
-            done, feats, maxes, counts = 0, [], [], []
-            fire = np.zeros(d_sae, np.int64)
-            total = np.zeros(d_sae, np.float64)
-            amax = np.zeros(d_sae, np.float32)
-            scanned = 0
+        table = await asyncio.to_thread(TableWriter, root, d_sae)
+        state = table.state
+        progress.start(len(tokens), int(tokens.offsets[-1]))
+        if state.windows_done:
+            progress.resumed(state.windows_done, int(tokens.offsets[state.windows_done]))
+            log.info("mining_resumed", key=key, windows=state.windows_done, of=len(tokens))
         log.info("mining_started", key=key, sae=sae.id, split=split, windows=len(tokens))
-        batches = 0
-        for start in range(done, len(tokens), self._batch):
-            chunk = tokens[start : start + self._batch]
-            rows_list = await self._submit_patiently([WorkItem(t, sae.id, Threshold(0.0)) for t in chunk])
+        special = np.fromiter(self._special, dtype=np.int64, count=len(self._special))
+        block = self._batch * self._checkpoint_every
+        scanned = state.tokens_scanned
+        for lo in range(state.windows_done, len(tokens), block):
+            windows = await asyncio.to_thread(tokens.block, lo, min(lo + block, len(tokens)))
+            feats, maxes, kept = await self._scan_block(windows, sae, d_sae, special, state, progress)
+            scanned += kept
+            await asyncio.to_thread(table.append, feats, maxes, scanned)  # and checkpoint
+        await asyncio.to_thread(table.finish)
+        log.info("mining_done", key=key, windows=len(tokens), tokens=scanned)
+        index = await asyncio.to_thread(MiningIndex, root)
+        progress.finished()
+        return index
 
-            def absorb(chunk: list[tuple[int, ...]] = chunk, rows_list: list[SparseRows] = rows_list) -> int:
-                n_tokens = 0
-                for window, rows in zip(chunk, rows_list, strict=True):
-                    f, m, n_tok = self._window_maxima(window, rows, d_sae, fire, total, amax)
-                    feats.append(f)
-                    maxes.append(m)
-                    counts.append(np.array([len(f)]))
-                    n_tokens += n_tok
-                return n_tokens
+    async def _scan_block(
+        self, windows: list[tuple[int, ...]], sae: LoadedSae, d_sae: int, special: np.ndarray, state: ScanState,
+        progress: BuildProgress,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+        """One block of windows through the model and SAE: per window (in the block's
+        order) its features and maxima; the statistics in ``state`` are updated."""
+        plan = scan_plan([len(t) for t in windows], self._batch, self._pack, block_batches=self._checkpoint_every)
+        feats: list[np.ndarray] = [np.zeros(0, np.int32)] * len(windows)
+        maxes: list[np.ndarray] = [np.zeros(0, np.float32)] * len(windows)
 
-            scanned += await asyncio.to_thread(absorb)
-            batches += 1
-            if batches % self._checkpoint_every == 0:
-                n = start + len(chunk)
-                snapshot = _assemble(window_ids[:n], tokens[:n], feats, maxes, counts, fire, total, amax, scanned)
-                await asyncio.to_thread(_save, partial, snapshot)
-        index = _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_save, path, index)
-        partial.unlink(missing_ok=True)
-        log.info("mining_done", key=key, windows=index.n_windows, tokens=scanned)
-        return await asyncio.to_thread(index.finish)
+        def absorb(batch: list[int], rows_list: list[SparseRows]) -> int:
+            per_window, n_tokens = _batch_maxima([windows[w] for w in batch], rows_list, d_sae, special,
+                                                 state.fire_tokens, state.act_sum, state.act_max)
+            for w, (f, m) in zip(batch, per_window, strict=True):
+                feats[w], maxes[w] = f, m
+            return n_tokens
+
+        # Several batches in flight: the next forward runs while this one's maxima are folded in.
+        inflight: deque[tuple[list[int], asyncio.Future[list[SparseRows]]]] = deque()
+        kept = 0
+
+        async def absorb_next() -> int:
+            batch, fut = inflight.popleft()
+            n = await asyncio.to_thread(absorb, batch, await fut)
+            progress.advance(len(batch), sum(len(windows[w]) for w in batch))
+            return n
+
+        try:
+            for batch in plan:
+                items = [WorkItem(windows[w], sae.id, Threshold(0.0)) for w in batch]
+                inflight.append((batch, asyncio.ensure_future(self._submit_patiently(items))))
+                if len(inflight) >= self._inflight:
+                    kept += await absorb_next()
+            while inflight:
+                kept += await absorb_next()
+        finally:
+            for _, fut in inflight:
+                fut.cancel()
+        return feats, maxes, kept
 
     async def _submit_patiently(self, items: Sequence[WorkItem]) -> list[SparseRows]:
         """Background work yields to interactive traffic: a full queue means wait and
@@ -218,23 +356,6 @@ class ExemplarMiner:
             except ResourceExhausted as exc:
                 await asyncio.sleep(max(delay, exc.retry_after_s))
                 delay = min(delay * 2, 5.0)
-
-    def _window_maxima(
-        self, window: tuple[int, ...], rows: SparseRows, d_sae: int,
-        fire: np.ndarray, total: np.ndarray, amax: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        # Position 0 carries the attention-sink outlier (or BOS); SAEs are trained without it.
-        keep = torch.tensor([i > 0 and t not in self._special for i, t in enumerate(window)])
-        lengths = rows.row_offsets.diff()
-        entry_keep = torch.repeat_interleave(keep, lengths)
-        fids = rows.feature_ids[entry_keep].long()
-        vals = rows.values[entry_keep]
-        per_feature = torch.zeros(d_sae).scatter_reduce_(0, fids, vals, "amax", include_self=True)
-        np.add.at(fire, fids.numpy(), 1)
-        np.add.at(total, fids.numpy(), vals.double().numpy())
-        np.maximum(amax, per_feature.numpy(), out=amax)
-        active = per_feature.nonzero().squeeze(1)
-        return active.numpy().astype(np.int32), per_feature[active].numpy(), int(keep.sum())
 
     # --- queries -------------------------------------------------------------------
 
@@ -280,41 +401,50 @@ class ExemplarMiner:
         return out
 
 
-def _assemble(window_ids, tokens, feats, maxes, counts, fire, total, amax, scanned) -> MiningIndex:  # type: ignore[no-untyped-def]
-    lengths = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    ptr = np.zeros(len(lengths) + 1, np.int64)
-    ptr[1:] = np.cumsum(lengths)
-    return MiningIndex(
-        list(window_ids), list(tokens), ptr,
-        np.concatenate(feats).astype(np.int32) if feats else np.zeros(0, np.int32),
-        np.concatenate(maxes).astype(np.float32) if maxes else np.zeros(0, np.float32),
-        fire.copy(), total.copy(), amax.copy(), int(scanned),
-    )
+def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:
+    """The order of the scan: batches of window indices.
+
+    Packed, windows are sorted by length (longest first, ties in corpus order) within
+    blocks of ``block_batches`` batches, so a batch's windows are nearly equal in
+    length and padding almost vanishes; the blocks keep the order local, so a scan
+    can stream. Unpacked, batches follow corpus order (today's reference).
+    """
+    n = len(lengths)
+    if not pack:
+        return [list(range(lo, min(lo + batch_windows, n))) for lo in range(0, n, batch_windows)]
+    plan: list[list[int]] = []
+    block = batch_windows * block_batches
+    for lo in range(0, n, block):
+        ids = sorted(range(lo, min(lo + block, n)), key=lambda w: -lengths[w])
+        plan += [ids[i : i + batch_windows] for i in range(0, len(ids), batch_windows)]
+    return plan
 
 
-def _save(path: Path, index: MiningIndex) -> None:
-    flat = np.fromiter((t for w in index.tokens for t in w), dtype=np.int32)
-    lengths = np.array([len(w) for w in index.tokens], dtype=np.int64)
-    payload = {
-        "window_ids": "\n".join(index.window_ids), "flat": flat, "lengths": lengths,
-        "win_ptr": index.win_ptr, "win_feat": index.win_feat, "win_max": index.win_max,
-        "fire_tokens": index.fire_tokens, "act_sum": index.act_sum, "act_max": index.act_max,
-        "tokens_scanned": index.tokens_scanned,
-    }
-    tmp = path.with_suffix(".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(tmp, **{k: (np.array(v) if not isinstance(v, np.ndarray) else v) for k, v in payload.items()})
-    Path(f"{tmp}.npz").rename(path)  # atomic: a crash never leaves a half index
-
-
-def _load(path: Path) -> MiningIndex:
-    with np.load(path, allow_pickle=False) as z:
-        lengths = z["lengths"]
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        flat = z["flat"].tolist()
-        tokens = [tuple(flat[bounds[i] : bounds[i + 1]]) for i in range(len(lengths))]
-        ids = str(z["window_ids"]).split("\n") if len(lengths) else []
-        return MiningIndex(
-            ids, tokens, z["win_ptr"], z["win_feat"], z["win_max"], z["fire_tokens"], z["act_sum"],
-            z["act_max"], int(z["tokens_scanned"]),
-        )
+def _batch_maxima(
+    windows: Sequence[tuple[int, ...]], rows_list: Sequence[SparseRows], d_sae: int, special: np.ndarray,
+    fire: np.ndarray, total: np.ndarray, amax: np.ndarray,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Per window: the features that fired (ascending) and their maxima; the feature
+    statistics are updated in place. Returns them and the number of tokens counted.
+    One vectorised pass per batch: the scan must keep up with the forward pass."""
+    lens = np.fromiter(map(len, windows), np.int64, len(windows))
+    tok = np.fromiter(itertools.chain.from_iterable(windows), np.int64, int(lens.sum()))
+    pos = np.arange(len(tok)) - np.repeat(np.cumsum(lens) - lens, lens)
+    # Position 0 carries the attention-sink outlier (or BOS); SAEs are trained without it.
+    keep = (pos > 0) & ~np.isin(tok, special)
+    nnz = np.concatenate([r.row_offsets.diff().numpy() for r in rows_list])
+    entry_keep = np.repeat(keep, nnz)
+    fids = np.concatenate([r.feature_ids.numpy() for r in rows_list]).astype(np.int64)[entry_keep]
+    vals = np.concatenate([r.values.numpy() for r in rows_list])[entry_keep]
+    win = np.repeat(np.repeat(np.arange(len(windows), dtype=np.int64), lens), nnz)[entry_keep]
+    dense = torch.zeros(len(windows) * d_sae).scatter_reduce_(
+        0, torch.from_numpy(win * d_sae + fids), torch.from_numpy(vals), "amax", include_self=True
+    ).view(len(windows), d_sae).numpy()
+    fire += np.bincount(fids, minlength=d_sae)
+    total += np.bincount(fids, weights=vals.astype(np.float64), minlength=d_sae)
+    np.maximum(amax, dense.max(axis=0), out=amax)
+    out = []
+    for row in dense:
+        active = np.flatnonzero(row)
+        out.append((active.astype(np.int32), row[active]))
+    return out, int(keep.sum())

@@ -18,7 +18,7 @@ from sagex.activation.batcher import DynamicBatcher
 from sagex.activation.config import ActivationConfig
 from sagex.activation.engine import ActivationEngine, WorkItem
 from sagex.activation.lm import Tokenized
-from sagex.activation.mining import ExemplarMiner, MiningIndex
+from sagex.activation.mining import BuildProgress, ExemplarMiner, MiningIndex
 from sagex.activation.output_rpc import OutputRpcs
 from sagex.activation.outputside import OutputSide
 from sagex.activation.packing import text_responses, tokens_to_proto
@@ -29,6 +29,7 @@ from sagex.activation.validation import (
     Limits,
     check_token_counts,
     validate_batch,
+    validate_build,
     validate_mine,
     validate_stats,
     validate_tokenize,
@@ -270,3 +271,46 @@ class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
             tokens_scanned=index.tokens_scanned,
             windows_scanned=index.n_windows,
         )
+
+    async def BuildExemplarIndex(
+        self, request: pb.BuildExemplarIndexRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.BuildExemplarIndexResponse]:
+        sae, split, interval = validate_build(request, self.engine.saes)
+        cached = self.miner.cached(sae, split)
+        # The build is shared and shielded: this call leaving (or its deadline) never stops it.
+        build = asyncio.ensure_future(self.miner.index(sae, split))
+        try:
+            while True:
+                done, _ = await asyncio.wait({build}, timeout=interval)
+                if done:
+                    build.result()  # a failed build ends the stream with its error
+                    break
+                progress = self.miner.progress(sae, split)
+                if progress is not None:
+                    yield pb.BuildExemplarIndexResponse(progress=_progress_message(progress, request.split, cached))
+        finally:
+            if not build.done():
+                build.cancel()  # only this caller's wait: index() shields the build itself
+        progress = self.miner.progress(sae, split)
+        final = (_progress_message(progress, request.split, cached) if progress is not None
+                 else types_pb2.MiningProgress(sae_id=sae.id, split=request.split, cached=cached))
+        final.phase = types_pb2.MINING_PHASE_READY
+        final.eta_seconds = 0.0
+        yield pb.BuildExemplarIndexResponse(progress=final)
+
+
+_PHASES = {"preparing": types_pb2.MINING_PHASE_PREPARING, "scanning": types_pb2.MINING_PHASE_SCANNING,
+           "ready": types_pb2.MINING_PHASE_READY}
+
+
+def _progress_message(p: BuildProgress, split: types_pb2.CorpusSplit.ValueType, cached: bool) -> types_pb2.MiningProgress:
+    msg = types_pb2.MiningProgress(
+        sae_id=p.sae_id, split=split or types_pb2.CORPUS_SPLIT_EXEMPLAR,
+        phase=_PHASES.get(p.phase, types_pb2.MINING_PHASE_UNSPECIFIED), windows_done=p.windows_done,
+        windows_total=p.windows_total, tokens_done=p.tokens_done, tokens_total=p.tokens_total,
+        tokens_per_second=p.tokens_per_second, resumed=p.resumed_tokens > 0, cached=cached,
+    )
+    eta = p.eta_seconds
+    if eta is not None:
+        msg.eta_seconds = eta
+    return msg

@@ -182,3 +182,18 @@ def validate_stats(
     if problems:
         raise InvalidArgument(problems)
     return sae, SPLITS[req.split], ids or list(range(sae.params.d_sae))
+
+
+def validate_build(
+    req: pb.BuildExemplarIndexRequest, saes: dict[str, LoadedSae]
+) -> tuple[LoadedSae, str, float]:
+    sae = lookup_sae(saes, req.sae_id)
+    problems: list[FieldViolation] = []
+    if req.split not in SPLITS:
+        problems.append(FieldViolation("split", f"unknown split {req.split}"))
+    interval = req.interval_seconds or 1.0
+    if not 0.1 <= interval <= 60:  # also rejects NaN
+        problems.append(FieldViolation("interval_seconds", f"must be 0.1..60 (or 0 for 1), got {req.interval_seconds}"))
+    if problems:
+        raise InvalidArgument(problems)
+    return sae, SPLITS[req.split], interval

@@ -21,6 +21,7 @@ from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, Prob
 from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import sibling_checks
 from sagex.agent.triage import triage
+from sagex.api.common.v1 import types_pb2
 from sagex.llm.backend import LLMUnavailable, Usage
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.remote.traces import Trace
@@ -75,6 +76,9 @@ def _siblings(view: FeatureView, token: str) -> list[ProbeDraft]:
         return []  # no tagger: no single-token claim from triage; the loop's policy decides
 
 
+MiningWatch = Callable[[types_pb2.MiningProgress], None]
+
+
 async def _noop(_: object) -> None:
     return None
 
@@ -84,6 +88,38 @@ class Explainer:
         self.config = config
         self.activation = activation
         self.make_policy = make_policy
+        self._warm: dict[str, asyncio.Task[bool]] = {}  # sae id -> the wait for its exemplar index
+        self._watchers: dict[str, list[MiningWatch]] = {}
+
+    async def warm(self, sae_id: str, on_progress: MiningWatch | None = None) -> None:
+        """Wait until the exemplar index of ``sae_id`` is ready on the activation service.
+        Shared by every feature and job of the SAE, and done before a feature's clock
+        starts: the corpus scan is the service's one-off cost, not any feature's."""
+        task = self._warm.get(sae_id)
+        if task is not None and task.done() and (task.cancelled() or task.exception() or not task.result()):
+            task = None  # failed or skipped last time: try again
+        if task is None:
+            self._watchers[sae_id] = []
+
+            def report(p: types_pb2.MiningProgress) -> None:
+                for watch in list(self._watchers.get(sae_id, ())):
+                    watch(p)
+
+            task = asyncio.ensure_future(self.activation.build_index(sae_id, on_progress=report))
+            self._warm[sae_id] = task
+        if task.done():
+            return
+        if on_progress is not None:
+            self._watchers.setdefault(sae_id, []).append(on_progress)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the features then meet the problem themselves, within their budgets
+            log.warning("index_warmup_failed", sae_id=sae_id, error=str(exc))
+        finally:
+            if on_progress is not None and on_progress in self._watchers.get(sae_id, []):
+                self._watchers[sae_id].remove(on_progress)
 
     async def view(self, sae_id: str, feature_id: int) -> FeatureView:
         ex = self.config.exemplars
@@ -96,6 +132,7 @@ class Explainer:
         return FeatureView(sae_id, feature_id, stats[feature_id], exemplars, self.config.fire_fraction, lens)
 
     async def explain(self, spec: RunSpec, emit: Emit = _noop) -> Outcome:
+        await self.warm(spec.sae_id)  # before the clock starts: shared mining is no feature's time
         started = time.monotonic()
         policy = self.make_policy(spec)
         outcome = Outcome(spec, policy.name, None)
@@ -146,7 +183,7 @@ class Explainer:
             await self._output_side(spec, policy, state, outcome, started)
             return
         await emit(Phase.READING_EXEMPLARS)
-        meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
+        meter = Meter(spec.budget, started=started)  # the clock of the whole feature (after shared mining)
         result = await run_loop(state, policy, run, meter, spec.num_hypotheses, emit)
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)

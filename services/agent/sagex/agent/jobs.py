@@ -113,6 +113,12 @@ class ExplainJob:
     async def run_item(self, op_id: str, item: int, positions: Sequence[int], commit: Commit) -> None:
         feature_id = self.request.feature_ids[item]
         live = self.runner.live
+        # The shared corpus scan first, shown in the job's metadata; every feature of the job
+        # waits on the same one, and none of them is charged for it.
+        try:
+            await self.runner.explainer.warm(self.spec.sae_id, lambda p: live.mining(op_id, p))
+        finally:
+            live.mining(op_id, None)
         try:
             explanation = await self.runner.explain(replace(self.spec, feature_id=feature_id),
                                                     live.watch(op_id, feature_id), in_job=True)
@@ -154,6 +160,7 @@ class AgentJobs:
             usage=self.runner.store.job_usage(row.id), create_time=_timestamp(row.create_time),
             update_time=_timestamp(row.update_time),
             running=None if row.done else self.runner.live.running(row.id),
+            mining=None if row.done else self.runner.live.mining_of(row.id),
         )
 
 

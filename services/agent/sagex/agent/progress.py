@@ -10,6 +10,7 @@ from sagex.agent import convert
 from sagex.agent.loop import Emit
 from sagex.agent.state import Hypothesis, Phase, Probe
 from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.api.common.v1 import types_pb2
 
 
 class LiveProgress:
@@ -17,6 +18,17 @@ class LiveProgress:
         self._jobs: dict[str, dict[int, pb.FeatureProgress]] = {}
         self._hypotheses: dict[tuple[str, int], set[int]] = {}
         self._lock = threading.Lock()  # ``running`` is read off the event loop, with the operation's metadata
+        self._mining: dict[str, types_pb2.MiningProgress] = {}
+
+    def mining(self, job_id: str, progress: types_pb2.MiningProgress | None) -> None:
+        """The exemplar index the job waits for (None: not waiting)."""
+        if progress is None:
+            self._mining.pop(job_id, None)
+        else:
+            self._mining[job_id] = progress
+
+    def mining_of(self, job_id: str) -> types_pb2.MiningProgress | None:
+        return self._mining.get(job_id)
 
     def watch(self, job_id: str, feature_id: int) -> Emit:
         """An ``emit`` for one feature's run that keeps its entry up to date."""

@@ -98,6 +98,12 @@ def batch_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=status.message)
 
 
+def _mining_fraction(p: types_pb2.MiningProgress) -> float:
+    if p.phase == types_pb2.MINING_PHASE_READY:
+        return 1.0
+    return p.tokens_done / p.tokens_total if p.tokens_total else 0.0
+
+
 def _exemplar_trace(ex: types_pb2.Exemplar) -> Trace:
     return Trace.from_proto(ex.text, ex.tokens, np.frombuffer(ex.trace.values, "<f4"))
 
@@ -180,6 +186,35 @@ class ActivationClient:
                 ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
         ids = np.frombuffer(resp.feature_ids, "<u4") if resp.feature_ids else np.asarray(feature_ids)
         return {int(f): FeatureStats(*(float(c[i]) for c in cols)) for i, f in enumerate(ids)}
+
+    async def build_index(
+        self, sae_id: str, split: int = types_pb2.CORPUS_SPLIT_EXEMPLAR,
+        on_progress: Callable[[types_pb2.MiningProgress], None] | None = None,
+    ) -> bool:
+        """Wait until every replica has the exemplar index of ``split`` (each builds, joins
+        a build or reads its cache), reporting the least advanced one. False when no
+        replica could say (an older server, all unreachable): the index is then built
+        by the first call that needs it, as before."""
+        request = pb.BuildExemplarIndexRequest(sae_id=sae_id, split=split, interval_seconds=1.0)
+        latest: dict[int, types_pb2.MiningProgress] = {}
+
+        async def one(index: int) -> bool:
+            try:
+                async for resp in self._stubs[index].BuildExemplarIndex(
+                        request, timeout=self.mining_timeout_s, metadata=self._metadata()):
+                    latest[index] = resp.progress
+                    if on_progress is not None:
+                        on_progress(min(latest.values(), key=_mining_fraction))
+                return True
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (*RETRYABLE, grpc.StatusCode.UNIMPLEMENTED):
+                    raise
+                log.warning("index_warmup_skipped", replica=self.addresses[index], code=exc.code().name,
+                            details=exc.details())
+                return False
+
+        ready = await asyncio.gather(*(one(i) for i in range(len(self._stubs))))
+        return any(ready)
 
     async def exemplars(
         self, sae_id: str, feature_id: int, *, top_k: int, bands: int, per_band: int, non_activating: int, seed: int,

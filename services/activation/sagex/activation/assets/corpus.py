@@ -6,12 +6,21 @@ Sources that exist without a network:
 * ``pydoc``: ``pydoc_data.topics`` (every Python has it);
 * ``python3.11-doc``, ``fortunes``, ``bible-kjv``: Debian packages fetched with
   ``apt-get download`` and unpacked with ``dpkg-deb -x`` where apt exists;
-* any user files: ``.txt`` (paragraphs split on blank lines) or ``.jsonl``
-  (one ``{"text": ...}`` per line).
+* a researcher's own texts (``--extra``, repeatable): a ``.txt`` file (paragraphs
+  split on blank lines), a ``.jsonl`` file (one ``{"text": ...}`` per line; the
+  field is ``text_field``), a folder of such files (``.txt``, ``.md``, ``.jsonl``,
+  searched recursively in name order), or a Hugging Face ``datasets`` folder
+  written by ``save_to_disk`` (a Dataset or a DatasetDict, every split, the
+  ``text_field`` column), read from disk with no hub access.
 
-Each document's split (train / exemplar / held-out) is a function of its text
-alone, so adding a source never moves an existing document between splits and
-the held-out part reserved for scoring is never mined for exemplars.
+Split rules. Every text is normalised (runs of spaces and tabs collapsed, CRLF to
+LF), cut at paragraph boundaries into documents of at most 4,000 characters,
+and documents under 80 characters are dropped; a document seen twice (in any
+sources) is kept once. Each document's split is a function of its text alone:
+the first 8 hex digits of its SHA-256, mod 100, give train (0-79), exemplar
+(80-89) or held-out (90-99). A source's own splits (a DatasetDict's train/test)
+are not used. So adding a source never moves an existing document between
+splits, and the held-out part reserved for scoring is never mined for exemplars.
 """
 
 from __future__ import annotations
@@ -158,31 +167,70 @@ def bible(root: Path) -> Iterator[str]:
         yield " ".join(verses[i : i + 6])
 
 
-def user_files(paths: Iterable[Path]) -> Iterator[tuple[str, str]]:
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def hf_dataset(path: Path, text_field: str = "text") -> Iterator[tuple[str, str]]:
+    """Texts of a ``datasets`` folder written by ``save_to_disk`` (every split, in split-name order)."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - a pinned dependency
+        raise ValueError(f"{path} is a Hugging Face datasets folder; install `datasets` to read it") from exc
+    loaded = datasets.load_from_disk(str(path))
+    parts = sorted(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+    for split, ds in parts:
+        if text_field not in ds.column_names:
+            raise ValueError(f"{path}{'/' + split if split else ''}: no {text_field!r} column (columns: "
+                             f"{', '.join(ds.column_names)}); name the text column with --text-field")
+        source = f"user:{path.name}" + (f"/{split}" if split else "")
+        for batch in ds.iter(batch_size=1000):
+            for text in batch[text_field]:
+                if text:
+                    yield source, str(text)
+
+
+def user_files(paths: Iterable[Path], text_field: str = "text") -> Iterator[tuple[str, str]]:
     for path in paths:
-        if path.suffix == ".jsonl":
+        if path.is_dir():
+            if _is_saved_dataset(path):
+                yield from hf_dataset(path, text_field)
+                continue
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+            if not files:
+                raise ValueError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files and not a datasets folder "
+                                 "(save_to_disk)")
+            yield from user_files(files, text_field)
+        elif path.suffix == ".jsonl":
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
-                    text = json.loads(line)["text"]
+                    text = json.loads(line)[text_field]
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field ({exc})") from exc
+                    raise ValueError(f"{path}:{n}: expected a JSON object with a {text_field!r} field "
+                                     f"({exc})") from exc
                 yield f"user:{path.name}", str(text)
-        else:
+        elif path.is_file():
             for para in re.split(r"\n\s*\n", path.read_text(errors="replace")):
                 yield f"user:{path.name}", para
+        else:
+            raise ValueError(f"{path}: no such file or folder")
 
 
 # --- building ----------------------------------------------------------------
 
 
-def _collect(work: Path, extra: Iterable[Path], use_debian: bool) -> Iterator[tuple[str, str]]:
+def _collect(work: Path, extra: Iterable[Path], use_debian: bool, text_field: str = "text",
+             use_builtin: bool = True) -> Iterator[tuple[str, str]]:
     builtin: list[tuple[str, Callable[[], Iterable[str]]]] = [
         ("stdlib", stdlib_docstrings),
         ("pydoc", pydoc_topics),
-    ]
-    root = _debian_root(work) if use_debian else None
+    ] if use_builtin else []
+    root = _debian_root(work) if use_debian and use_builtin else None
     if root is not None:
         builtin += [
             ("python3.11-doc", lambda: python_docs(root)),
@@ -192,18 +240,20 @@ def _collect(work: Path, extra: Iterable[Path], use_debian: bool) -> Iterator[tu
     for source, fn in builtin:
         for text in fn():
             yield source, text
-    yield from user_files(extra)
+    yield from user_files(extra, text_field)
 
 
-def build_corpus(out_dir: Path, extra: Iterable[Path] = (), use_debian: bool = True) -> Path:
+def build_corpus(out_dir: Path, extra: Iterable[Path] = (), use_debian: bool = True, text_field: str = "text",
+                 use_builtin: bool = True) -> Path:
     """Build the corpus into ``out_dir/corpus.jsonl`` and return the manifest path.
+    ``use_builtin`` False: only the ``extra`` texts (a researcher's own corpus).
 
     The manifest records the content hash (the cache key of mined exemplars),
     the sources and the size of every split.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     docs: dict[str, Document] = {}
-    for source, raw in _collect(out_dir, [Path(p) for p in extra], use_debian):
+    for source, raw in _collect(out_dir, [Path(p) for p in extra], use_debian, text_field, use_builtin):
         text = _normalise(raw)
         if len(text) < MIN_CHARS:
             continue
@@ -244,13 +294,22 @@ def _counts(items: Iterable[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def load_documents(corpus_dir: Path, split: str | None = None) -> list[Document]:
-    """Read a built corpus, optionally one split of it, in id order."""
+def iter_documents(corpus_dir: Path, split: str | None = None) -> Iterator[Document]:
+    """Read a built corpus, optionally one split of it, in id order, one line at a time."""
     path = corpus_dir / "corpus.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"no corpus at {corpus_dir}; build one with `sage assets corpus`")
-    docs = [Document(**json.loads(line)) for line in path.read_text().splitlines() if line]
-    return [d for d in docs if split is None or d.split == split]
+        raise FileNotFoundError(f"no corpus at {corpus_dir}; build one with `sage assets prepare`")
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                doc = Document(**json.loads(line))
+                if split is None or doc.split == split:
+                    yield doc
+
+
+def load_documents(corpus_dir: Path, split: str | None = None) -> list[Document]:
+    """Read a built corpus, optionally one split of it, in id order."""
+    return list(iter_documents(corpus_dir, split))
 
 
 def corpus_hash(corpus_dir: Path) -> str:

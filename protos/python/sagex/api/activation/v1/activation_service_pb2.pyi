@@ -1046,3 +1046,49 @@ class SteerGenerateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SteerGenerateResponse: _TypeAlias = SteerGenerateResponse  # noqa: Y015
+
+@_typing.final
+class BuildExemplarIndexRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    split: _types_pb2.CorpusSplit.ValueType
+    interval_seconds: _builtins.float
+    """Seconds between progress messages, 0.1..60 (0 uses 1)."""
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        split: _types_pb2.CorpusSplit.ValueType = ...,
+        interval_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "sae_id", b"sae_id", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildExemplarIndexRequest: _TypeAlias = BuildExemplarIndexRequest  # noqa: Y015
+
+@_typing.final
+class BuildExemplarIndexResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _types_pb2.MiningProgress: ...
+    def __init__(
+        self,
+        *,
+        progress: _types_pb2.MiningProgress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildExemplarIndexResponse: _TypeAlias = BuildExemplarIndexResponse  # noqa: Y015

@@ -73,6 +73,11 @@ class ActivationServiceStub:
                 request_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.SerializeToString,
                 response_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.FromString,
                 _registered_method=True)
+        self.BuildExemplarIndex = channel.unary_stream(
+                '/sagex.api.activation.v1.ActivationService/BuildExemplarIndex',
+                request_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexRequest.SerializeToString,
+                response_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexResponse.FromString,
+                _registered_method=True)
 
 
 class ActivationServiceServicer:
@@ -138,6 +143,15 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildExemplarIndex(self, request, context):
+        """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+        it from the cache) and streams its progress until it is ready. Cancelling the call
+        does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +189,11 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.SteerGenerate,
                     request_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.FromString,
                     response_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.SerializeToString,
+            ),
+            'BuildExemplarIndex': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildExemplarIndex,
+                    request_deserializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexRequest.FromString,
+                    response_serializer=sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +389,33 @@ class ActivationService:
             '/sagex.api.activation.v1.ActivationService/SteerGenerate',
             sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateRequest.SerializeToString,
             sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.SteerGenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildExemplarIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sagex.api.activation.v1.ActivationService/BuildExemplarIndex',
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexRequest.SerializeToString,
+            sagex_dot_api_dot_activation_dot_v1_dot_activation__service__pb2.BuildExemplarIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,11 @@ class ActivationServiceStub:
     without, and the KL between their next-token distributions. Needs a server started
     with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
     """
+    BuildExemplarIndex: _grpc.UnaryStreamMultiCallable[_activation_service_pb2.BuildExemplarIndexRequest, _activation_service_pb2.BuildExemplarIndexResponse]
+    """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+    it from the cache) and streams its progress until it is ready. Cancelling the call
+    does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
+    """
 
 @_typing.type_check_only
 class ActivationServiceAsyncStub(ActivationServiceStub):
@@ -96,6 +101,11 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     """Generates continuations of prompts with one feature pushed at its SAE's hook, and
     without, and the KL between their next-token distributions. Needs a server started
     with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+    """
+    BuildExemplarIndex: _aio.UnaryStreamMultiCallable[_activation_service_pb2.BuildExemplarIndexRequest, _activation_service_pb2.BuildExemplarIndexResponse]  # type: ignore[assignment]
+    """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+    it from the cache) and streams its progress until it is ready. Cancelling the call
+    does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
     """
 
 class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -170,6 +180,17 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Generates continuations of prompts with one feature pushed at its SAE's hook, and
         without, and the KL between their next-token distributions. Needs a server started
         with steering enabled (it loads the full model); otherwise FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def BuildExemplarIndex(
+        self,
+        request: _activation_service_pb2.BuildExemplarIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_activation_service_pb2.BuildExemplarIndexResponse], _abc.AsyncIterator[_activation_service_pb2.BuildExemplarIndexResponse]]:
+        """Builds the exemplar index of a corpus split (or joins the build under way, or reads
+        it from the cache) and streams its progress until it is ready. Cancelling the call
+        does not stop the build: MineExemplars and GetFeatureStatistics wait for the same one.
         """
 
 def add_ActivationServiceServicer_to_server(servicer: ActivationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -573,6 +573,7 @@ class BatchExplainFeaturesMetadata(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    MINING_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     done: _builtins.int
     failed: _builtins.int
@@ -588,6 +589,12 @@ class BatchExplainFeaturesMetadata(_message.Message):
         view, not stored: after a restart a resumed feature starts over).
         """
 
+    @_builtins.property
+    def mining(self) -> _types_pb2.MiningProgress:
+        """The exemplar index the job waits for before its features start (absent when it was
+        ready at once). Time spent here does not count against any feature's budget.
+        """
+
     def __init__(
         self,
         *,
@@ -598,10 +605,11 @@ class BatchExplainFeaturesMetadata(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         running: _abc.Iterable[Global___FeatureProgress] | None = ...,
+        mining: _types_pb2.MiningProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "mining", b"mining", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "failed", b"failed", "running", b"running", "total", b"total", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "failed", b"failed", "mining", b"mining", "running", b"running", "total", b"total", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

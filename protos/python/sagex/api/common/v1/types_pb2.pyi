@@ -49,6 +49,34 @@ CORPUS_SPLIT_HELDOUT: CorpusSplit.ValueType  # 3
 """Reserved for scoring explanations; never shown to the explainer."""
 Global___CorpusSplit: _TypeAlias = CorpusSplit  # noqa: Y015
 
+class _MiningPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MiningPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MiningPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MINING_PHASE_UNSPECIFIED: _MiningPhase.ValueType  # 0
+    """Never sent by the server."""
+    MINING_PHASE_PREPARING: _MiningPhase.ValueType  # 1
+    """Reading and tokenizing the corpus split."""
+    MINING_PHASE_SCANNING: _MiningPhase.ValueType  # 2
+    """Running the windows through the model and the SAE."""
+    MINING_PHASE_READY: _MiningPhase.ValueType  # 3
+    """The index is ready (built now, or read from the cache)."""
+
+class MiningPhase(_MiningPhase, metaclass=_MiningPhaseEnumTypeWrapper):
+    """Where an exemplar-index build (a scan of one corpus split) stands."""
+
+MINING_PHASE_UNSPECIFIED: MiningPhase.ValueType  # 0
+"""Never sent by the server."""
+MINING_PHASE_PREPARING: MiningPhase.ValueType  # 1
+"""Reading and tokenizing the corpus split."""
+MINING_PHASE_SCANNING: MiningPhase.ValueType  # 2
+"""Running the windows through the model and the SAE."""
+MINING_PHASE_READY: MiningPhase.ValueType  # 3
+"""The index is ready (built now, or read from the cache)."""
+Global___MiningPhase: _TypeAlias = MiningPhase  # noqa: Y015
+
 @_typing.final
 class SparseActivations(_message.Message):
     """Per-token sparse SAE activations in compressed-sparse-row form.
@@ -217,3 +245,59 @@ class Exemplar(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Exemplar: _TypeAlias = Exemplar  # noqa: Y015
+
+@_typing.final
+class MiningProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    WINDOWS_DONE_FIELD_NUMBER: _builtins.int
+    WINDOWS_TOTAL_FIELD_NUMBER: _builtins.int
+    TOKENS_DONE_FIELD_NUMBER: _builtins.int
+    TOKENS_TOTAL_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    split: Global___CorpusSplit.ValueType
+    phase: Global___MiningPhase.ValueType
+    windows_done: _builtins.int
+    windows_total: _builtins.int
+    tokens_done: _builtins.int
+    """Tokens the scan runs through the model (whole windows, padding excluded)."""
+    tokens_total: _builtins.int
+    tokens_per_second: _builtins.float
+    """Scan rate of this build so far (0 until known)."""
+    eta_seconds: _builtins.float
+    """Seconds left at that rate; absent until a rate is known, 0 when ready."""
+    resumed: _builtins.bool
+    """True when the build continued from a checkpoint of an interrupted one."""
+    cached: _builtins.bool
+    """True when the index came from the cache or memory: nothing was scanned."""
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        split: Global___CorpusSplit.ValueType = ...,
+        phase: Global___MiningPhase.ValueType = ...,
+        windows_done: _builtins.int = ...,
+        windows_total: _builtins.int = ...,
+        tokens_done: _builtins.int = ...,
+        tokens_total: _builtins.int = ...,
+        tokens_per_second: _builtins.float = ...,
+        eta_seconds: _builtins.float | None = ...,
+        resumed: _builtins.bool = ...,
+        cached: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "eta_seconds", b"eta_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "cached", b"cached", "eta_seconds", b"eta_seconds", "phase", b"phase", "resumed", b"resumed", "sae_id", b"sae_id", "split", b"split", "tokens_done", b"tokens_done", "tokens_per_second", b"tokens_per_second", "tokens_total", b"tokens_total", "windows_done", b"windows_done", "windows_total", b"windows_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
+    _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eta_seconds) -> _WhichOneofReturnType__eta_seconds | None: ...
+
+Global___MiningProgress: _TypeAlias = MiningProgress  # noqa: Y015
