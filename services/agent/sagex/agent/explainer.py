@@ -17,7 +17,8 @@ from sagex.agent.loop import Emit, run_loop, run_probes
 from sagex.agent.policies.base import Policy, StepFailed
 from sagex.agent.state import Conclusion, EvidenceItem, FeatureView, Phase, RunState
 from sagex.agent.triage import triage
-from sagex.llm.backend import LLMUnavailable, Usage
+from sagex.llm.backend import LLMMisconfigured, LLMUnavailable, Usage
+from sagex.llm.clock import RunClock, use_clock
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.remote.traces import Trace
 
@@ -84,9 +85,14 @@ class Explainer:
         policy = self.make_policy(spec)
         outcome = Outcome(spec, policy.name, None)
         deadline = asyncio.timeout(spec.budget.max_seconds)
+        # Time the feature's LLM calls only wait for a free slot in our own client is
+        # not the feature's: the clock stops then, and pushes the deadline back.
+        clock = RunClock(started)
         try:
-            async with deadline:
-                await self._run(spec, policy, outcome, emit, started)
+            with use_clock(clock):
+                async with deadline:
+                    clock.bind(deadline)
+                    await self._run(spec, policy, outcome, emit, clock)
         except TimeoutError:
             if deadline.expired():
                 self._fail(outcome, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -96,6 +102,8 @@ class Explainer:
                 self._fail(outcome, grpc.StatusCode.UNAVAILABLE, "a call timed out", "unavailable")
         except StepFailed as exc:
             self._fail(outcome, grpc.StatusCode.ABORTED, str(exc), "step_failed")
+        except LLMMisconfigured as exc:  # only a setting can fix it: jobs do not retry it
+            self._fail(outcome, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "llm_misconfigured")
         except (LLMUnavailable, ActivationUnavailable) as exc:
             self._fail(outcome, grpc.StatusCode.UNAVAILABLE, str(exc), "unavailable")
         except grpc.aio.AioRpcError as exc:
@@ -117,7 +125,7 @@ class Explainer:
         outcome.error_code, outcome.error, outcome.stop_reason = code, message, stop
         outcome.conclusion = None
 
-    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit, started: float) -> None:
+    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit, clock: RunClock) -> None:
         await emit(Phase.TRIAGE)
         view = await self.view(spec.sae_id, spec.feature_id)
         state = RunState(view)
@@ -129,7 +137,7 @@ class Explainer:
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
             return
         await emit(Phase.READING_EXEMPLARS)
-        meter = Meter(spec.budget, started=started)  # the clock of the whole feature, mining included
+        meter = Meter(spec.budget, clock=clock)  # the clock of the whole feature, mining included
         result = await run_loop(state, policy, run, meter, spec.num_hypotheses, emit)
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)

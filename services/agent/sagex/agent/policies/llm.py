@@ -10,6 +10,8 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import structlog
+
 from sagex.agent.budget import CONCLUSION_RESERVE, Budget
 from sagex.agent.policies import prompts
 from sagex.agent.policies.base import BudgetSpent, StepFailed
@@ -26,6 +28,8 @@ from sagex.agent.state import (
     Verdict,
 )
 from sagex.llm.backend import LLMBackend, LLMUnavailable, MalformedAnswer, Usage
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_PROBE_CHARS = 300
@@ -188,18 +192,27 @@ class LLMPolicy:
     async def hypothesize(self, state: RunState, count: int) -> list[Hypothesis]:
         def parse(obj: Any) -> list[Hypothesis]:
             items = _obj(obj, "the answer").get("hypotheses")
-            if not isinstance(items, list) or len(items) < count:
-                raise ValueError(f'"hypotheses" must be a list of exactly {count} items')
+            want = f'"hypotheses" must be a list of exactly {count} items, exactly one of them the control'
+            if not isinstance(items, list) or not items:
+                raise ValueError(want)
             drafts = []
             for i, item in enumerate(items):
                 item = _obj(item, f"hypotheses[{i}]")
                 drafts.append((_text(item.get("text"), f"hypotheses[{i}].text", 500), item.get("is_control") is True))
             controls = [d for d in drafts if d[1]]
-            if len(controls) != 1:
-                raise ValueError(f'mark exactly one hypothesis as the control ("is_control": true); '
-                                 f"{len(controls)} are")
-            # Extra hypotheses beyond the requested count are dropped, never the control.
-            kept = [d for d in drafts if not d[1]][: count - 1] + controls
+            real = [d for d in drafts if not d[1]]
+            if not controls:
+                raise ValueError(f'{want} ("is_control": true); none is marked')
+            if not real:
+                raise ValueError(f"{want}; all {len(controls)} are marked as controls, so none says where the "
+                                 "feature fires")
+            # Small models often mark several controls. A control claims where the feature is
+            # silent, so an extra one cannot stand in for a hypothesis: the first is kept and
+            # the others dropped; nothing is rewritten. Fewer hypotheses than asked are tested
+            # as they are; extras beyond the requested count are dropped, never the control.
+            if len(controls) > 1 or len(real) < count - 1:
+                log.info("hypotheses_trimmed", asked=count, hypotheses=len(real), controls=len(controls))
+            kept = real[: count - 1] + controls[:1]
             return [Hypothesis(i, text, control) for i, (text, control) in enumerate(kept, 1)]
 
         return await self._ask("hypothesize", prompts.hypothesize(state, count), "hypotheses", parse)
