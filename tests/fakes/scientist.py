@@ -8,7 +8,6 @@ import json
 import re
 from typing import Any
 
-
 # A field only one step's schema has, for requests that carry the schema without its
 # name (json_object with "schema", as sent to llama.cpp's server).
 _STEP_BY_FIELD = {"hypotheses": "hypotheses", "status": "verdict", "assessment": "review",
