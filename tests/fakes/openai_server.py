@@ -233,11 +233,14 @@ class _Server(ThreadingHTTPServer):
 
 
 # What llama-cpp-python's server (0.3.36, FastAPI) answers, with HTTP 500, to a
-# response_format type it does not know: its request model's validation error.
+# response_format type it does not know: its request model's validation error
+# (captured from the real server; only the install path is shortened).
 LLAMA_CPP_500 = (
     "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
     "'msg': \"Input should be 'text' or 'json_object'\", 'input': '{type}', "
-    "'ctx': {{'expected': \"'text' or 'json_object'\"}}}}\n"
+    "'ctx': {{'expected': \"'text' or 'json_object'\"}}}}\n\n"
+    "  File \"/venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
+    "    POST /v1/chat/completions"
 )
 
 
