@@ -12,6 +12,7 @@
     sage eval SAE 1,5,10-20        # SAGE vs the single-pass baseline on the same held-out data
     sage report SAE 1,5,10-20      # explanations, probes and scores as one HTML file
     sage llm serve [--port 8080] [--gguf FILE]   # llama.cpp's OpenAI-compatible server (make llm-setup)
+    sage bench planted DIR --explainers heuristic,openai   # recovery of planted concepts (ground truth)
 
 Heavy imports (torch, transformers, sae-lens) happen inside the subcommands
 that need them, so `sage --help` answers at once.
@@ -235,6 +236,31 @@ def cmd_llm_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    planted = Path(args.planted)
+    if args.from_explanations is None and not (planted / "truth.json").is_file():
+        # Build it first (the builder needs torch and the model; it runs in its own process).
+        print(f"{planted} has no planted SAE yet; building one ({args.arch}, {args.concepts} concepts) ...", flush=True)
+        build = [sys.executable, "-m", "sagex.activation.planted", "build", "--out", str(planted), "--arch", args.arch,
+                 "--concepts", args.concepts, "--seed", str(args.seed)]
+        if subprocess.run(build, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
+            return 2
+    from sagex.bench.planted import BenchSettings, run
+
+    explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
+    if not explainers:
+        raise SystemExit("sage bench planted: --explainers names no explainer")
+    settings = BenchSettings(planted=planted, explainers=explainers, sae_id=args.sae_id, activation=args.activation,
+                             agent=args.agent, config=args.config or "", mining_tokens=args.mining_tokens,
+                             max_rounds=args.max_rounds, concurrency=args.concurrency,
+                             llm_base_url=args.llm_base_url or "", llm_model=args.llm_model or "", out=Path(args.out))
+    return run(settings, args.judge, args.judge_base_url or "", args.judge_model or "",
+               Path(args.from_explanations) if args.from_explanations else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sage", description="SAGE: agentic explanations of SAE features")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +369,35 @@ def build_parser() -> argparse.ArgumentParser:
     llm_serve.add_argument("--threads", type=int, default=0, help="CPU threads (default: up to 8)")
     llm_serve.add_argument("--verbose", action="store_true", help="llama.cpp's own logging")
     llm_serve.set_defaults(func=cmd_llm_serve)
+
+    bench = sub.add_parser("bench", help="benchmarks against ground truth")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    planted = bench_sub.add_parser("planted", help="recovery of planted concepts per explainer (one table)")
+    planted.add_argument("planted", help="folder from `python -m sagex.activation.planted build` (built here with "
+                         "--arch/--concepts when it has no truth.json)")
+    planted.add_argument("--explainers", default="heuristic",
+                         help="comma-separated: any agent policy (heuristic, openai, ...) and single_pass "
+                         "(default %(default)s)")
+    planted.add_argument("--arch", default="topk", choices=["topk", "jumprelu", "standard"], help="when building")
+    planted.add_argument("--concepts", default="dev", choices=["dev", "heldout", "all"], help="when building")
+    planted.add_argument("--seed", type=int, default=0, help="when building")
+    planted.add_argument("--sae-id", default="", help="id to serve the SAE under (default planted-<arch>)")
+    planted.add_argument("--activation", default="", help="use this activation service (it must serve the SAE); "
+                         "default: start one")
+    planted.add_argument("--agent", default="", help="use this agent service; default: start one")
+    planted.add_argument("--config", help="TOML with [activation] and [agent] tables for the services started here")
+    planted.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")
+    planted.add_argument("--max-rounds", type=int, default=0, help="testing rounds per feature (default: server's)")
+    planted.add_argument("--concurrency", type=int, default=4, help="features at once per explainer")
+    planted.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for LLM explainers (openai, single_pass)")
+    planted.add_argument("--llm-model", help="its model name")
+    planted.add_argument("--judge", default="offline", choices=["offline", "llm"],
+                         help="offline: key terms + MiniLM similarity (default); llm: an endpoint")
+    planted.add_argument("--judge-base-url", help="the LLM judge's OpenAI-compatible endpoint")
+    planted.add_argument("--judge-model", help="the LLM judge's model")
+    planted.add_argument("--from-explanations", help="re-judge a saved explanations.json instead of explaining")
+    planted.add_argument("--out", default="bench-planted", help="folder for planted.md/.json (default %(default)s)")
+    planted.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")

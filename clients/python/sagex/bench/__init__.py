@@ -1,0 +1,1 @@
+"""Benchmarks that measure explainers against ground truth (`sage bench ...`)."""
