@@ -35,28 +35,35 @@ T = TypeVar("T")
 MAX_PROBE_CHARS = 300
 PROBES_PER_ROUND = 2
 
-_STR = {"type": "string"}
+
+def _str(limit: int) -> dict[str, Any]:
+    # maxLength is enforced by servers that turn the schema into a grammar (llama.cpp): a
+    # small model otherwise fills one string up to the output-token limit, and the JSON is cut.
+    return {"type": "string", "maxLength": limit}
+
+
 _EXPECT = {"type": "string", "enum": ["fires", "silent"]}
-_PROBE = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
+_PROBE = {"type": "object", "properties": {"text": _str(MAX_PROBE_CHARS), "expected": _EXPECT,
+                                           "rationale": _str(200)},
           "required": ["text", "expected"]}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "hypotheses": {"type": "object", "required": ["hypotheses"], "properties": {
-        "observations": _STR,
+        "observations": _str(300),
         "hypotheses": {"type": "array", "items": {"type": "object", "required": ["text", "is_control"],
-                       "properties": {"text": _STR, "is_control": {"type": "boolean"}}}}}},
+                       "properties": {"text": _str(300), "is_control": {"type": "boolean"}}}}}},
     "probes": {"type": "object", "required": ["probes"], "properties": {"probes": {"type": "array", "items": _PROBE}}},
     "verdict": {"type": "object", "required": ["status", "reason"], "properties": {
         "status": {"type": "string", "enum": ["CONFIRMED", "REFUTED", "REFINED", "PENDING"]},
-        "reason": _STR, "refined_text": _STR}},
+        "reason": _str(300), "refined_text": _str(300)}},
     "review": {"type": "object", "required": ["probes"], "properties": {
-        "assessment": _STR,
+        "assessment": _str(300),
         "probes": {"type": "array", "items": {**_PROBE, "properties": {**_PROBE["properties"],
                                                                          "hypothesis_id": {"type": "integer"}},
                                               "required": ["hypothesis_id", "text", "expected"]}}}},
     "conclusion": {"type": "object", "required": ["description", "labels"], "properties": {
-        "description": _STR,
+        "description": _str(300),
         "labels": {"type": "array", "items": {"type": "object", "required": ["name", "description"],
-                                              "properties": {"name": _STR, "description": _STR}}},
+                                              "properties": {"name": _str(80), "description": _str(200)}}},
         "evidence": {"type": "array", "items": {"type": "object", "properties": {
             "probe_id": {"type": "integer"}, "hypothesis_id": {"type": "integer"}, "supports": {"type": "boolean"}}}}}},
 }
