@@ -203,3 +203,19 @@ async def test_extra_controls_of_a_small_model_are_dropped_not_reasked(
     assert [(h.text, h.is_control) for h in ex.hypotheses] == [
         ("Fires on the word 'the'.", False), ("Silent on numbers.", True)]
     assert [step(b) for b in fake.requests].count("hypotheses") == 1
+
+
+async def test_evidence_citing_a_probe_that_does_not_exist_is_dropped(
+        llm_agent: Any, token_features: dict[int, str]) -> None:
+    def handler(body: dict[str, Any]) -> str:
+        if step(body) == "conclusion":
+            return json.dumps({"description": "Fires on 'the'.", "labels": [{"name": "the", "description": "the"}],
+                               "evidence": [{"probe_id": 207341985, "hypothesis_id": 1, "supports": True},
+                                            {"probe_id": 1, "hypothesis_id": 1, "supports": True}]})
+        return scientist(body)
+
+    client, fake = await llm_agent(handler)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    assert len(ex.evidence) == 1 and ex.evidence[0].activation == pytest.approx(ex.probes[0].max_activation)
+    assert [step(b) for b in fake.requests].count("conclusion") == 1  # not re-asked for it

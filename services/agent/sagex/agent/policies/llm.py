@@ -62,9 +62,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                               "required": ["hypothesis_id", "text", "expected"]}}}},
     "conclusion": {"type": "object", "required": ["description", "labels"], "properties": {
         "description": _str(300),
-        "labels": {"type": "array", "items": {"type": "object", "required": ["name", "description"],
-                                              "properties": {"name": _str(80), "description": _str(200)}}},
-        "evidence": {"type": "array", "items": {"type": "object", "properties": {
+        "labels": {"type": "array", "maxItems": 5, "items": {"type": "object", "required": ["name", "description"],
+                                                             "properties": {"name": _str(80),
+                                                                            "description": _str(200)}}},
+        "evidence": {"type": "array", "maxItems": 10, "items": {"type": "object", "properties": {
             "probe_id": {"type": "integer"}, "hypothesis_id": {"type": "integer"}, "supports": {"type": "boolean"}}}}}},
 }
 
@@ -297,8 +298,10 @@ class LLMPolicy:
                 item = _obj(item, f"evidence[{i}]")
                 p = probes.get(_int(item.get("probe_id"), f"evidence[{i}].probe_id"))
                 if p is None:
-                    raise ValueError(f"evidence[{i}].probe_id {item.get('probe_id')!r} is not a probe number "
-                                     f"(1..{len(probes)})")
+                    # A citation of a probe that does not exist (small models invent numbers) is
+                    # dropped: the evidence kept is only ever a measured probe, nothing is made up.
+                    log.info("evidence_dropped", probe_id=item.get("probe_id"), probes=len(probes))
+                    continue
                 # The activation is the measured one, never a number the model wrote.
                 evidence.append(EvidenceItem(p.draft.text, p.activation, p.draft.hypothesis_id,
                                              bool(item.get("supports", p.as_expected))))
