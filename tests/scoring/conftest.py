@@ -12,7 +12,6 @@ import pytest_asyncio
 
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.api.activation.v1 import activation_service_pb2 as apb
-from sagex.llm import backend
 from sagex.remote.activation import ActivationClient
 from sagex.scoring.scorers import base as scorer_base
 
@@ -22,9 +21,7 @@ SAE = EMBEDDED_SAE_ID
 @pytest.fixture(autouse=True)
 def fresh_negotiation(monkeypatch: pytest.MonkeyPatch) -> None:
     """What an endpoint accepts is remembered per process by URL; a later fake may
-    get the same port, so each test starts clean."""
-    monkeypatch.setattr(backend, "_structured_mode", {})
-    monkeypatch.setattr(backend, "_token_param", {})
+    get the same port, so each test starts clean (the backend's part: tests/conftest.py)."""
     monkeypatch.setattr(scorer_base, "_no_logprobs", set())
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sagex.llm.backend import Usage
+from sagex.llm.clock import RunClock
 
 # Share of the LLM budgets kept back so the conclusion can always be written.
 CONCLUSION_RESERVE = 0.2
@@ -52,12 +53,15 @@ class Meter:
     budget: Budget
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
+    clock: RunClock | None = None  # when given, its elapsed time (queueing in our client excluded) counts
 
     def add(self, usage: Usage) -> None:
         self.usage = self.usage + usage
 
     @property
     def elapsed(self) -> float:
+        if self.clock is not None:
+            return self.clock.elapsed
         return time.monotonic() - self.started
 
     def exhausted(self, reserve: float = 0.0) -> str | None:

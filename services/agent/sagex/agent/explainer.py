@@ -22,7 +22,8 @@ from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import sibling_checks
 from sagex.agent.triage import triage
 from sagex.api.common.v1 import types_pb2
-from sagex.llm.backend import LLMUnavailable, Usage
+from sagex.llm.backend import LLMMisconfigured, LLMUnavailable, Usage
+from sagex.llm.clock import RunClock, use_clock
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.remote.traces import Trace
 
@@ -137,9 +138,14 @@ class Explainer:
         policy = self.make_policy(spec)
         outcome = Outcome(spec, policy.name, None)
         deadline = asyncio.timeout(spec.budget.max_seconds)
+        # Time the feature's LLM calls only wait for a free slot in our own client is
+        # not the feature's: the clock stops then, and pushes the deadline back.
+        clock = RunClock(started)
         try:
-            async with deadline:
-                await self._run(spec, policy, outcome, emit, started)
+            with use_clock(clock):
+                async with deadline:
+                    clock.bind(deadline)
+                    await self._run(spec, policy, outcome, emit, clock)
         except TimeoutError:
             if deadline.expired():
                 self._fail(outcome, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -149,6 +155,8 @@ class Explainer:
                 self._fail(outcome, grpc.StatusCode.UNAVAILABLE, "a call timed out", "unavailable")
         except StepFailed as exc:
             self._fail(outcome, grpc.StatusCode.ABORTED, str(exc), "step_failed")
+        except LLMMisconfigured as exc:  # only a setting can fix it: jobs do not retry it
+            self._fail(outcome, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "llm_misconfigured")
         except (LLMUnavailable, ActivationUnavailable) as exc:
             self._fail(outcome, grpc.StatusCode.UNAVAILABLE, str(exc), "unavailable")
         except grpc.aio.AioRpcError as exc:
@@ -170,7 +178,7 @@ class Explainer:
         outcome.error_code, outcome.error, outcome.stop_reason = code, message, stop
         outcome.conclusion = None
 
-    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit, started: float) -> None:
+    async def _run(self, spec: RunSpec, policy: Policy, outcome: Outcome, emit: Emit, clock: RunClock) -> None:
         await emit(Phase.TRIAGE)
         view = await self.view(spec.sae_id, spec.feature_id)
         state = RunState(view)
@@ -180,21 +188,21 @@ class Explainer:
             return await self.activation.run(spec.sae_id, spec.feature_id, texts)
 
         if self.config.triage.enabled and not spec.skip_triage and await self._triaged(state, outcome, run, emit):
-            await self._output_side(spec, policy, state, outcome, started)
+            await self._output_side(spec, policy, state, outcome, clock)
             return
         await emit(Phase.READING_EXEMPLARS)
-        meter = Meter(spec.budget, started=started)  # the clock of the whole feature (after shared mining)
+        meter = Meter(spec.budget, clock=clock)  # the clock of the whole feature (after shared mining)
         result = await run_loop(state, policy, run, meter, spec.num_hypotheses, emit)
         outcome.stop_reason = result.stop_reason
         await emit(Phase.CONCLUDING)
         outcome.conclusion = await policy.conclude(state)
         if spec.policy == "auto":
-            await self._route(spec, policy, outcome, run, emit, started)
+            await self._route(spec, policy, outcome, run, emit, clock)
         assert outcome.state is not None
-        await self._output_side(spec, policy, outcome.state, outcome, started)
+        await self._output_side(spec, policy, outcome.state, outcome, clock)
 
     async def _route(self, spec: RunSpec, symbolic: Policy, outcome: Outcome, run: RunProbes, emit: Emit,
-                     started: float) -> None:
+                     clock: RunClock) -> None:
         """``auto``: keep the symbolic label when it predicts firing on fresh windows
         (another draw of bands and silent windows); otherwise hand the feature, with
         what the symbolic pass found, to the LLM policy."""
@@ -217,7 +225,7 @@ class Explainer:
         outcome.state, outcome.policy = routed, "auto:openai"
         await emit(Phase.READING_EXEMPLARS)
         try:
-            result = await run_loop(routed, llm, run, Meter(spec.budget, started=started), spec.num_hypotheses,
+            result = await run_loop(routed, llm, run, Meter(spec.budget, clock=clock), spec.num_hypotheses,
                                     emit)
             outcome.stop_reason = result.stop_reason
             await emit(Phase.CONCLUDING)
@@ -226,14 +234,14 @@ class Explainer:
             outcome.llm_usage = llm.usage()
 
     async def _output_side(self, spec: RunSpec, policy: Policy, state: RunState, outcome: Outcome,
-                           started: float) -> None:
+                           clock: RunClock) -> None:
         """What the feature does: the logit lens, and a steering probe of the policy's predicted
         effect (policies without ``predict_steering`` test the logit lens itself). The probe
         only uses what is left of the feature's wall-clock budget, and nothing on the output
         side can fail a feature that has its conclusion."""
         assert outcome.conclusion is not None
         probe: steering.SteeringProbe | str | None = None
-        left = spec.budget.max_seconds - (time.monotonic() - started) - OUTPUT_SIDE_MARGIN_S
+        left = spec.budget.max_seconds - clock.elapsed - OUTPUT_SIDE_MARGIN_S
         if self.config.steering_probe and left < MIN_STEERING_S:
             probe = f"only {max(left, 0):.0f}s of the wall-clock budget left"
         elif self.config.steering_probe:

@@ -1,7 +1,7 @@
 """The LLM backend: OpenAI-compatible chat completions for the agent and the scorers."""
 
 from sagex.llm.backend import LLMBackend, LLMConfig
-from sagex.llm.errors import LLMError, LLMUnavailable, MalformedAnswer
+from sagex.llm.errors import LLMError, LLMMisconfigured, LLMUnavailable, MalformedAnswer
 from sagex.llm.types import Completion, TokenLogprob, Usage
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "LLMBackend",
     "LLMConfig",
     "LLMError",
+    "LLMMisconfigured",
     "LLMUnavailable",
     "MalformedAnswer",
     "TokenLogprob",

@@ -2,16 +2,25 @@
 
 Hosted APIs, vLLM, llama.cpp and ``transformers serve`` differ in what they
 accept, so the backend adapts instead of assuming: structured output steps down
-json_schema -> json_object -> none when the endpoint rejects ``response_format``,
-and the token limit moves to ``max_completion_tokens`` when ``max_tokens`` is
-refused. What works is remembered per (endpoint, model) for the process.
-Transient failures are retried by the openai client itself; what is left
-becomes LLMUnavailable with a message that says what to fix.
+json_schema -> json_object (with the schema, which llama.cpp and vLLM enforce by
+grammar) -> none when the endpoint rejects ``response_format`` (a 400/422, or the
+HTTP 500 with which llama.cpp's server answers a type it does not know), and the
+token limit moves to ``max_completion_tokens`` when ``max_tokens`` is refused.
+
+What the process learns about an endpoint is shared by every call and backend
+(:mod:`sagex.llm.endpoint`): the accepted modes, a limit on calls in flight
+(lowered when calls time out behind each other), and endpoint-level failures,
+which later calls within a cooldown report at once instead of sending requests
+that fail the same way. Transient failures (connection errors, 408/409/429/5xx)
+are retried here, honouring Retry-After; what is left becomes LLMUnavailable, or
+LLMMisconfigured when only a setting can fix it, with a message that says which.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +32,9 @@ from openai import AsyncOpenAI
 
 from sagex.llm import metrics
 from sagex.llm.cache import ResponseCache, StoredReply, request_key
-from sagex.llm.errors import LLMError, LLMUnavailable, MalformedAnswer
+from sagex.llm.clock import sent
+from sagex.llm.endpoint import Endpoint, endpoint
+from sagex.llm.errors import LLMError, LLMMisconfigured, LLMUnavailable, MalformedAnswer
 from sagex.llm.jsonparse import extract_json
 from sagex.llm.types import Completion, TokenLogprob, Usage
 
@@ -32,6 +43,7 @@ __all__ = [
     "LLMBackend",
     "LLMConfig",
     "LLMError",
+    "LLMMisconfigured",
     "LLMUnavailable",
     "MalformedAnswer",
     "TokenLogprob",
@@ -44,11 +56,7 @@ T = TypeVar("T")
 
 STRUCTURED_MODES = ("json_schema", "json_object", "none")  # strongest first: the downgrade order
 MAX_TOP_LOGPROBS = 20  # the OpenAI API's limit
-
-# What each (base_url, model) turned out to accept, for the rest of the process,
-# so every backend on the same endpoint skips the failed attempts.
-_structured_mode: dict[tuple[str, str], str] = {}
-_token_param: dict[tuple[str, str], str] = {}
+MAX_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,13 @@ class LLMConfig:
     max_output_tokens: int = 1024
     reasoning_effort: str | None = None  # passed through when set
     timeout_s: float = 120.0
-    max_retries: int = 3  # the openai client's retries with backoff (connection, 408/409/429/5xx)
+    max_retries: int = 3  # retries with backoff of connection errors, 408/409/429/5xx and queued timeouts
     structured_output: str = "auto"  # json_schema | json_object | none | auto (json_schema, stepping down)
+    # Our calls in flight to one base URL, across all features and backends of the process;
+    # more wait in our client (not counted against timeouts or budgets). A server that
+    # answers one request at a time (llama.cpp's default) wants 1; lowered at run time
+    # when calls time out while others were in flight.
+    max_in_flight: int = 8
     cache_dir: Path | None = None  # on-disk response cache; None disables it
     prompt_usd_per_mtok: float = 0.0
     completion_usd_per_mtok: float = 0.0
@@ -92,6 +105,8 @@ class LLMConfig:
             out.append(("timeout_s", f"{self.timeout_s} must be positive"))
         if self.max_retries < 0:
             out.append(("max_retries", f"{self.max_retries} must be 0 or more"))
+        if not 1 <= self.max_in_flight <= 1024:
+            out.append(("max_in_flight", f"{self.max_in_flight} is outside 1..1024"))
         if self.structured_output not in (*STRUCTURED_MODES, "auto"):
             out.append(
                 ("structured_output", f"{self.structured_output!r} is not one of auto, {', '.join(STRUCTURED_MODES)}")
@@ -129,13 +144,18 @@ class LLMBackend:
         # Where the settings live in the user's config file, for error messages.
         self._section = config_section
         self._owns_client = client is None
-        self._client = client or AsyncOpenAI(
+        own = client or AsyncOpenAI(
             base_url=config.base_url,
             api_key=os.environ.get(config.api_key_env) or "none",
             timeout=config.timeout_s,
-            max_retries=config.max_retries,
         )
-        self.base_url = str(self._client.base_url).rstrip("/")
+        # Retries are ours (_send), so that a configuration error is never retried, a
+        # timeout can lower the endpoint's limit, and no retry waits holding a slot.
+        self._retries = client.max_retries if client is not None else config.max_retries
+        self._timeout_s = float(own.timeout) if isinstance(own.timeout, int | float) else config.timeout_s
+        self._root = own
+        self._client = own.with_options(max_retries=0)
+        self.base_url = str(own.base_url).rstrip("/")
         self._cache = ResponseCache(config.cache_dir) if config.cache_dir is not None else None
 
     async def __aenter__(self) -> LLMBackend:
@@ -146,7 +166,11 @@ class LLMBackend:
 
     async def aclose(self) -> None:
         if self._owns_client:
-            await self._client.close()
+            await self._root.close()
+
+    def endpoint(self, model: str | None = None) -> Endpoint:
+        """What the process has learned about this backend's endpoint for ``model``."""
+        return endpoint(self.base_url, model or self.config.model, self.config.max_in_flight)
 
     async def complete(
         self,
@@ -180,11 +204,35 @@ class LLMBackend:
                 if stored is not None:
                     return self._completion(stored, model, cached=True)
 
+        state = self.endpoint(model)
+        # Until the endpoint has accepted a mode, one call at a time finds out which:
+        # concurrent calls would all send the same refused request first.
+        probing = schema is not None and self.config.structured_output == "auto" and not state.structured_known
+        if probing:
+            await state.probe.acquire()
+        try:
+            if probing and state.structured_known:  # learned while this call waited
+                modes = self._modes(model)
+                requests = requests[len(requests) - len(modes) :]
+            return await self._first_accepted(state, model, modes, requests, structured=schema is not None)
+        finally:
+            if probing:
+                state.probe.release()
+
+    async def _first_accepted(
+        self, state: Endpoint, model: str, modes: list[str], requests: list[_Request], *, structured: bool
+    ) -> Completion:
+        """The completion of the first of ``requests`` (one per mode, strongest first)
+        that the endpoint accepts."""
+        broken = state.broken_message()
+        if broken is not None:
+            metrics.record_error(model)
+            raise LLMMisconfigured(broken) if state.broken_permanent else LLMUnavailable(broken)
         for i, (mode, request) in enumerate(zip(modes, requests, strict=True)):
             try:
-                response = await self._create(model, request.body)
+                response = await self._send(state, request.body)
             except openai.APIStatusError as e:
-                if i + 1 < len(modes) and _rejects_response_format(e):
+                if mode != "none" and _rejects_response_format(e):
                     log.info(
                         "structured_output_rejected",
                         base_url=self.base_url,
@@ -193,19 +241,29 @@ class LLMBackend:
                         status=e.status_code,
                         message=_server_message(e),
                     )
-                    continue
-                raise self._unavailable(e, model) from e
+                    if i + 1 < len(modes):
+                        # Remembered at once, so concurrent and later calls skip it.
+                        state.reject_structured(STRUCTURED_MODES.index(mode) + 1)
+                        continue
+                    metrics.record_error(model)
+                    raise LLMMisconfigured(
+                        f"{self.base_url} refuses response_format {mode!r} (HTTP {e.status_code}: "
+                        f"{' '.join(_server_message(e).split())[:300]}); set structured_output = \"auto\" in {self._section}",
+                        status=e.status_code,
+                    ) from e
+                raise self._unavailable(e, model, state) from e
             except openai.OpenAIError as e:
-                raise self._unavailable(e, model) from e
+                raise self._unavailable(e, model, state) from e
+            state.mark_working()
+            if structured:
+                state.structured_known = True
             if i > 0:
-                # Remember only a mode that has actually worked.
-                _structured_mode[(self.base_url, model)] = mode
                 log.info("structured_output_downgraded", base_url=self.base_url, model=model, mode=mode)
             stored = _stored_reply(response, model)
             if self._cache is not None:
                 self._cache.put(request.key, request.body, stored)
             return self._completion(stored, model, cached=False)
-        raise AssertionError("unreachable: the last mode either returns or raises")
+        raise AssertionError("unreachable: the last mode either returns or raises")  # pragma: no cover
 
     async def ask_json(
         self,
@@ -267,8 +325,7 @@ class LLMBackend:
     def _modes(self, model: str) -> list[str]:
         if self.config.structured_output != "auto":
             return [self.config.structured_output]
-        start = _structured_mode.get((self.base_url, model), STRUCTURED_MODES[0])
-        return list(STRUCTURED_MODES[STRUCTURED_MODES.index(start) :])
+        return list(STRUCTURED_MODES[self.endpoint(model).structured_floor :])
 
     def _request(
         self,
@@ -296,20 +353,49 @@ class LLMBackend:
             body["top_logprobs"] = top_logprobs
         return _Request(body)
 
-    async def _create(self, model: str, body: dict[str, Any]) -> Any:
-        key = (self.base_url, model)
-        param = _token_param.get(key, "max_tokens")
+    async def _send(self, state: Endpoint, body: dict[str, Any]) -> Any:
+        """One request through the endpoint's gate, retried on transient faults.
+
+        A timeout while other calls were in flight means the server queued ours
+        behind them: the endpoint's limit is lowered and the call retried. A lone
+        call that times out is not retried (it would only wait as long again)."""
+        failures = 0
         while True:
             kwargs = dict(body)
-            kwargs[param] = kwargs.pop("max_tokens")
+            kwargs[state.token_param] = kwargs.pop("max_tokens")
+            await state.gate.acquire()
+            company = state.gate.in_flight - 1
             try:
-                return await self._client.chat.completions.create(**kwargs)
+                with sent():
+                    return await self._client.chat.completions.create(**kwargs)
             except openai.BadRequestError as e:
                 # Newer OpenAI models refuse max_tokens and name the parameter in the error.
-                if param == "max_tokens" and e.param == "max_tokens":
-                    param = _token_param[key] = "max_completion_tokens"
+                if state.token_param == "max_tokens" and e.param == "max_tokens":
+                    state.token_param = "max_completion_tokens"
                     continue
                 raise
+            except openai.APITimeoutError:
+                if company == 0 or failures >= self._retries:
+                    raise
+                if state.gate.lower(company):
+                    log.warning("llm_in_flight_lowered", base_url=self.base_url, limit=state.gate.limit,
+                                timeout_s=self._timeout_s)
+                failures += 1
+                continue
+            except openai.APIStatusError as e:
+                if failures >= self._retries or not _transient(e) or (
+                    body.get("response_format") is not None and _rejects_response_format(e)
+                ):
+                    raise
+                wait = _retry_after(e, failures)
+            except openai.APIConnectionError:
+                if failures >= self._retries:
+                    raise
+                wait = _retry_after(None, failures)
+            finally:
+                state.gate.release()
+            failures += 1
+            await asyncio.sleep(wait)
 
     def _completion(self, stored: StoredReply, model: str, *, cached: bool) -> Completion:
         """The caller's view of a reply; counted in the metrics under the requested ``model``."""
@@ -328,13 +414,25 @@ class LLMBackend:
         )
         return Completion(stored.text, usage, stored.model, stored.finish_reason, logprobs, cached)
 
-    def _unavailable(self, e: openai.OpenAIError, model: str) -> LLMUnavailable:
+    def _unavailable(self, e: openai.OpenAIError, model: str, state: Endpoint) -> LLMUnavailable:
+        """The error for ``e``; an endpoint-level one is also remembered on ``state``."""
+        error = self._describe(e, model)
+        if isinstance(error, LLMMisconfigured):
+            state.mark_broken(error.message, permanent=True)
+        elif isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
+            state.mark_broken(error.message)
+        elif isinstance(e, openai.APIStatusError) and e.status_code >= 500:
+            state.mark_broken(error.message)
+        return error
+
+    def _describe(self, e: openai.OpenAIError, model: str) -> LLMUnavailable:
         metrics.record_error(model)
-        url, section, retries = self.base_url, self._section, self.config.max_retries
+        url, section, retries = self.base_url, self._section, self._retries
         if isinstance(e, openai.APITimeoutError):
             return LLMUnavailable(
-                f"no answer from {url} within {self.config.timeout_s:g} s (tried {retries + 1} times); "
-                f"check the server or raise timeout_s in {section}"
+                f"no answer from {url} within {self._timeout_s:g} s (time spent waiting for a free slot in "
+                f"our own client not counted); check the server, or raise timeout_s or lower max_in_flight "
+                f"in {section}"
             )
         if isinstance(e, openai.APIConnectionError):
             return LLMUnavailable(
@@ -344,8 +442,10 @@ class LLMBackend:
             status, said = e.status_code, _server_message(e)
             if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
                 hint = f"put a valid API key in ${self.config.api_key_env} (api_key_env in {section})"
+                return LLMMisconfigured(f"{url} answered HTTP {status}: {said}; {hint}", status=status)
             elif isinstance(e, openai.NotFoundError):
                 hint = f"check model {model!r} and base_url (usually ending in /v1) in {section}"
+                return LLMMisconfigured(f"{url} answered HTTP {status}: {said}; {hint}", status=status)
             elif isinstance(e, openai.RateLimitError):
                 hint = f"rate-limited even after {retries} retries; lower concurrency or raise max_retries in {section}"
             elif status >= 500:
@@ -360,18 +460,43 @@ def _response_format(mode: str, schema: dict | None, name: str) -> dict[str, Any
     if schema is None or mode == "none":
         return None
     if mode == "json_object":
-        return {"type": "json_object"}
+        # "schema" is how llama.cpp's and vLLM's servers take a schema for json_object
+        # (enforced by grammar); hosted APIs reach this mode only after refusing json_schema.
+        return {"type": "json_object", "schema": schema}
     # strict=False: strict mode demands additionalProperties=false and all-required
     # schemas, which callers' schemas need not follow.
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
 
 
 def _rejects_response_format(e: openai.APIStatusError) -> bool:
-    """A 400/422 that names response_format, or names no parameter at all (local
-    servers rarely fill ``param``). Anything else is a real error, not a hint."""
-    if e.status_code not in (400, 422):
-        return False
-    return e.param is None or str(e.param).startswith("response_format")
+    """The endpoint refused the request's ``response_format``: a 400/422 that names
+    it, or names no parameter at all (local servers rarely fill ``param``); or a
+    5xx whose message names it. llama.cpp's server (llama-cpp-python) answers
+    json_schema with HTTP 500 and its request validator's complaint
+    ("... 'response_format', 'type') ... Input should be 'text' or 'json_object'")."""
+    if e.status_code in (400, 422):
+        return e.param is None or str(e.param).startswith("response_format")
+    if e.status_code >= 500:
+        said = f"{_server_message(e)} {e.param or ''}".lower()
+        return "response_format" in said or ("json_object" in said and "input should be" in said)
+    return False
+
+
+def _transient(e: openai.APIStatusError) -> bool:
+    return e.status_code in (408, 409, 429) or e.status_code >= 500
+
+
+def _retry_after(e: openai.APIStatusError | None, failures: int) -> float:
+    """The server's Retry-After (ms or s) when it sends one, else exponential backoff with jitter."""
+    headers = e.response.headers if e is not None else {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return min(MAX_BACKOFF_S, max(0.0, float(value) * scale))
+            except ValueError:
+                pass
+    return min(MAX_BACKOFF_S, 0.5 * 2**failures) * (0.75 + random.random() / 2)
 
 
 def _stored_reply(response: Any, requested_model: str) -> StoredReply:

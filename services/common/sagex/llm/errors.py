@@ -25,6 +25,12 @@ class LLMUnavailable(LLMError):
         self.usage = usage or Usage()
 
 
+class LLMMisconfigured(LLMUnavailable):
+    """The endpoint refuses what we are configured to send (bad key, unknown model,
+    a request option it rejects however often it is asked). Retrying cannot help:
+    callers fail fast and point at the setting to fix."""
+
+
 class MalformedAnswer(LLMError):
     """The model kept answering output that could not be parsed or validated."""
 

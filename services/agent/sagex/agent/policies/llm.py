@@ -10,6 +10,8 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import structlog
+
 from sagex.agent.budget import CONCLUSION_RESERVE, Budget
 from sagex.agent.policies import prompts
 from sagex.agent.policies.base import BudgetSpent, StepFailed
@@ -28,35 +30,45 @@ from sagex.agent.state import (
 from sagex.agent.steering import SteeringPrediction
 from sagex.llm.backend import LLMBackend, MalformedAnswer, Usage
 
+log = structlog.get_logger(__name__)
+
 T = TypeVar("T")
 MAX_PROBE_CHARS = 300
 PROBES_PER_ROUND = 2
 
-_STR = {"type": "string"}
+
+def _str(limit: int) -> dict[str, Any]:
+    # maxLength is enforced by servers that turn the schema into a grammar (llama.cpp): a
+    # small model otherwise fills one string up to the output-token limit, and the JSON is cut.
+    return {"type": "string", "maxLength": limit}
+
+
 _EXPECT = {"type": "string", "enum": ["fires", "silent"]}
-_PROBE: dict[str, Any] = {"type": "object", "properties": {"text": _STR, "expected": _EXPECT, "rationale": _STR},
+_PROBE: dict[str, Any] = {"type": "object", "properties": {"text": _str(MAX_PROBE_CHARS), "expected": _EXPECT,
+                                           "rationale": _str(200)},
           "required": ["text", "expected"]}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "steering": {"type": "object", "required": ["effect", "tokens"], "properties": {
-        "effect": _STR, "tokens": {"type": "array", "items": _STR}}},
+        "effect": _str(300), "tokens": {"type": "array", "maxItems": 20, "items": _str(60)}}},
     "hypotheses": {"type": "object", "required": ["hypotheses"], "properties": {
-        "observations": _STR,
+        "observations": _str(300),
         "hypotheses": {"type": "array", "items": {"type": "object", "required": ["text", "is_control"],
-                       "properties": {"text": _STR, "is_control": {"type": "boolean"}}}}}},
+                       "properties": {"text": _str(300), "is_control": {"type": "boolean"}}}}}},
     "probes": {"type": "object", "required": ["probes"], "properties": {"probes": {"type": "array", "items": _PROBE}}},
     "verdict": {"type": "object", "required": ["status", "reason"], "properties": {
         "status": {"type": "string", "enum": ["CONFIRMED", "REFUTED", "REFINED", "PENDING"]},
-        "reason": _STR, "refined_text": _STR}},
+        "reason": _str(300), "refined_text": _str(300)}},
     "review": {"type": "object", "required": ["probes"], "properties": {
-        "assessment": _STR,
+        "assessment": _str(300),
         "probes": {"type": "array", "items": {**_PROBE, "properties": {**_PROBE["properties"],
                                                                          "hypothesis_id": {"type": "integer"}},
                                               "required": ["hypothesis_id", "text", "expected"]}}}},
     "conclusion": {"type": "object", "required": ["description", "labels"], "properties": {
-        "description": _STR,
-        "labels": {"type": "array", "items": {"type": "object", "required": ["name", "description"],
-                                              "properties": {"name": _STR, "description": _STR}}},
-        "evidence": {"type": "array", "items": {"type": "object", "properties": {
+        "description": _str(300),
+        "labels": {"type": "array", "maxItems": 5, "items": {"type": "object", "required": ["name", "description"],
+                                                             "properties": {"name": _str(80),
+                                                                            "description": _str(200)}}},
+        "evidence": {"type": "array", "maxItems": 10, "items": {"type": "object", "properties": {
             "probe_id": {"type": "integer"}, "hypothesis_id": {"type": "integer"}, "supports": {"type": "boolean"}}}}}},
 }
 
@@ -200,18 +212,27 @@ class LLMPolicy:
     async def hypothesize(self, state: RunState, count: int) -> list[Hypothesis]:
         def parse(obj: Any) -> list[Hypothesis]:
             items = _obj(obj, "the answer").get("hypotheses")
-            if not isinstance(items, list) or len(items) < count:
-                raise ValueError(f'"hypotheses" must be a list of exactly {count} items')
+            want = f'"hypotheses" must be a list of exactly {count} items, exactly one of them the control'
+            if not isinstance(items, list) or not items:
+                raise ValueError(want)
             drafts = []
             for i, item in enumerate(items):
                 item = _obj(item, f"hypotheses[{i}]")
                 drafts.append((_text(item.get("text"), f"hypotheses[{i}].text", 500), item.get("is_control") is True))
             controls = [d for d in drafts if d[1]]
-            if len(controls) != 1:
-                raise ValueError(f'mark exactly one hypothesis as the control ("is_control": true); '
-                                 f"{len(controls)} are")
-            # Extra hypotheses beyond the requested count are dropped, never the control.
-            kept = [d for d in drafts if not d[1]][: count - 1] + controls
+            real = [d for d in drafts if not d[1]]
+            if not controls:
+                raise ValueError(f'{want} ("is_control": true); none is marked')
+            if not real:
+                raise ValueError(f"{want}; all {len(controls)} are marked as controls, so none says where the "
+                                 "feature fires")
+            # Small models often mark several controls. A control claims where the feature is
+            # silent, so an extra one cannot stand in for a hypothesis: the first is kept and
+            # the others dropped; nothing is rewritten. Fewer hypotheses than asked are tested
+            # as they are; extras beyond the requested count are dropped, never the control.
+            if len(controls) > 1 or len(real) < count - 1:
+                log.info("hypotheses_trimmed", asked=count, hypotheses=len(real), controls=len(controls))
+            kept = real[: count - 1] + controls[:1]
             return [Hypothesis(i, text, control) for i, (text, control) in enumerate(kept, 1)]
 
         return await self._ask("hypothesize", prompts.hypothesize(state, count), "hypotheses", parse)
@@ -289,8 +310,10 @@ class LLMPolicy:
                 item = _obj(item, f"evidence[{i}]")
                 p = probes.get(_int(item.get("probe_id"), f"evidence[{i}].probe_id"))
                 if p is None:
-                    raise ValueError(f"evidence[{i}].probe_id {item.get('probe_id')!r} is not a probe number "
-                                     f"(1..{len(probes)})")
+                    # A citation of a probe that does not exist (small models invent numbers) is
+                    # dropped: the evidence kept is only ever a measured probe, nothing is made up.
+                    log.info("evidence_dropped", probe_id=item.get("probe_id"), probes=len(probes))
+                    continue
                 # The activation is the measured one, never a number the model wrote.
                 evidence.append(EvidenceItem(p.draft.text, p.activation, p.draft.hypothesis_id,
                                              bool(item.get("supports", p.as_expected))))

@@ -20,7 +20,7 @@ import grpc
 import openai
 import structlog
 
-from sagex.llm import Completion, LLMBackend, LLMUnavailable, MalformedAnswer, Usage
+from sagex.llm import Completion, LLMBackend, LLMMisconfigured, LLMUnavailable, MalformedAnswer, Usage
 from sagex.remote.activation import ActivationClient, ActivationUnavailable
 from sagex.scoring.embedder import Embedder
 from sagex.scoring.errors import ScorerFailed
@@ -207,6 +207,9 @@ async def run_scorer(scorer: Scorer, task: ScoringInput) -> ScorerOutcome:
         scored = await scorer.score(task, meter)
     except ScorerFailed as e:
         error = ScorerError(e.code, e.message)
+    except LLMMisconfigured as e:  # only a setting can fix it
+        meter.add(e.usage)
+        error = ScorerError(grpc.StatusCode.FAILED_PRECONDITION, f"the scoring LLM refuses the request: {e.message}")
     except LLMUnavailable as e:
         meter.add(e.usage)
         error = ScorerError(grpc.StatusCode.UNAVAILABLE, f"the scoring LLM is unavailable: {e.message}")
