@@ -221,7 +221,7 @@ def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Pat
         )
         holder.append(miner)
         config = replace(activation_config, mining_cache_dir=tmp_path / "mining")
-        rt = ActivationRuntime(runtime.engine, runtime.batcher, miner)
+        rt = ActivationRuntime(runtime.engine, runtime.batcher, miner, runtime.output)
         async with running_activation_server(config, rt) as (running, _):
             yield SlowMining(f"127.0.0.1:{running.port}", miner, counts, pause_s)
 

@@ -24,7 +24,7 @@ import grpc
 import structlog
 
 from sagex.agent.state import Conclusion, EvidenceItem
-from sagex.remote.activation import ActivationClient, LensTokens, SteerOutcome
+from sagex.remote.activation import ActivationClient, ActivationUnavailable, LensTokens, SteerOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +102,9 @@ async def effects(activation: ActivationClient, sae_id: str, feature_id: int) ->
         return (await activation.effects(sae_id, [feature_id], LENS_K)).get(feature_id)
     except grpc.aio.AioRpcError as exc:
         log.info("logit_lens_unavailable", feature=feature_id, code=exc.code().name)
+        return None
+    except ActivationUnavailable as exc:  # the output side may still be loading: explain without it
+        log.info("logit_lens_unavailable", feature=feature_id, reason=str(exc))
         return None
 
 
