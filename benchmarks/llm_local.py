@@ -35,20 +35,20 @@ from google.protobuf import duration_pb2
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from _machine import describe  # noqa: E402
+from _machine import describe
 
-from sagex.activation.assets.paths import EMBEDDED_SAE_ID  # noqa: E402
-from sagex.activation.config import ActivationConfig  # noqa: E402
-from sagex.activation.server import running_activation_server  # noqa: E402
-from sagex.agent.budget import Budget  # noqa: E402
-from sagex.agent.config import AgentConfig, ExemplarConfig  # noqa: E402
-from sagex.agent.server import running_agent_server  # noqa: E402
-from sagex.api.agent.v1 import agent_service_pb2 as pb  # noqa: E402
-from sagex.api.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
-from sagex.llm import endpoint  # noqa: E402
-from sagex.llm.backend import STRUCTURED_MODES, LLMConfig  # noqa: E402
-from sagex.llm.local import LlamaServer, LlamaServerOptions, missing, packaged_gguf  # noqa: E402
-from sagex.server.lifecycle import ServerOptions, channel_options  # noqa: E402
+from sagex.activation.assets.paths import EMBEDDED_SAE_ID
+from sagex.activation.config import ActivationConfig
+from sagex.activation.server import running_activation_server
+from sagex.agent.budget import Budget
+from sagex.agent.config import AgentConfig, ExemplarConfig
+from sagex.agent.server import running_agent_server
+from sagex.api.agent.v1 import agent_service_pb2 as pb
+from sagex.api.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from sagex.llm import endpoint
+from sagex.llm.backend import STRUCTURED_MODES, LLMConfig
+from sagex.llm.local import LlamaServer, LlamaServerOptions, missing, packaged_gguf
+from sagex.server.lifecycle import ServerOptions, channel_options
 
 RESULTS = Path(__file__).parent / "results"
 MINING_TOKENS = 60_000  # the demo's scan, cached after the first run

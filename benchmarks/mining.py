@@ -94,7 +94,7 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
                                   engine.lm.special_ids, engine.lm.prefix, pack_by_length=pack)
             start = time.perf_counter()
             # Cut the windows first (the build reuses them), so the CPU time below is the scan's.
-            await asyncio.to_thread(miner._windows, Path(cache) / miner._key(loaded, split), split)  # noqa: SLF001
+            await asyncio.to_thread(miner._windows, Path(cache) / miner._key(loaded, split), split)
             cpu0 = time.process_time()
             index = await miner.index(loaded, split)
             scan_cpu = time.process_time() - cpu0

@@ -95,7 +95,7 @@ async def main(n: int) -> None:
                 continue
             full = outcome.conclusion.description
             explanations = {"input+output": full, "input-only": full.split(CUT, 1)[0]}
-            row: dict[str, object] = {"feature": f, **{k: v for k, v in explanations.items()}}
+            row: dict[str, object] = {"feature": f, **dict(explanations.items())}
             data = FeatureData(client, EMBEDDED_SAE_ID, f, HeldoutSpec(), seed=0)
             for kind, text in explanations.items():
                 for name, scorer in scorers.items():

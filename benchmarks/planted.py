@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import describe  # noqa: E402
+from _machine import describe
 
-from sagex.bench.planted import BenchSettings, run  # noqa: E402
-from sagex.server.paths import cache_dir  # noqa: E402
+from sagex.bench.planted import BenchSettings, run
+from sagex.server.paths import cache_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

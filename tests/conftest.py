@@ -16,11 +16,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID  # noqa: E402
-from sagex.activation.config import ActivationConfig  # noqa: E402
-from sagex.server.lifecycle import ServerOptions  # noqa: E402
-from tests.builders import ARCHITECTURES, save_random_sae  # noqa: E402
-from tests.fakes.transformers_server import transformers_serve_fixture  # noqa: E402
+from sagex.activation.assets.paths import EMBEDDED_SAE_DIR, EMBEDDED_SAE_ID
+from sagex.activation.config import ActivationConfig
+from sagex.server.lifecycle import ServerOptions
+from tests.builders import ARCHITECTURES, save_random_sae
+from tests.fakes.transformers_server import transformers_serve_fixture
 
 D_MODEL = 576  # the embedded SmolLM2-135M
 RANDOM_SAE_HOOKS = {"standard": 1, "topk": 3, "jumprelu": 2, "gated": 3}
@@ -208,7 +208,7 @@ def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Pat
         holder: list[Any] = []
 
         async def submit(items):  # type: ignore[no-untyped-def]
-            builds = holder[0]._progress.values()  # noqa: SLF001 - any build of this miner
+            builds = holder[0]._progress.values()  # any build of this miner
             if any(p.phase == "scanning" for p in builds):  # only scans are slow, not traces and probes
                 counts["batches"] += 1
                 async with lock:

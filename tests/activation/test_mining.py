@@ -93,7 +93,7 @@ async def test_statistics_match_brute_force(stub, runtime, brute_force, activati
     window_freq = np.frombuffer(stats.window_frequency, "<f4")
     np.testing.assert_allclose(window_freq, (maxima > 0).mean(0), rtol=1e-5, atol=1e-6)
     freq = np.frombuffer(stats.firing_frequency, "<f4")
-    assert 0 < freq.sum() and (freq <= window_freq + 1e-6).all()
+    assert freq.sum() > 0 and (freq <= window_freq + 1e-6).all()
     # The index was written to the cache and reloads to the same table.
     cached = [p for p in activation_config.mining_cache_dir.iterdir() if (p / "complete.json").is_file()]
     assert cached

@@ -16,7 +16,7 @@ from sagex.activation.planted.concepts import NEG, POS, Concept, Doc
 from sagex.activation.planted.registry import select
 
 HOOK = "model.layers.3"
-SMALL = dict(corpus_docs=40, templates_per_concept=30, max_tokens=64, noise=2, dead=2)
+SMALL = {"corpus_docs": 40, "templates_per_concept": 30, "max_tokens": 64, "noise": 2, "dead": 2}
 
 
 def _coin(doc: Doc) -> np.ndarray:

@@ -173,9 +173,8 @@ class FakeOpenAI:
         if reply.delay_s:
             time.sleep(reply.delay_s)
         headers = dict(reply.headers)
-        if reply.status in (408, 409, 429) or reply.status >= 500:
-            if self.retry_after_ms is not None:
-                headers.setdefault("retry-after-ms", str(self.retry_after_ms))
+        if (reply.status in (408, 409, 429) or reply.status >= 500) and self.retry_after_ms is not None:
+            headers.setdefault("retry-after-ms", str(self.retry_after_ms))
         if reply.status != 200:
             message = reply.error or f"fake error {reply.status}"
             return reply.status, headers, _error(message, reply.error_param, reply.error_type)
@@ -254,7 +253,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         timeout = 30  # an idle keep-alive connection must not pin a thread forever
         disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
             pass  # keep pytest output clean
 
         def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -267,7 +266,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        def do_GET(self) -> None:  # stdlib naming
             if self.path.rstrip("/") in ("/v1/models", "/models"):
                 model = {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}
                 self._send(200, {"object": "list", "data": [model]})
@@ -276,7 +275,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, _error(f"no route {self.path}", None))
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        def do_POST(self) -> None:  # stdlib naming
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 self._send(404, _error(f"no route {self.path}", None))

@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from sagex.activation.encode import FeatureIds, Selection, Threshold, TopK, encode_sparse  # noqa: E402
-from sagex.activation.kernels import BeyondKernelLimits, CapacityOverflow, encode_sparse_triton, launch  # noqa: E402
-from sagex.activation.sae import EncoderParams  # noqa: E402
-from tests.kernels.reference import (  # noqa: E402
+from sagex.activation.encode import FeatureIds, Selection, Threshold, TopK, encode_sparse
+from sagex.activation.kernels import BeyondKernelLimits, CapacityOverflow, encode_sparse_triton, launch
+from sagex.activation.sae import EncoderParams
+from tests.kernels.reference import (
     assert_matches,
     assert_meaningful,
     expected,

@@ -321,7 +321,7 @@ async def test_cache_replays_from_disk(fake_factory: Callable[..., FakeOpenAI], 
     assert again.usage == Usage(
         prompt_tokens=50, completion_tokens=7, cost_usd=first.usage.cost_usd, calls=1, cached_calls=1
     )
-    (record,) = [p for p in tmp_path.rglob("*.json")]
+    (record,) = list(tmp_path.rglob("*.json"))
     assert len(record.parent.name) == 2 and len(record.stem) == 62
     assert json.loads(record.read_text())["request"]["model"] == "test-model"
 

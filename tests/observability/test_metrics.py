@@ -66,7 +66,7 @@ async def test_rpcs_are_counted_by_method_and_code_and_timed(tmp_path: Path, tok
         assert handled(after, "GetExplanation", "NOT_FOUND") - handled(before, "GetExplanation", "NOT_FOUND") == 1
         assert (handled(after, "ListExplanations", "UNAUTHENTICATED")
                 - handled(before, "ListExplanations", "UNAUTHENTICATED")) == 1
-        labels = dict(grpc_type="unary", grpc_service=AGENT, grpc_method="ListExplanations")
+        labels = {"grpc_type": "unary", "grpc_service": AGENT, "grpc_method": "ListExplanations"}
         for name in ("grpc_server_started_total", "grpc_server_handling_seconds_count"):
             assert sample(after, name, **labels) - sample(before, name, **labels) == 4
         assert sample(after, "grpc_server_handling_seconds_sum", **labels) > sample(
@@ -74,7 +74,7 @@ async def test_rpcs_are_counted_by_method_and_code_and_timed(tmp_path: Path, tok
         assert sample(after, "grpc_server_in_flight", **labels) == 0
 
         # A call held in its handler is in flight until it ends.
-        gate_labels = dict(grpc_type="unary", grpc_service="sagex.test.Gate", grpc_method="Hold")
+        gate_labels = {"grpc_type": "unary", "grpc_service": "sagex.test.Gate", "grpc_method": "Hold"}
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             held = asyncio.ensure_future(channel.unary_unary(GATE_METHOD)(
                 b"x", metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=30))

@@ -9,7 +9,7 @@ import pytest
 from sagex.llm import TokenLogprob
 from sagex.scoring.readout import read_array
 
-SCALE = range(0, 11)
+SCALE = range(11)
 
 
 def lp(token: str, p: float, *alts: tuple[str, float]) -> TokenLogprob:
@@ -66,7 +66,7 @@ def test_single_token_ten_and_yes_no_probability() -> None:
     entries = read_array("[10]", tokens, SCALE)
     assert entries is not None and entries[0].expected == pytest.approx(9.9)
     yes_no = [plain("["), lp("1", 0.7, ("0", 0.1), ("2", 0.2)), plain(", "), plain("0"), plain("]")]
-    entries = read_array("[1, 0]", yes_no, range(0, 2))
+    entries = read_array("[1, 0]", yes_no, range(2))
     assert entries is not None
     assert entries[0].probability(1) == pytest.approx(0.7 / 0.8)
     assert entries[1].probability(1) == 0.0

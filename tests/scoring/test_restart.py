@@ -232,7 +232,7 @@ async def test_killed_batch_resumes_and_scores_each_explanation_once(
 
     after = explained(fake.requests[asked_before:])
     assert not set(after) & finished, "a unit finished before the kill was scored again"
-    assert after == {text: calls for text in {ex.text for ex in request.explanations} - finished}
+    assert after == dict.fromkeys({ex.text for ex in request.explanations} - finished, calls)
     rows = units(scoring.database, op.name)
     assert len(rows) == total and all(flag and result for _, flag, result in rows)
     assert "operation_resumed" in scoring.log.read_text()

@@ -47,7 +47,7 @@ async def test_agent_with_credentials_calls_a_protected_activation_server(
     activation_config: ActivationConfig, runtime: Any, tmp_path: Path, certs: Certs, mutual_tls: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tls = dict(tls_cert_file=certs.server_cert, tls_key_file=certs.server_key, tls_client_ca_file=certs.ca)
+    tls = {"tls_cert_file": certs.server_cert, "tls_key_file": certs.server_key, "tls_client_ca_file": certs.ca}
     async with activation_server(activation_config, runtime, auth_tokens_file=token_file(tmp_path, TOKEN),
                                  **(tls if mutual_tls else {})) as activation:
         address = f"127.0.0.1:{activation.port}"

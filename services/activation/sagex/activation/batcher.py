@@ -167,7 +167,7 @@ class DynamicBatcher:
                 continue
             try:
                 self._run_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - the thread must outlive any one batch
+            except BaseException as exc:  # the thread must outlive any one batch
                 log.error("batch_failed", exc_info=exc, texts=len(batch))
                 error: BaseException = exc
                 if isinstance(exc, torch.OutOfMemoryError):

@@ -147,7 +147,7 @@ class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
                         await out.put(msg)  # a slow reader throttles us here
             except ServiceError as exc:
                 await (failed(batch.batch_id, exc) if per_batch else out.put(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug ends the stream (INTERNAL, logged)
+            except Exception as exc:  # a bug ends the stream (INTERNAL, logged)
                 await out.put(exc)
             finally:
                 inflight.discard(batch.batch_id)
@@ -185,7 +185,7 @@ class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
                 if tasks:
                     await asyncio.gather(*list(tasks), return_exceptions=True)
                 await out.put(None)
-            except Exception as exc:  # noqa: BLE001 - ends the stream with this error
+            except Exception as exc:  # ends the stream with this error
                 # (CancelledError is not caught: after a cancel nobody reads `out`, and a
                 # put on a full queue would never return.)
                 await out.put(exc)

@@ -419,9 +419,7 @@ class LLMBackend:
         error = self._describe(e, model)
         if isinstance(error, LLMMisconfigured):
             state.mark_broken(error.message, permanent=True)
-        elif isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
-            state.mark_broken(error.message)
-        elif isinstance(e, openai.APIStatusError) and e.status_code >= 500:
+        elif isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError) or isinstance(e, openai.APIStatusError) and e.status_code >= 500:
             state.mark_broken(error.message)
         return error
 

@@ -176,7 +176,7 @@ class ServerInterceptor(aio.ServerInterceptor):
                 try:
                     parsed = _parsed_stream(request) if handler.stream_unary else _parsed(request)
                     response = await inner(parsed, context)
-                except Exception as exc:  # noqa: BLE001 - mapped to a status in fail()
+                except Exception as exc:  # mapped to a status in fail()
                     await fail(context, exc, start)
                     raise  # unreachable: abort raises
                 log.debug("rpc_ok", ms=_ms(start))
@@ -193,7 +193,7 @@ class ServerInterceptor(aio.ServerInterceptor):
                 parsed = _parsed_stream(request) if handler.stream_stream else _parsed(request)
                 async for response in inner_stream(parsed, context):
                     yield response
-            except Exception as exc:  # noqa: BLE001 - mapped to a status in fail()
+            except Exception as exc:  # mapped to a status in fail()
                 await fail(context, exc, start)
             log.debug("rpc_ok", ms=_ms(start))
 

@@ -91,12 +91,12 @@ def _common(x: torch.Tensor, p: EncoderParams) -> tuple[list[object], dict[str, 
     else:
         prec = "tf32"  # ignored for 16-bit operands
     args: list[object] = [x, p.w_enc, p.bias, aux_a, aux_b]
-    flags: dict[str, object] = dict(
-        ARCH=K.ARCH_CODES[p.architecture],
-        HAS_SCALE=p.architecture == "topk" and p.scale is not None,
-        UPCAST=x.dtype == torch.bfloat16 and interpreted(x),
-        PREC=prec,
-    )
+    flags: dict[str, object] = {
+        "ARCH": K.ARCH_CODES[p.architecture],
+        "HAS_SCALE": p.architecture == "topk" and p.scale is not None,
+        "UPCAST": x.dtype == torch.bfloat16 and interpreted(x),
+        "PREC": prec,
+    }
     return args, flags
 
 

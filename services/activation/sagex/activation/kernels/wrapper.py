@@ -198,7 +198,7 @@ def _top_of_rows(rows: SparseRows, k: int) -> SparseRows:
 
 def _feature_ids(x: torch.Tensor, p: EncoderParams, requested: tuple[int, ...]) -> SparseRows:
     wanted = sorted(int(i) for i in requested)
-    if wanted and not (0 <= wanted[0] and wanted[-1] < p.d_sae):
+    if wanted and not (wanted[0] >= 0 and wanted[-1] < p.d_sae):
         raise ValueError(f"feature ids must lie in [0, {p.d_sae})")
     if not wanted:
         return _no_rows(x.shape[0], x.device)

@@ -121,9 +121,7 @@ def _structure(text: str) -> list[frozenset[str]]:
             quote = not quote if c == '"' else c == "“"
         elif c == "`":
             code = not code
-        elif c == "#" and (i == 0 or text[i - 1].isspace()) and not quote:
-            comment = True
-        elif text.startswith("//", i) and not quote:
+        elif c == "#" and (i == 0 or text[i - 1].isspace()) and not quote or text.startswith("//", i) and not quote:
             comment = True
         i += 1
     return out[: len(text)]

@@ -28,7 +28,7 @@ from sagex.scoring.result import Metric
 from sagex.scoring.scorers.base import Meter, Toolkit
 from sagex.scoring.stats import auroc, balanced_accuracy, bootstrap_ci, f1
 
-YES_NO = range(0, 2)
+YES_NO = range(2)
 
 
 @dataclass(frozen=True)

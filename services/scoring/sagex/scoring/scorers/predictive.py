@@ -36,7 +36,7 @@ from sagex.scoring.scorers.base import Meter, Scorer, ScorerOutput, ScoringInput
 from sagex.scoring.stats import bootstrap_ci, pearson
 
 READOUTS = ("auto", "logprobs", "sampled")
-SCALE = range(0, 11)
+SCALE = range(11)
 
 SYSTEM = (
     "You simulate one feature of a language model. Given an explanation of what the feature responds to, you "
