@@ -13,6 +13,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from sagex.activation.config import ActivationConfig
 from sagex.llm import LLMBackend, LLMConfig
 from sagex.remote.activation import ActivationClient
 from sagex.scoring.embedder import MiniLMEmbedder
@@ -126,3 +127,11 @@ async def test_output_score_prefers_the_features_own_tokens(activation: Activati
     print("output AUROC own tokens:", [round(v, 3) for v in own], "other feature's:", [round(v, 3) for v in other])
     assert sum(o > w for o, w in zip(own, other, strict=True)) >= 3
     assert sum(own) / len(own) > 0.55
+
+
+async def test_default_intervention_request_fits_a_default_server() -> None:
+    """The scorer sends all its neutral prompts in one SteerGenerate; a server with default
+    limits must accept the largest request the scorer's settings allow (it once refused 20 > 16)."""
+    limits = ActivationConfig()
+    assert len(NEUTRAL_PROMPTS) <= limits.max_steer_prompts
+    assert InterventionSettings().max_new_tokens <= limits.max_steer_new_tokens

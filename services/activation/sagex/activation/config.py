@@ -53,7 +53,7 @@ class ActivationConfig:
     # Output side. The logit lens is always served; SteerGenerate needs the full model
     # (every layer after the hook, the final norm and the LM head), which costs memory: opt in.
     steering: bool = False
-    max_steer_prompts: int = 16
+    max_steer_prompts: int = 32  # >= the intervention scorer's 20 neutral prompts, which come in one request
     max_steer_new_tokens: int = 64
     max_steer_strength: float = 1000.0  # |α| and |clamp value|, in units of the decoder row
     max_steer_queue: int = 8  # generations waiting or running; more is RESOURCE_EXHAUSTED
