@@ -31,6 +31,7 @@ def test_shard_of_is_a_stable_content_hash() -> None:
 PINNED = [203, 68]
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_two_replicas_build_shards_that_merge_into_the_full_index(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from sagex.activation.mining import ExemplarMiner
 
@@ -89,3 +90,34 @@ async def test_two_replicas_build_shards_that_merge_into_the_full_index(runtime,
                           and [w for *_, w in a.bands] == [w for *_, w in b.bands])
     print("max |merged - full| window maximum:", float(np.abs(merged.win_max - full.win_max).max()),
           "bytes identical:", np.array_equal(merged.win_max, full.win_max))
+
+
+def test_the_mine_command_builds_shards_and_the_last_one_merges(mining_corpus, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What each pod of the Indexed Job runs (deploy/k8s/mining-job.yaml), as real processes."""
+    import subprocess
+    import sys
+
+    from sagex.activation.mining import MiningIndex
+
+    config = tmp_path / "activation.toml"
+    config.write_text(f'[activation]\ncorpus_dir = "{mining_corpus}"\nmining_cache_dir = "{tmp_path / "cache"}"\n'
+                      "max_mining_tokens = 1200\nwindow_tokens = 32\nmining_batch_windows = 4\n")
+
+    def mine(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sagex.activation.mine", "--config", str(config), "--shards", "2",
+                               "--log-level", "warning", *flags], capture_output=True, text=True, timeout=240)
+
+    first = mine("--shard", "1", "--merge")
+    assert first.returncode == 0, first.stderr
+    assert "shards [0] still to come" in first.stdout
+    early = mine("--merge")
+    assert early.returncode != 0 and "shards [0] of 2 are not built yet" in early.stderr
+    bad = mine("--shard", "2")
+    assert bad.returncode != 0 and "0 <= --shard < --shards" in bad.stderr
+    last = mine("--shard", "0", "--merge")
+    assert last.returncode == 0, last.stderr
+    assert "index merged from 2 shards" in last.stdout
+    [root] = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    index = MiningIndex(root)
+    assert (root / "complete.json").is_file() and index.n_windows > 0
+    assert index.tokens_scanned > 0 and int(index.fire_tokens.sum()) > 0
