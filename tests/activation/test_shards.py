@@ -15,8 +15,6 @@ import pytest
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.activation.shards import shard_dir, shard_of
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")  # the async tests
-
 
 def test_shard_of_is_a_stable_content_hash() -> None:
     windows = [tuple(range(k, k + 9)) for k in range(200)]
