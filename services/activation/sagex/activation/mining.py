@@ -47,6 +47,14 @@ from sagex.activation.index_store import (
     windows_complete,
 )
 from sagex.activation.sae import LoadedSae
+from sagex.activation.shards import (
+    SHARD_DONE,
+    check_shard,
+    merge_shards,
+    shard_complete,
+    shard_dir,
+    shard_windows,
+)
 from sagex.server.errors import ResourceExhausted
 
 log = structlog.get_logger(__name__)
@@ -241,6 +249,72 @@ class ExemplarMiner:
         key = self._key(sae, split)
         return key in self._indexes or is_complete(self._cache_root / key)
 
+    # --- sharded builds (see ``shards``) -------------------------------------------
+
+    async def build_shard(self, sae: LoadedSae, split: str, shard: int, shards: int) -> Path:
+        """Mine only shard ``shard`` of ``shards`` into its own folder; resumable like a full
+        build, and a no-op when it is already complete. Returns the shard's folder."""
+        check_shard(shard, shards)
+        key = self._key(sae, split)
+        root = self._cache_root / key
+        async with BuildLock(root):  # the windows: cut once, by whichever replica comes first
+            tokens = await asyncio.to_thread(self._windows, root, split)
+        if not len(tokens):
+            raise ValueError(f"corpus split {split!r} is empty")
+        folder = shard_dir(root, shard, shards)
+        async with BuildLock(folder):
+            if not shard_complete(root, shard, shards):
+                await self._build_shard(key, folder, tokens, sae, split, shard, shards)
+        return folder
+
+    async def _build_shard(self, key: str, folder: Path, tokens: WindowTokens, sae: LoadedSae, split: str,
+                           shard: int, shards: int) -> None:
+        if (folder / "windows.i64").is_file():
+            mine = np.fromfile(folder / "windows.i64", np.int64)
+        else:
+            mine = await asyncio.to_thread(shard_windows, tokens, shard, shards)
+            tmp = folder / "windows.i64.tmp"
+            mine.tofile(tmp)
+            tmp.replace(folder / "windows.i64")
+        d_sae = sae.params.d_sae
+        table = await asyncio.to_thread(TableWriter, folder, d_sae)
+        state = table.state
+        for name in ("win_count.i32", "win_feat.i32", "win_max.f32"):
+            (folder / name).touch()  # an empty shard is a shard too
+        if not len(mine):
+            table.append([], [], 0)
+        progress = self._progress.setdefault(f"{key}/{shard}-of-{shards}", BuildProgress(sae.id, split))
+        progress.start(len(mine), int(tokens.lengths[mine].sum()))
+        progress.resumed(state.windows_done, int(tokens.lengths[mine[: state.windows_done]].sum()))
+        log.info("shard_mining_started", key=key, shard=shard, shards=shards, windows=len(mine),
+                 resumed=state.windows_done)
+        special = np.fromiter(self._special, dtype=np.int64, count=len(self._special))
+        block = self._batch * self._checkpoint_every
+        scanned = state.tokens_scanned
+        for lo in range(state.windows_done, len(mine), block):
+            ids = mine[lo : lo + block].tolist()
+            windows = await asyncio.to_thread(_select, tokens, ids)
+            feats, maxes, kept = await self._scan_block(windows, sae, d_sae, special, state, progress)
+            scanned += kept
+            await asyncio.to_thread(table.append, feats, maxes, scanned)
+        (folder / SHARD_DONE).write_text(json.dumps({"windows": len(mine), "tokens": scanned}))
+        progress.finished()
+        log.info("shard_mining_done", key=key, shard=shard, shards=shards, windows=len(mine))
+
+    async def merge(self, sae: LoadedSae, split: str, shards: int) -> MiningIndex:
+        """The index from ``shards`` complete shard builds (what one full build would hold);
+        the cached index when it is already complete."""
+        check_shard(0, shards)
+        key = self._key(sae, split)
+        root = self._cache_root / key
+        async with BuildLock(root):
+            if not is_complete(root):
+                tokens = await asyncio.to_thread(self._windows, root, split)
+                await asyncio.to_thread(merge_shards, root, shards, sae.params.d_sae, len(tokens))
+        index = await asyncio.to_thread(MiningIndex, root)
+        self._indexes[key] = index
+        return index
+
     # --- building ----------------------------------------------------------------
 
     def _windows(self, root: Path, split: str) -> WindowTokens:
@@ -399,6 +473,12 @@ class ExemplarMiner:
             dense[token_of_entry] = r.values.numpy()
             out.append(dense)
         return out
+
+
+def _select(tokens: WindowTokens, ids: list[int]) -> list[tuple[int, ...]]:
+    """The windows ``ids`` (ascending): one read of the span they lie in, not one per window."""
+    span = tokens.block(ids[0], ids[-1] + 1)
+    return [span[w - ids[0]] for w in ids]
 
 
 def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:
