@@ -54,7 +54,7 @@ async def test_two_replicas_build_shards_that_merge_into_the_full_index(runtime,
                                       replica("b", shared).build_shard(sae, "exemplar", 1, 2),
                                       return_exceptions=True)
     assert isinstance(killed, RuntimeError) and not isinstance(ok, BaseException)
-    [key] = [p for p in shared.iterdir()]
+    [key] = list(shared.iterdir())
     partial = shard_dir(key, 0, 2)
     assert not (partial / "shard.json").is_file()
     with np.load(partial / "scan.npz") as ckpt:

@@ -9,6 +9,7 @@ import pytest
 
 from sagex.cli.main import main
 from sagex.llm.local import LlamaServerOptions, missing, packaged_gguf
+from sagex.llm.serve import main as serve_main
 
 
 def test_the_packaged_gguf_is_found_without_importing_its_package() -> None:
@@ -28,13 +29,23 @@ def test_the_command_serves_the_gguf_under_its_alias_on_loopback(tmp_path: Path)
 
 def test_serve_refuses_a_public_address_without_public() -> None:
     with pytest.raises(SystemExit) as refused:
-        main(["llm", "serve", "--host", "0.0.0.0"])
+        serve_main(["--host", "0.0.0.0"])
     reason = missing()
     assert (reason or "0.0.0.0 is not loopback") in str(refused.value)
 
 
 def test_serve_says_what_to_do_about_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as refused:
-        main(["llm", "serve", "--gguf", str(tmp_path / "nope.gguf")])
+        serve_main(["--gguf", str(tmp_path / "nope.gguf")])
     reason = missing()
     assert (reason or "nope.gguf is not a file; give the path of a .gguf model") in str(refused.value)
+
+
+def test_sage_llm_serve_hands_its_flags_to_the_server_module() -> None:
+    """The CLI (torch-free, no server kit) passes `sage llm serve`'s flags on unread."""
+    from sagex.cli.main import parse
+
+    args = parse(["llm", "serve", "--host", "0.0.0.0", "--port", "9"])
+    assert (args.action, args.flags) == ("serve", ["--host", "0.0.0.0", "--port", "9"])
+    with pytest.raises(SystemExit):  # a command that takes no pass-through flags still refuses unknown ones
+        main(["demo", "--no-such-flag"])

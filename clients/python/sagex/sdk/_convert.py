@@ -29,8 +29,9 @@ def statistics(msg: apb.GetFeatureStatisticsResponse) -> dict[int, t.FeatureStat
     ids = np.frombuffer(msg.feature_ids, "<u4")
     columns = [np.frombuffer(getattr(msg, name), "<f4") for name in
                ("firing_frequency", "window_frequency", "max_activation", "mean_active_activation")]
-    return {int(f): t.FeatureStatistics(int(f), *(float(c[i]) for c in columns), msg.tokens_scanned,
-                                        msg.windows_scanned) for i, f in enumerate(ids)}
+    firing, windows, peak, mean = columns
+    return {int(f): t.FeatureStatistics(int(f), float(firing[i]), float(windows[i]), float(peak[i]), float(mean[i]),
+                                        msg.tokens_scanned, msg.windows_scanned) for i, f in enumerate(ids)}
 
 
 def exemplar(e: types_pb2.Exemplar) -> t.Exemplar:

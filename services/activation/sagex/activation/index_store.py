@@ -26,8 +26,10 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 ID_WIDTH = 32
 COMPLETE = "complete.json"
@@ -39,7 +41,7 @@ def _append(path: Path, array: np.ndarray) -> None:
         f.write(np.ascontiguousarray(array).tobytes())
 
 
-def read_items(path: Path, dtype: np.dtype | type, start: int, count: int) -> np.ndarray:
+def read_items(path: Path, dtype: npt.DTypeLike, start: int, count: int) -> np.ndarray:
     """``count`` items from item ``start``: a plain read, never a mapping (no resident pages left behind)."""
     itemsize = np.dtype(dtype).itemsize
     with open(path, "rb") as f:
@@ -49,7 +51,8 @@ def read_items(path: Path, dtype: np.dtype | type, start: int, count: int) -> np
 
 def _save_npz(path: Path, **arrays: object) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    as_arrays: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(tmp, **as_arrays)
     tmp.replace(path)  # atomic: a crash leaves the old checkpoint or the new one
 
 

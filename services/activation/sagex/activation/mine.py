@@ -15,6 +15,7 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ActivationConfig:
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.model:
         overrides["model"] = Path(args.model)
     if args.device:

@@ -445,7 +445,7 @@ class ExemplarMiner:
             for part in np.array_split(ascending, bands):
                 if len(part) == 0:
                     continue
-                chosen = rng.choice(part, size=min(per_band, len(part)), replace=False) if per_band else []
+                chosen: Sequence[int] | np.ndarray = rng.choice(part, size=min(per_band, len(part)), replace=False) if per_band else []
                 band_list.append(
                     (float(maxima[part].min()), float(maxima[part].max()), [int(wins[i]) for i in sorted(chosen)])
                 )

@@ -288,7 +288,8 @@ class LLMBackend:
         """
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
-        prefer = {"object": dict, "array": list}.get(schema.get("type"))
+        kinds: dict[str, type[dict[Any, Any]] | type[list[Any]]] = {"object": dict, "array": list}
+        prefer = kinds.get(str(schema.get("type")))
         limit = self.config.max_output_tokens if max_tokens is None else max_tokens
         conversation = list(messages)
         spent = Usage()

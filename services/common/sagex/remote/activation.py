@@ -188,7 +188,7 @@ class ActivationClient:
         return {int(f): FeatureStats(*(float(c[i]) for c in cols)) for i, f in enumerate(ids)}
 
     async def build_index(
-        self, sae_id: str, split: int = types_pb2.CORPUS_SPLIT_EXEMPLAR,
+        self, sae_id: str, split: types_pb2.CorpusSplit.ValueType = types_pb2.CORPUS_SPLIT_EXEMPLAR,
         on_progress: Callable[[types_pb2.MiningProgress], None] | None = None,
     ) -> bool:
         """Wait until every replica has the exemplar index of ``split`` (each builds, joins

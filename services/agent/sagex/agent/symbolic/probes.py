@@ -132,8 +132,8 @@ def members(key: str, context_word: str) -> list[str]:
     elif head == "ent":
         out += ENTITIES.get(value, [])
     firsts: dict[str, str] = {}  # each word once, in its first spelling, in order
-    for w in out:
-        firsts.setdefault(w.lower(), w)
+    for member in out:
+        firsts.setdefault(member.lower(), member)
     return list(firsts.values())
 
 

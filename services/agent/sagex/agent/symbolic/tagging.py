@@ -8,7 +8,7 @@ tagger's words by character offsets, so a BPE piece carries the facts of its wor
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -204,11 +204,11 @@ def tag(text: str) -> Tagged:
 _STEMMER = None
 
 
-def _stemmer(cls: type) -> object:
+def _stemmer(cls: type) -> Callable[[str], str]:
     global _STEMMER
     if _STEMMER is None:
         _STEMMER = cls()
-    return _STEMMER.stem  # type: ignore[attr-defined]
+    return _STEMMER.stem  # type: ignore[attr-defined,no-any-return]
 
 
 def token_spans(tokens: Sequence[str], special: frozenset[int]) -> tuple[str, list[tuple[int, int]]]:
