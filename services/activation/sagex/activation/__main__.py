@@ -41,18 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def overrides(args: argparse.Namespace) -> dict[str, object]:
+def model_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """--model, --device and --mining-cache-dir: what every command that loads the model takes."""
     out: dict[str, object] = {}
     if args.model:
         out["model"] = Path(args.model)
     if args.device:
         out["device"] = args.device
+    if args.mining_cache_dir:
+        out["mining_cache_dir"] = Path(args.mining_cache_dir)
+    return out
+
+
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    out = model_overrides(args)
     if args.no_embedded_sae:
         out["embedded_sae"] = False
     if args.steering:
         out["steering"] = True
-    if args.mining_cache_dir:
-        out["mining_cache_dir"] = Path(args.mining_cache_dir)
     if args.sae:  # --sae adds to the config's SAEs (and to the embedded one), never replaces them
         try:
             base = ActivationConfig.from_toml(Path(args.config)) if args.config else None

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from sagex.activation.__main__ import model_overrides
 from sagex.activation.assets.corpus import SPLITS
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.activation.config import ActivationConfig
@@ -46,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ActivationConfig:
-    overrides: dict[str, Any] = {}
-    if args.model:
-        overrides["model"] = Path(args.model)
-    if args.device:
-        overrides["device"] = args.device
-    if args.mining_cache_dir:
-        overrides["mining_cache_dir"] = Path(args.mining_cache_dir)
+    overrides: dict[str, Any] = model_overrides(args)
     return ActivationConfig.from_toml(Path(args.config), **overrides) if args.config else ActivationConfig(**overrides)
 
 
