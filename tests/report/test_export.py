@@ -17,7 +17,7 @@ from sagex.export import Target, delphi, neuronpedia
 from tests.agent.conftest import SAE
 from tests.report.test_report import Stack, stack  # noqa: F401 - the shared fixture
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+on_loop = pytest.mark.asyncio(loop_scope="session")  # the async tests share the session's servers
 TARGET = Target("smollm2-135m-instruct", "3-smollm2-topk32", "layers.3", "model.layers.3", "test")
 
 
@@ -36,6 +36,7 @@ def _check_round_trip_neuronpedia(stack: Stack, folder: Path, target: Target) ->
         assert got.scores == {"embedding": embedding.metrics[0].value}
 
 
+@on_loop
 async def test_neuronpedia_batches_validate_and_round_trip(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
     files = neuronpedia.write(stack.report, tmp_path, TARGET)
     batches = [json.loads(p.read_text()) for p in files if p.name.startswith("batch-")]
@@ -72,6 +73,7 @@ def test_the_validator_refuses_what_the_upload_endpoint_refuses() -> None:
         assert any(needle in p for p in problems), (needle, problems)
 
 
+@on_loop
 async def test_delphi_folder_has_one_file_per_latent_and_round_trips(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
     delphi.write(stack.report, tmp_path, TARGET)
     ids = [fr.feature_id for fr in stack.report.features]
@@ -94,6 +96,7 @@ async def test_delphi_folder_has_one_file_per_latent_and_round_trips(stack: Stac
             assert np.array_equal(np.float32(got["activations"]), e.values)
 
 
+@on_loop
 async def test_sage_export_command_writes_both_formats(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
     from sagex.cli.main import main
 

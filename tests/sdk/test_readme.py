@@ -17,7 +17,7 @@ import pytest
 from sagex.agent.config import AgentConfig
 from sagex.agent.server import running_agent_server
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+on_loop = pytest.mark.asyncio(loop_scope="session")  # the async tests share the session's servers
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
@@ -59,6 +59,7 @@ def test_the_sdk_installs_without_torch_or_any_service(sdk_python: Path) -> None
     assert "Traceback" not in serve.stderr
 
 
+@on_loop
 async def test_readme_example_runs(server: Any, agent_config: AgentConfig, sdk_python: Path) -> None:
     async with running_agent_server(agent_config) as (agent, _):
         env = {**os.environ, "SAGE_ACTIVATION": f"127.0.0.1:{server.port}", "SAGE_AGENT": f"127.0.0.1:{agent.port}"}
