@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from sagex.llm.local import ServerProcess
 
-class TransformersServe:
+
+class TransformersServe(ServerProcess):
     """Context manager: start ``transformers serve <model_dir>``, wait for /health, stop on exit."""
 
     def __init__(self, model_dir: Path, *, startup_timeout_s: float = 120.0, extra_args: tuple[str, ...] = ()) -> None:
@@ -36,8 +36,6 @@ class TransformersServe:
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = extra_args
         self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -50,40 +48,19 @@ class TransformersServe:
 
     def __enter__(self) -> TransformersServe:
         self.port = _free_port()
-        # A file, not a pipe: nobody reads the server's chatter while it runs, and a
-        # full pipe would stall it.
-        self._log = tempfile.TemporaryFile()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         command = [
             sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir),
             "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu", "--log-level", "info",
             *self.extra_args,
         ]  # fmt: skip
-        self._proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._spawn(command, env)
         try:
             self._wait_healthy()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-chars:]
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None

@@ -77,40 +77,16 @@ class LlamaServerOptions:
         ]  # fmt: skip
 
 
-class LlamaServer:
-    """Context manager: start llama.cpp's server, wait until it lists its model, stop it on exit."""
+class ServerProcess:
+    """A local server as a child process: its output goes to a temporary file (nobody reads
+    it while it runs, and a full pipe would stall it), and exiting stops it, politely first."""
 
-    def __init__(self, options: LlamaServerOptions | None = None, *, startup_timeout_s: float = 180.0) -> None:
-        self.options = options or LlamaServerOptions(port=0)
-        self.startup_timeout_s = startup_timeout_s
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.options.host}:{self.port}/v1"
-
-    @property
-    def model(self) -> str:
-        return self.options.alias
-
-    def __enter__(self) -> LlamaServer:
-        reason = missing()
-        if reason is not None:
-            raise RuntimeError(reason)
-        self.port = self.options.port or _free_port(self.options.host)
-        self._log = tempfile.TemporaryFile()  # a file, not a pipe nobody reads (a full pipe stalls the server)
-        # Passive OpenMP waits: spinning threads stall each other on a busy or shared CPU.
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
-        self._proc = subprocess.Popen(self.options.command(self.port), stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=env)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -129,6 +105,38 @@ class LlamaServer:
             return ""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-chars:]
+
+
+class LlamaServer(ServerProcess):
+    """Context manager: start llama.cpp's server, wait until it lists its model, stop it on exit."""
+
+    def __init__(self, options: LlamaServerOptions | None = None, *, startup_timeout_s: float = 180.0) -> None:
+        self.options = options or LlamaServerOptions(port=0)
+        self.startup_timeout_s = startup_timeout_s
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.options.host}:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        return self.options.alias
+
+    def __enter__(self) -> LlamaServer:
+        reason = missing()
+        if reason is not None:
+            raise RuntimeError(reason)
+        self.port = self.options.port or _free_port(self.options.host)
+        # Passive OpenMP waits: spinning threads stall each other on a busy or shared CPU.
+        self._spawn(self.options.command(self.port),
+                    {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
