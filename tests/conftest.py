@@ -37,6 +37,16 @@ TEXTS = [
 transformers_serve = transformers_serve_fixture()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_llm_endpoints() -> Iterator[None]:
+    """What the LLM backend learned about an endpoint is kept per base URL for the process;
+    a later test's fake server may get the same port, so each test starts from nothing."""
+    from sagex.llm import endpoint
+
+    endpoint.forget_all()
+    yield
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[Any]:
     """llama.cpp's server (llama-cpp-python) with the packaged SmolLM2-135M-Instruct GGUF,
