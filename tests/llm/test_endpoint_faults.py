@@ -139,11 +139,10 @@ async def test_calls_in_flight_are_limited_per_endpoint(fakes: Callable[..., Fak
 
 
 async def test_timeouts_behind_other_calls_lower_the_limit_and_are_retried(fakes: Callable[..., FakeOpenAI]) -> None:
-    # A server that answers one request at a time, 1 s each: of 6 calls sent at once the later
-    # ones wait on the server past the 2.5 s timeout, while one call alone (retried with a lower
-    # limit) fits in it with room for a busy machine.
-    fake = fakes(lambda body: Reply("ok", delay_s=1.0), serial=True)
-    async with backend(fake.base_url, timeout_s=2.5, max_retries=4, max_in_flight=6) as llm:
+    # A server that answers one request at a time, 0.3 s each: of 6 calls sent at once the
+    # later ones wait on the server past the 1 s timeout.
+    fake = fakes(lambda body: Reply("ok", delay_s=0.3), serial=True)
+    async with backend(fake.base_url, timeout_s=1.0, max_retries=4, max_in_flight=6) as llm:
         answers = await asyncio.gather(*(llm.complete(USER) for _ in range(6)))
         limit = llm.endpoint().gate.limit
     assert [x.text for x in answers] == ["ok"] * 6
