@@ -143,8 +143,10 @@ async def main(n_texts: int, repeats: int) -> dict[str, object]:
 
     lm = rt.engine.lm
     ratios = {
-        "gRPC pipelined / in-process": rows["gRPC, 1 stream, 4 batches in flight"] / rows["in-process engine, batches of 8"],
-        "truncated / full forward": rows["in-process engine, batches of 8"] / rows["full forward + LM head (transformers), batches of 8"],
+        "gRPC pipelined / in-process": rows["gRPC, 1 stream, 4 batches in flight"]
+        / rows["in-process engine, batches of 8"],
+        "truncated / full forward": rows["in-process engine, batches of 8"]
+        / rows["full forward + LM head (transformers), batches of 8"],
         "expected from layers (n_layers / loaded_layers)": lm.num_layers / lm.loaded_layers,
         "8 concurrent streams / 1 stream (8-text requests)": rows["gRPC, 8 concurrent streams, 1 batch each"]
         / rows["gRPC, 1 stream, 1 batch at a time"],

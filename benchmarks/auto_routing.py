@@ -45,7 +45,8 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(scientist) as fake:
         config = Path(tmp) / "bench.toml"
-        config.write_text(f"[activation]\nmax_mining_tokens = 60000\n[agent]\nauto_threshold = {args.threshold}\n[agent.llm]\n"
+        config.write_text("[activation]\nmax_mining_tokens = 60000\n"
+                          f"[agent]\nauto_threshold = {args.threshold}\n[agent.llm]\n"
                           f"prompt_usd_per_mtok = {PROMPT_USD}\ncompletion_usd_per_mtok = {COMPLETION_USD}\n")
         settings = BenchSettings(args.planted, explainers=("openai", "auto"), config=str(config),
                                  llm_base_url=fake.base_url, llm_model="fake-scientist", out=args.out,
@@ -69,7 +70,8 @@ def main() -> int:
         g = r["groups"]["planted"]
         nf, nn = r["noise_flagged"]
         lines.append(f"| {r['explainer']} | {g['recovered']}/{g['n']} | {nf}/{nn} | "
-                     f"{r['llm_tokens_per_feature']:.0f} | {r['usd_per_feature']:.4f} | {r['seconds_per_feature']:.1f} |")
+                     f"{r['llm_tokens_per_feature']:.0f} | {r['usd_per_feature']:.4f} | "
+                     f"{r['seconds_per_feature']:.1f} |")
     saved_tok = llm["llm_tokens_per_feature"] - auto["llm_tokens_per_feature"]
     saved_usd = llm["usd_per_feature"] - auto["usd_per_feature"]
     share = saved_tok / llm["llm_tokens_per_feature"] if llm["llm_tokens_per_feature"] else 0.0

@@ -100,7 +100,8 @@ async def score_sae(client: ActivationClient, sae_id: str, truth: dict, settings
             if other == pair["correct"]:
                 continue
             result = await run_scorer(scorers["intervention"], ScoringInput(other, data))
-            value = next((m.value for m in result.metrics if m.name == "auroc"), float("nan")) if result.ok else float("nan")
+            value = (next((m.value for m in result.metrics if m.name == "auroc"), float("nan"))
+                     if result.ok else float("nan"))
             beaten.append(own > value)  # type: ignore[operator]
         row["beats_others"] = float(np.mean(beaten)) if beaten else float("nan")
         rows.append(row)
@@ -227,7 +228,8 @@ def same_decoders() -> str:
     the builder derives it from the probe alone, so architectures may share it."""
     from safetensors.numpy import load_file
 
-    paths = [cache_dir() / "planted" / f"{arch}-dev-seed0" / "sae" / "sae_weights.safetensors" for arch in ("topk", "jumprelu")]
+    paths = [cache_dir() / "planted" / f"{arch}-dev-seed0" / "sae" / "sae_weights.safetensors"
+             for arch in ("topk", "jumprelu")]
     if not all(q.is_file() for q in paths):
         return ""
     a, b = (load_file(str(q))["W_dec"] for q in paths)

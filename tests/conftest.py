@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def random_saes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("saes")
     return {
-        f"rand-{arch}": save_random_sae(root / arch, arch, D_MODEL, 256, f"model.layers.{RANDOM_SAE_HOOKS[arch]}", seed=i)
+        f"rand-{arch}": save_random_sae(root / arch, arch, D_MODEL, 256, f"model.layers.{RANDOM_SAE_HOOKS[arch]}",
+                                        seed=i)
         for i, arch in enumerate(ARCHITECTURES)
     }
 

@@ -53,7 +53,9 @@ def _hook_layer(folder: Path) -> int:
     return int(json.loads((folder / "cfg.json").read_text())["metadata"]["hook_name"].split(".")[-1])
 
 
-async def _stream(stub, requests: list[pb.StreamActivationsRequest]) -> dict[str, dict[int, list[pb.StreamActivationsResponse]]]:  # type: ignore[no-untyped-def]
+async def _stream(  # type: ignore[no-untyped-def]
+    stub, requests: list[pb.StreamActivationsRequest]
+) -> dict[str, dict[int, list[pb.StreamActivationsResponse]]]:
     async def gen():  # type: ignore[no-untyped-def]
         for r in requests:
             yield r
@@ -83,7 +85,8 @@ def _dense(chunks: list[pb.StreamActivationsResponse], d_sae: int) -> tuple[list
 async def test_grpc_matches_sae_lens_encode(stub, hf_reference, random_saes, sae_id) -> None:  # type: ignore[no-untyped-def]
     folder = EMBEDDED_SAE_DIR if sae_id == EMBEDDED_SAE_ID else random_saes[sae_id]
     layer = _hook_layer(folder)
-    got = await _stream(stub, [pb.StreamActivationsRequest(batch_id="b", sae_id=sae_id, texts=TEXTS, threshold=pb.ThresholdSelection())])
+    got = await _stream(stub, [pb.StreamActivationsRequest(batch_id="b", sae_id=sae_id, texts=TEXTS,
+                                                           threshold=pb.ThresholdSelection())])
     active_total = 0
     for i, text in enumerate(TEXTS):
         ref_ids, hidden = hf_reference(text, layer)
@@ -122,11 +125,13 @@ async def test_concurrent_streams_equal_single_requests(stub) -> None:  # type: 
     selection = {"top_k": pb.TopKSelection(k=8)}
     single = []
     for i, t in enumerate(texts):
-        res = await _stream(stub, [pb.StreamActivationsRequest(batch_id=f"s{i}", sae_id=EMBEDDED_SAE_ID, texts=[t], **selection)])
+        res = await _stream(stub, [pb.StreamActivationsRequest(batch_id=f"s{i}", sae_id=EMBEDDED_SAE_ID, texts=[t],
+                                                               **selection)])
         single.append(_dense(res[f"s{i}"][0], 4608))
 
     async def one_stream(n: int):  # type: ignore[no-untyped-def]
-        reqs = [pb.StreamActivationsRequest(batch_id=f"c{n}-{j}", sae_id=EMBEDDED_SAE_ID, texts=texts[j::3], **selection) for j in range(3)]
+        reqs = [pb.StreamActivationsRequest(batch_id=f"c{n}-{j}", sae_id=EMBEDDED_SAE_ID, texts=texts[j::3],
+                                            **selection) for j in range(3)]
         return await _stream(stub, reqs)
 
     results = await asyncio.gather(*(one_stream(n) for n in range(6)))
@@ -149,7 +154,8 @@ async def test_large_results_arrive_in_chunks_that_reassemble(activation_config,
     async with running_activation_server(small, runtime) as (running, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             got = await _stream(pb_grpc.ActivationServiceStub(channel), [
-                pb.StreamActivationsRequest(batch_id="x", sae_id=EMBEDDED_SAE_ID, texts=[text], threshold=pb.ThresholdSelection())
+                pb.StreamActivationsRequest(batch_id="x", sae_id=EMBEDDED_SAE_ID, texts=[text],
+                                            threshold=pb.ThresholdSelection())
             ])
     chunks = got["x"][0]
     assert len(chunks) > 3

@@ -56,7 +56,8 @@ def write_npz(path: Path, d_in: int, d_sae: int, seed: int) -> dict[str, np.ndar
     return arrays
 
 
-def write_sparsify(folder: Path, d_in: int, latents: int, k: int, seed: int, transcode: bool = False) -> dict[str, torch.Tensor]:
+def write_sparsify(folder: Path, d_in: int, latents: int, k: int, seed: int,
+                   transcode: bool = False) -> dict[str, torch.Tensor]:
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(seed)

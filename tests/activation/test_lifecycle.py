@@ -74,7 +74,8 @@ async def test_reflection_v1_lists_and_describes(server) -> None:  # type: ignor
     files = [descriptor_pb2.FileDescriptorProto.FromString(b)
              for b in described.file_descriptor_response.file_descriptor_proto]
     assert any(f.package == "sagex.api.activation.v1" and f.service[0].name == "ActivationService" for f in files)
-    own = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in itself.file_descriptor_response.file_descriptor_proto]
+    own = [descriptor_pb2.FileDescriptorProto.FromString(b)
+           for b in itself.file_descriptor_response.file_descriptor_proto]
     assert own and own[0].package == "grpc.reflection.v1"
 
 
@@ -93,7 +94,8 @@ async def test_deadline_is_honoured(stub, runtime) -> None:  # type: ignore[no-u
     dropped = runtime.batcher.stats.dropped_cancelled
 
     async def gen():  # type: ignore[no-untyped-def]
-        yield pb.StreamActivationsRequest(batch_id="d", sae_id=EMBEDDED_SAE_ID, texts=["slow " * 900] * 8, top_k=pb.TopKSelection(k=2))
+        yield pb.StreamActivationsRequest(batch_id="d", sae_id=EMBEDDED_SAE_ID, texts=["slow " * 900] * 8,
+                                          top_k=pb.TopKSelection(k=2))
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         async for _ in stub.StreamActivations(gen(), timeout=0.5):
@@ -112,7 +114,8 @@ async def test_cancelled_call_stops_its_work(stub, runtime) -> None:  # type: ig
     dropped_before = runtime.batcher.stats.dropped_cancelled
 
     async def gen():  # type: ignore[no-untyped-def]
-        yield pb.StreamActivationsRequest(batch_id="c", sae_id=EMBEDDED_SAE_ID, texts=["cancel me " * 300] * 40, top_k=pb.TopKSelection(k=2))
+        yield pb.StreamActivationsRequest(batch_id="c", sae_id=EMBEDDED_SAE_ID, texts=["cancel me " * 300] * 40,
+                                          top_k=pb.TopKSelection(k=2))
         await asyncio.sleep(30)
 
     call = stub.StreamActivations(gen())

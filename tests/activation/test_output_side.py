@@ -35,7 +35,8 @@ def reference() -> Any:
 
 
 def _steer(strength: float | None = None, **kw: Any) -> pb.SteerGenerateRequest:
-    args: dict[str, Any] = {"sae_id": EMBEDDED_SAE_ID, "feature_id": FEATURES[0], "prompts": PROMPTS, "max_new_tokens": 6}
+    args: dict[str, Any] = {"sae_id": EMBEDDED_SAE_ID, "feature_id": FEATURES[0], "prompts": PROMPTS,
+                            "max_new_tokens": 6}
     if strength is not None:
         args["strength"] = strength
     return pb.SteerGenerateRequest(**{**args, **kw})
@@ -48,7 +49,8 @@ async def test_logit_lens_matches_transformers_and_sae_lens(stub, reference) -> 
     """Served by a server whose LM is cut at layer 3: the head is kept anyway."""
     model, tok, sae = reference
     k = 20
-    got = await stub.GetFeatureEffects(pb.GetFeatureEffectsRequest(sae_id=EMBEDDED_SAE_ID, feature_ids=FEATURES, top_k=k))
+    got = await stub.GetFeatureEffects(
+        pb.GetFeatureEffectsRequest(sae_id=EMBEDDED_SAE_ID, feature_ids=FEATURES, top_k=k))
     assert [f.feature_id for f in got.features] == FEATURES
     special = sorted(set(tok.all_special_ids))
     worst = 0.0
@@ -196,7 +198,8 @@ async def test_steering_lands_on_the_intended_positions(steer_server) -> None:  
     lm = runtime.output.steerable
     prompts = ["I think", "The explanation is simple:"]
     tokens = [len((await stub.Tokenize(pb.TokenizeRequest(texts=[p]))).tokens[0].ids) for p in prompts]
-    for positions, prefill in [(pb.STEER_POSITIONS_LAST_AND_GENERATED, len(prompts)), (pb.STEER_POSITIONS_ALL, sum(tokens))]:
+    for positions, prefill in [(pb.STEER_POSITIONS_LAST_AND_GENERATED, len(prompts)),
+                               (pb.STEER_POSITIONS_ALL, sum(tokens))]:
         lm.edited_positions.clear()
         await stub.SteerGenerate(_steer(8.0, prompts=prompts, max_new_tokens=4, positions=positions))
         # The unsteered run edits nothing; the steered run edits the prefill, then one token per row per step.

@@ -50,7 +50,8 @@ def _violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
         ({"texts": ["ok"], "features": pb.FeatureIdSelection(feature_ids=[3, 3])}, "features.feature_ids", "distinct"),
         ({"texts": ["ok"], "top_k": pb.TopKSelection(k=0)}, "top_k.k", "1..256"),
         ({"texts": ["ok"], "threshold": pb.ThresholdSelection(min_activation=-1)}, "threshold.min_activation", ">= 0"),
-        ({"texts": ["ok"], "threshold": pb.ThresholdSelection(min_activation=float("nan"))}, "threshold.min_activation", "finite"),
+        ({"texts": ["ok"], "threshold": pb.ThresholdSelection(min_activation=float("nan"))},
+         "threshold.min_activation", "finite"),
         ({"token_ids": [pb.TokenIds(ids=[1, 10**9])]}, "token_ids[0]", "vocabulary"),
     ],
 )
@@ -68,13 +69,15 @@ async def test_bad_stream_requests_are_invalid_argument(stub, request_kwargs, fi
 async def test_missing_selection_and_unknown_sae(stub) -> None:  # type: ignore[no-untyped-def]
     err = await _stream_error(stub, pb.StreamActivationsRequest(batch_id="b", sae_id=SAE, texts=["hi"]))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "selection" in _violations(err)
-    err = await _stream_error(stub, pb.StreamActivationsRequest(batch_id="b", sae_id="gpt2/../../etc", texts=["hi"], top_k=pb.TopKSelection(k=1)))
+    err = await _stream_error(stub, pb.StreamActivationsRequest(batch_id="b", sae_id="gpt2/../../etc", texts=["hi"],
+                                                                top_k=pb.TopKSelection(k=1)))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert SAE in err.details(), "the message lists the configured SAEs"
 
 
 async def test_too_many_tokens_says_how_to_fix(stub) -> None:  # type: ignore[no-untyped-def]
-    err = await _stream_error(stub, pb.StreamActivationsRequest(batch_id="b", sae_id=SAE, texts=["word " * 1500], top_k=pb.TopKSelection(k=1)))
+    err = await _stream_error(stub, pb.StreamActivationsRequest(batch_id="b", sae_id=SAE, texts=["word " * 1500],
+                                                                top_k=pb.TopKSelection(k=1)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "limit is 1024" in err.details()
 
@@ -111,7 +114,8 @@ async def test_server_still_serves_after_bad_input(stub) -> None:  # type: ignor
 
 
 async def test_oversize_message_is_resource_exhausted(stub) -> None:  # type: ignore[no-untyped-def]
-    huge = pb.StreamActivationsRequest(batch_id="big", sae_id=SAE, texts=["x" * 1_000_000] * 17, top_k=pb.TopKSelection(k=1))
+    huge = pb.StreamActivationsRequest(batch_id="big", sae_id=SAE, texts=["x" * 1_000_000] * 17,
+                                       top_k=pb.TopKSelection(k=1))
     err = await _stream_error(stub, huge)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in (err.details() or "")

@@ -173,7 +173,8 @@ def hooked_neox(folder: Path):  # type: ignore[no-untyped-def]
     hf = GPTNeoXForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     c = hf.config
     d_head = c.hidden_size // c.num_attention_heads
-    rotary_pct = (getattr(c, "rope_parameters", None) or {}).get("partial_rotary_factor", getattr(c, "rotary_pct", 0.25))
+    rope = getattr(c, "rope_parameters", None) or {}
+    rotary_pct = rope.get("partial_rotary_factor", getattr(c, "rotary_pct", 0.25))
     cfg = HookedTransformerConfig(
         d_model=c.hidden_size, d_head=d_head, n_heads=c.num_attention_heads, d_mlp=c.intermediate_size,
         n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.layer_norm_eps, d_vocab=c.vocab_size,

@@ -85,7 +85,9 @@ async def test_every_step_gets_its_own_compact_prompt(llm_agent: Any, token_feat
     assert "Probe 2.0" in design_h2[1] and "Probe 1." not in design_h2[1] and "H1 [" not in design_h2[1]
 
 
-async def test_malformed_answers_fail_the_feature_with_the_reason(llm_agent: Any, token_features: dict[int, str]) -> None:
+async def test_malformed_answers_fail_the_feature_with_the_reason(
+    llm_agent: Any, token_features: dict[int, str]
+) -> None:
     client, fake = await llm_agent(lambda body: "The feature seems to be about cats, honestly.")
     events = await explain(client, next(iter(token_features)))
     ex = events[-1].explanation

@@ -41,7 +41,8 @@ async def test_a_weak_real_model_finishes_within_budget(
             assert done.done and not done.HasField("error"), done  # the job finishes, whatever the model says
             response = pb.BatchExplainFeaturesResponse()
             done.response.Unpack(response)
-            ex = (await client.agent.GetExplanation(pb.GetExplanationRequest(name=response.explanations[0]))).explanation
+            request = pb.GetExplanationRequest(name=response.explanations[0])
+            ex = (await client.agent.GetExplanation(request)).explanation
     # Every call counts, also those rejected or still in flight when the wall clock ends the
     # feature (a slow or busy machine): at least the first call was made in any case.
     assert ex.usage.llm_calls >= 1 and ex.usage.prompt_tokens > 0

@@ -53,7 +53,8 @@ async def test_neuronpedia_batches_validate_and_round_trip(stack: Stack, tmp_pat
 
 def test_the_validator_refuses_what_the_upload_endpoint_refuses() -> None:
     good = {"modelId": "m", "source": "3-x", "features": [
-        {"index": 4, "explanations": [{"text": "the word dog"}], "activations": [{"tokens": ["a", "b"], "values": [0, 1.5]}]}]}
+        {"index": 4, "explanations": [{"text": "the word dog"}],
+         "activations": [{"tokens": ["a", "b"], "values": [0, 1.5]}]}]}
     assert neuronpedia.validate_batch(good) == []
     cases = {
         "differ in length": lambda b: b["features"][0]["activations"][0]["values"].append(2.0),
@@ -77,7 +78,8 @@ def test_the_validator_refuses_what_the_upload_endpoint_refuses() -> None:
 async def test_delphi_folder_has_one_file_per_latent_and_round_trips(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
     delphi.write(stack.report, tmp_path, TARGET)
     ids = [fr.feature_id for fr in stack.report.features]
-    assert sorted(p.name for p in (tmp_path / "explanations").iterdir()) == sorted(f"layers.3_latent{i}.txt" for i in ids)
+    assert sorted(p.name for p in (tmp_path / "explanations").iterdir()) == sorted(
+        f"layers.3_latent{i}.txt" for i in ids)
     assert sorted(p.name for p in (tmp_path / "scores" / "embedding").iterdir()) == sorted(
         f"layers.3_latent{i}.txt" for i in ids)
     config, latents = delphi.read(tmp_path)

@@ -132,7 +132,8 @@ def test_a_units_own_records_land_with_its_done_mark_or_not_at_all(tmp_path: Pat
         with pytest.raises(RuntimeError):
             store.commit_unit("a", 0, b"r", failed=False, also=broken)
         assert store.pending("a") == [(0, 0), (1, 1)] and store.count("notes") == 0  # rolled back together
-        assert store.commit_unit("a", 0, b"r", failed=False, also=lambda db: db.execute("INSERT INTO notes VALUES ('x')"))
+        assert store.commit_unit("a", 0, b"r", failed=False,
+                                 also=lambda db: db.execute("INSERT INTO notes VALUES ('x')"))
         assert not store.commit_unit("a", 0, b"r", failed=False,  # a duplicate: its records are not written
                                      also=lambda db: db.execute("INSERT INTO notes VALUES ('y')"))
         assert store.count("notes") == 1 and store.pending("a") == [(1, 1)]

@@ -37,7 +37,8 @@ async def steering_client(steer_server: Any) -> AsyncIterator[ActivationClient]:
     await client.close()
 
 
-async def _score(kit: Toolkit, name: str, feature: int, explanation: str, settings: object | None = None) -> ScorerOutcome:
+async def _score(kit: Toolkit, name: str, feature: int, explanation: str,
+                 settings: object | None = None) -> ScorerOutcome:
     data = FeatureData(kit.activation, SAE, feature, HeldoutSpec(), seed=0)
     return await run_scorer(build_scorer(name, kit, settings), ScoringInput(explanation, data))
 

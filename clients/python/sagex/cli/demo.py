@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -36,6 +35,22 @@ from sagex.sdk import Explanation, JobProgress, Sage
 
 SERVICE = SERVICES["activation"]
 SAMPLE = 8
+
+# Printed after the demo. The commands line up in a column, so the widest lines are split here.
+NEXT_STEPS = (
+    "\n"
+    "Next steps\n"
+    "  * your own model and SAE:  sage serve activation --model /path/to/hf-folder-or.gguf "
+    "--sae my-sae=/path/to/saelens-folder\n"
+    "  * a config file:           sage serve activation --config sage.toml   "
+    "([activation], [agent], [scoring]; see README)\n"
+    "  * an LLM for the agent:    sage serve agent --llm-base-url http://127.0.0.1:8000/v1 --llm-model NAME\n"
+    "                             (any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY), then\n"
+    "                             `sage explain SAE 1-20 --policy openai --watch`\n"
+    "  * the LLM scorers:         sage serve scoring --llm-base-url URL --llm-model NAME (generative, predictive,\n"
+    "                             detection, fuzzing), then `sage eval SAE 1-20` and "
+    "`sage report SAE 1-20 --eval eval/eval.json`\n"
+)
 
 
 
@@ -82,8 +97,9 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "demo.toml"
         config.write_text(f"[activation]\nmax_mining_tokens = {mining_tokens}\n")
-        print(f"starting on 127.0.0.1: the activation server (embedded SmolLM2-135M + TopK SAE) on :{ports['activation']}, "
-              f"the SAGE agent on :{ports['agent']} and the scoring service on :{ports['scoring']} ...")
+        print("starting on 127.0.0.1: the activation server (embedded SmolLM2-135M + TopK SAE) "
+              f"on :{ports['activation']}, the SAGE agent on :{ports['agent']} "
+              f"and the scoring service on :{ports['scoring']} ...")
         procs = [_serve(["activation", "--port", str(ports["activation"]), "--config", str(config)]),
                  _serve(["agent", "--port", str(ports["agent"]), "--activation", addr["activation"],
                          "--database", str(Path(tmp) / "agent.sqlite3")]),
@@ -105,16 +121,7 @@ def run_demo(mining_tokens: int = 60_000, out: Path = Path("sage-demo")) -> int:
                 proc.send_signal(signal.SIGTERM)
             codes = [proc.wait(timeout=60) for proc in procs]
     print(f"\nservers stopped cleanly (exit codes {', '.join(map(str, codes))}).")
-    print(textwrap.dedent("""
-        Next steps
-          * your own model and SAE:  sage serve activation --model /path/to/hf-folder-or.gguf --sae my-sae=/path/to/saelens-folder
-          * a config file:           sage serve activation --config sage.toml   ([activation], [agent], [scoring]; see README)
-          * an LLM for the agent:    sage serve agent --llm-base-url http://127.0.0.1:8000/v1 --llm-model NAME
-                                     (any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY), then
-                                     `sage explain SAE 1-20 --policy openai --watch`
-          * the LLM scorers:         sage serve scoring --llm-base-url URL --llm-model NAME (generative, predictive,
-                                     detection, fuzzing), then `sage eval SAE 1-20` and `sage report SAE 1-20 --eval eval/eval.json`
-        """))
+    print(NEXT_STEPS)
     return 0 if codes == [0, 0, 0] else 1
 
 

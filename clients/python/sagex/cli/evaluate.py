@@ -47,7 +47,8 @@ def render(comparison: Comparison) -> str:
     for name in metrics:
         cells = [_fmt(comparison.summaries[e][name]) if name in comparison.summaries[e] else "-" for e in explainers]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| metric | a - b | mean difference [95% CI] (n) | p | wins / ties / losses |", "|---|---|---|---:|---|"]
+    lines += ["", "| metric | a - b | mean difference [95% CI] (n) | p | wins / ties / losses |",
+              "|---|---|---|---:|---|"]
     for d in comparison.differences:
         lines.append(f"| {d.metric} | {d.a} - {d.b} | {_fmt(d.difference)} | {d.p_value:.3f} | "
                      f"{d.wins} / {d.ties} / {d.losses} |")
@@ -75,7 +76,8 @@ def run_eval(address: str, sae: str, features: list[int], explainers: list[str],
     table = render(comparison)
     print("\n" + table)
     out.mkdir(parents=True, exist_ok=True)
-    header = f"# Explainer comparison\n\nSAE {sae}, {len(features)} features, scorers {', '.join(scorers)}, seed {seed}\n\n"
+    header = ("# Explainer comparison\n\n"
+              f"SAE {sae}, {len(features)} features, scorers {', '.join(scorers)}, seed {seed}\n\n")
     (out / "eval.md").write_text(header + table)
     (out / "eval.json").write_text(comparison.to_json())
     print(f"written: {out / 'eval.md'} and {out / 'eval.json'}")

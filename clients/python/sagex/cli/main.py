@@ -298,10 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--agent", default="127.0.0.1:50052", help="the agent service (default %(default)s)")
     exp.add_argument("--activation", default="127.0.0.1:50051", help="the activation service (default %(default)s)")
     exp.add_argument("--scoring", default="127.0.0.1:50053", help="the scoring service (default %(default)s)")
-    exp.add_argument("--scorers", default="embedding", help="comma-separated; '' exports no scores (default %(default)s)")
+    exp.add_argument("--scorers", default="embedding",
+                     help="comma-separated; '' exports no scores (default %(default)s)")
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--model-id", default="", help="Neuronpedia model id (default: from the served model's name)")
-    exp.add_argument("--source", default="", help="Neuronpedia source id, {layer}-{set} (default: from the hook and SAE id)")
+    exp.add_argument("--source", default="",
+                     help="Neuronpedia source id, {layer}-{set} (default: from the hook and SAE id)")
     exp.set_defaults(func=cmd_export)
     bench = sub.add_parser("bench", help="benchmarks against ground truth (python -m sagex.bench; needs the services)",
                            description="Runs `python -m sagex.bench BENCH FLAGS` (clients/bench); "

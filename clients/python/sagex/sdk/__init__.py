@@ -38,7 +38,8 @@ from sagex.sdk.types import (
 )
 
 __all__ = [
-    "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage", "CancelledError", "ChannelConfig",
+    "AbortedError", "AgentEvent", "Comparison", "Metric", "ScorerResult", "AsyncOperation", "AsyncSage",
+    "CancelledError", "ChannelConfig",
     "DeadlineExceededError", "Explanation", "FailedPreconditionError", "FeatureEffects", "FeatureProgress",
     "FeatureStatistics", "Hypothesis", "InternalError", "SteerResult", "SteeredText", "TokenEffect",
     "InvalidArgumentError", "JobFailed", "JobProgress", "Label", "MiningProgress", "NotFoundError", "Operation",

@@ -73,7 +73,8 @@ def explanation(e: pb.Explanation) -> t.Explanation:
     if e.HasField("error"):
         code = next((c.name for c in grpc.StatusCode if c.value[0] == e.error.code), str(e.error.code))
     return t.Explanation(
-        e.name, e.sae_id, e.feature_id, e.description, tuple(t.Label(lb.name, lb.description, lb.confidence) for lb in e.labels),
+        e.name, e.sae_id, e.feature_id, e.description,
+        tuple(t.Label(lb.name, lb.description, lb.confidence) for lb in e.labels),
         tuple(t.Evidence(v.source, v.activation, v.hypothesis_id, v.supports) for v in e.evidence),
         tuple(hypothesis(h) for h in e.hypotheses), tuple(probe(p) for p in e.probes), e.policy, e.triage_class,
         e.stop_reason, e.rounds, e.max_activation, usage(e.usage), e.error.message, code, raw=e,

@@ -60,7 +60,8 @@ class Activation:
     def model_info(self) -> ModelInfo:
         """The model, its SAEs and the server's limits."""
         try:
-            return _convert.model_info(self._stub.GetModelInfo(apb.GetModelInfoRequest(), timeout=self._config.timeout_s,
+            return _convert.model_info(self._stub.GetModelInfo(apb.GetModelInfoRequest(),
+                                                               timeout=self._config.timeout_s,
                                                                metadata=self._config.metadata()))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
@@ -136,7 +137,8 @@ class Activation:
             raise from_rpc_error(exc) from None
 
 
-    def build_index(self, sae: str, split: str = "exemplar", on_progress: Callable[[MiningProgress], None] | None = None,
+    def build_index(self, sae: str, split: str = "exemplar",
+                    on_progress: Callable[[MiningProgress], None] | None = None,
                     interval_s: float = 1.0) -> MiningProgress:
         """Build (or join the build of, or read from the cache) the exemplar index of a corpus
         split, calling ``on_progress`` as it goes; returns the final, READY progress. A build

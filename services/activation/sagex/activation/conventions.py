@@ -114,7 +114,8 @@ def transform(p: Plan, point: HookPoint, table: HookTable, meta: Mapping[str, An
         # SAELens's activation store selects [..., head, :] of the per-head hook tensor; the
         # HF o_proj input is that tensor flattened head-major.
         if point.kind != "attn_z":
-            raise SaeLoadError(f"hook_head_index={head} is supported on attn.hook_z only, not {point.tl_name or point.hf_name}")
+            raise SaeLoadError(f"hook_head_index={head} is supported on attn.hook_z only, "
+                               f"not {point.tl_name or point.hf_name}")
         if not isinstance(head, int) or not 0 <= head < table.n_heads:
             raise SaeLoadError(f"hook_head_index={head!r} is not a head of this model (0..{table.n_heads - 1})")
     sliced: dict[str, Any] = {"head": head, "n_heads": table.n_heads} if head is not None else {}

@@ -251,7 +251,8 @@ class HookTable:
     def describe(self) -> str:
         last = self.num_layers - 1
         suffixes = [s for s in _TL_LAYER_HOOKS if self._resolve_tl(f"blocks.0.{s}") is not None]
-        sub = sorted({n.removeprefix(f"{self.layer_path(0)}.") for n in self._modules if n.startswith(f"{self.layer_path(0)}.")})
+        first = f"{self.layer_path(0)}."
+        sub = sorted({n.removeprefix(first) for n in self._modules if n.startswith(first)})
         return (
             f"it has the TransformerLens hooks hook_embed and blocks.{{0..{last}}}.{{{', '.join(suffixes)}}}; "
             f"or HF module paths (optionally ending in .input or .output): {self.embed_path}, "

@@ -75,7 +75,8 @@ def validate_steer(req: pb.SteerGenerateRequest, saes: dict[str, LoadedSae], con
     else:
         target = req.target_kl
         if not math.isfinite(target) or not 0 < abs(target) <= MAX_TARGET_KL:
-            problems.append(FieldViolation("target_kl", f"must be 0 < |target_kl| <= {MAX_TARGET_KL:g} nats, got {target}"))
+            problems.append(FieldViolation(
+                "target_kl", f"must be 0 < |target_kl| <= {MAX_TARGET_KL:g} nats, got {target}"))
         if mode == "clamp":
             problems.append(FieldViolation("target_kl", "target_kl searches an additive strength; use mode ADD"))
     if not req.prompts:
@@ -85,10 +86,13 @@ def validate_steer(req: pb.SteerGenerateRequest, saes: dict[str, LoadedSae], con
     problems += check_texts(list(req.prompts)[: config.max_steer_prompts], config, "prompts")
     if req.max_new_tokens > config.max_steer_new_tokens:
         problems.append(FieldViolation(
-            "max_new_tokens", f"must be 0..{config.max_steer_new_tokens} (0 uses {DEFAULT_NEW_TOKENS}), got {req.max_new_tokens}"))
+            "max_new_tokens",
+            f"must be 0..{config.max_steer_new_tokens} (0 uses {DEFAULT_NEW_TOKENS}), got {req.max_new_tokens}"))
     if not 0 <= req.temperature <= MAX_TEMPERATURE:  # also rejects NaN
-        problems.append(FieldViolation("temperature", f"must be 0..{MAX_TEMPERATURE:g} (0 is greedy), got {req.temperature}"))
-    if req.positions not in (pb.STEER_POSITIONS_UNSPECIFIED, pb.STEER_POSITIONS_LAST_AND_GENERATED, pb.STEER_POSITIONS_ALL):
+        problems.append(FieldViolation(
+            "temperature", f"must be 0..{MAX_TEMPERATURE:g} (0 is greedy), got {req.temperature}"))
+    if req.positions not in (pb.STEER_POSITIONS_UNSPECIFIED, pb.STEER_POSITIONS_LAST_AND_GENERATED,
+                             pb.STEER_POSITIONS_ALL):
         problems.append(FieldViolation("positions", f"unknown positions {req.positions}"))
     if problems:
         raise InvalidArgument(problems)
@@ -131,12 +135,16 @@ class OutputRpcs:
             down = texts([[e.token_id] for e in lens.suppressed])
             features.append(pb.FeatureEffects(
                 feature_id=lens.feature_id, decoder_norm=lens.decoder_norm,
-                promoted=[pb.TokenEffect(id=e.token_id, text=t, value=e.value) for e, t in zip(lens.promoted, up, strict=True)],
-                suppressed=[pb.TokenEffect(id=e.token_id, text=t, value=e.value) for e, t in zip(lens.suppressed, down, strict=True)],
+                promoted=[pb.TokenEffect(id=e.token_id, text=t, value=e.value)
+                          for e, t in zip(lens.promoted, up, strict=True)],
+                suppressed=[pb.TokenEffect(id=e.token_id, text=t, value=e.value)
+                            for e, t in zip(lens.suppressed, down, strict=True)],
             ))
         return pb.GetFeatureEffectsResponse(features=features, method=method + "; special tokens excluded")
 
-    async def SteerGenerate(self, request: pb.SteerGenerateRequest, context: aio.ServicerContext) -> pb.SteerGenerateResponse:
+    async def SteerGenerate(
+        self, request: pb.SteerGenerateRequest, context: aio.ServicerContext
+    ) -> pb.SteerGenerateResponse:
         engine = self.engine  # type: ignore[attr-defined]
         query = validate_steer(request, engine.saes, self.config)
         out = self.output

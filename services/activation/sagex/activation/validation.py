@@ -42,7 +42,8 @@ def lookup_sae(saes: dict[str, LoadedSae], sae_id: str) -> LoadedSae:
 def check_texts(texts: Sequence[str], config: ActivationConfig, field: str = "texts") -> list[FieldViolation]:
     problems = []
     if len(texts) > config.max_texts_per_batch:
-        problems.append(FieldViolation(field, f"{len(texts)} texts; send at most {config.max_texts_per_batch} per batch"))
+        problems.append(FieldViolation(
+            field, f"{len(texts)} texts; send at most {config.max_texts_per_batch} per batch"))
     for i, text in enumerate(texts):
         if not text:  # whitespace is text: " " is a token like any other
             problems.append(FieldViolation(f"{field}[{i}]", "empty text; send at least one character"))
@@ -117,7 +118,8 @@ def validate_batch(req: pb.StreamActivationsRequest, saes: dict[str, LoadedSae],
         for i, ids in enumerate(token_ids):
             bad = [t for t in ids if not 0 <= t < limits.vocab_size]
             if bad:
-                problems.append(FieldViolation(f"token_ids[{i}]", f"ids {bad[:3]} outside the vocabulary 0..{limits.vocab_size - 1}"))
+                problems.append(FieldViolation(
+                    f"token_ids[{i}]", f"ids {bad[:3]} outside the vocabulary 0..{limits.vocab_size - 1}"))
     selection: Selection | None = None
     kind = req.WhichOneof("selection")
     if kind is None:

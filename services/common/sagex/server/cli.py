@@ -97,8 +97,9 @@ def run(service: str, serve: Callable[[C], Coroutine[Any, Any, None]], config: C
     return 0
 
 
-def main_for(parser: argparse.ArgumentParser, service: str, overrides: Callable[[argparse.Namespace], dict[str, object]],
-             config_cls: type[C], serve: Callable[[C], Coroutine[Any, Any, None]], argv: Sequence[str] | None) -> int:
+def main_for(parser: argparse.ArgumentParser, service: str,
+             overrides: Callable[[argparse.Namespace], dict[str, object]], config_cls: type[C],
+             serve: Callable[[C], Coroutine[Any, Any, None]], argv: Sequence[str] | None) -> int:
     """The whole of a service's ``main``: parse, build the config, serve until stopped."""
     args = parser.parse_args(argv)
     return run(service, serve, build_config(service, config_cls, args, overrides(args)), args)

@@ -182,7 +182,8 @@ class ServerInterceptor(aio.ServerInterceptor):
                 log.debug("rpc_ok", ms=_ms(start))
                 return response
 
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                       else grpc.stream_unary_rpc_method_handler)
             return factory(unary_response, deserializer, handler.response_serializer)
 
         inner_stream = handler.unary_stream or handler.stream_stream
@@ -197,7 +198,8 @@ class ServerInterceptor(aio.ServerInterceptor):
                 await fail(context, exc, start)
             log.debug("rpc_ok", ms=_ms(start))
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                   else grpc.stream_stream_rpc_method_handler)
         return factory(stream_response, deserializer, handler.response_serializer)
 
 

@@ -3,8 +3,9 @@
 Health: "" (the whole server) and each service name stay NOT_SERVING until the
 ``ready`` callback has run (models loaded and warmed): that is readiness.
 Liveness is ``grpc.health.v1.Health`` (``LIVENESS``), SERVING once the port is
-bound, so a probe can tell a process still loading from a dead one. On SIGTERM/SIGINT every service turns NOT_SERVING, a short
-drain lets load balancers notice, then in-flight calls get ``grace`` seconds.
+bound, so a probe can tell a process still loading from a dead one. On
+SIGTERM/SIGINT every service turns NOT_SERVING, a short drain lets load
+balancers notice, then in-flight calls get ``grace`` seconds.
 
 Every call passes, in order: metrics (counts every answer, refusals included),
 token auth, the concurrency cap, then request ids in logs and errors as
@@ -264,5 +265,5 @@ def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str
     ]
 
 
-__all__ = ["LIVENESS", "RunningServer", "Service", "ServerOptions", "channel_options", "running_services", "serve_until_signal",
-           "start_server"]
+__all__ = ["LIVENESS", "RunningServer", "Service", "ServerOptions", "channel_options", "running_services",
+           "serve_until_signal", "start_server"]

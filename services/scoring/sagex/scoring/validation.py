@@ -18,7 +18,8 @@ def scorers(config: ScoringConfig, names: Sequence[str], problems: list[FieldVio
     chosen = list(names) or list(config.default_scorers)
     unknown = [n for n in chosen if n not in SCORERS]
     if unknown:
-        named = ", ".join(repr(shown(u)) for u in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        named = ", ".join(repr(shown(u)) for u in unknown[:5]) + more
         problems.append(FieldViolation("scorers", f"unknown {named}; choose from {', '.join(SCORERS)}"))
     if len(set(chosen)) != len(chosen):
         problems.append(FieldViolation("scorers", "name each scorer once"))

@@ -46,7 +46,8 @@ def load_release(ref: str, hf_cache: Path | None = None) -> SaeFile:
         raise SaeLoadError(f"{ref} is not a folder, and {release!r} is not a SAELens release"
                            + (f"; similar releases: {', '.join(near)}" if near else ""))
     if sae_id not in lookup.saes_map:
-        raise SaeLoadError(f"release {release!r} has no SAE {sae_id!r}; some it has: {', '.join(list(lookup.saes_map)[:5])}")
+        raise SaeLoadError(f"release {release!r} has no SAE {sae_id!r}; "
+                           f"some it has: {', '.join(list(lookup.saes_map)[:5])}")
     loader = lookup.conversion_func
     if loader not in SUPPORTED_LOADERS:
         raise SaeLoadError(

@@ -38,7 +38,8 @@ def load(path: Path) -> SaeFile:
         state = {k: v.float() for k, v in load_file(path / "sae.safetensors").items()}
         w, b_enc, b_dec = state["encoder.weight"], state["encoder.bias"], state["b_dec"]
     except KeyError as exc:
-        raise SaeLoadError(f"{path}/sae.safetensors lacks {exc}; expected encoder.weight, encoder.bias, W_dec, b_dec") from exc
+        raise SaeLoadError(f"{path}/sae.safetensors lacks {exc}; "
+                           "expected encoder.weight, encoder.bias, W_dec, b_dec") from exc
     except Exception as exc:  # a truncated or foreign file
         raise SaeLoadError(f"{path}/sae.safetensors cannot be read: {exc}") from exc
     d_in = int(cfg.get("d_in", w.shape[1]))

@@ -139,7 +139,8 @@ class InterventionScorer(Scorer):
         flips = [rng.random() < 0.5 for _ in pairs]  # True: the steered text is B
         shown = [(c.prompt, c.unsteered, c.steered) if f else (c.prompt, c.steered, c.unsteered)
                  for c, f in zip(pairs, flips, strict=True)]
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": judge_prompt(explanation, shown)}]
+        messages = [{"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": judge_prompt(explanation, shown)}]
         answers, usage = await llm.ask_json(messages, lambda obj: parse_answers(obj, len(shown)), schema=SCHEMA,
                                             schema_name="steered_choice")
         meter.add(usage)

@@ -48,11 +48,13 @@ class OutputScorer(Scorer):
     async def score(self, task: ScoringInput, meter: Meter) -> ScorerOutput:
         embedder = self.toolkit.embedder
         if embedder is None:
-            raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION, "the output scorer needs an embedder; none is configured")
+            raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                               "the output scorer needs an embedder; none is configured")
         data = task.data
         sae = await self.toolkit.activation.sae(data.sae_id)
         if sae is None or sae.d_sae <= self.settings.distractors:
-            raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {data.sae_id!r} has too few features for distractors")
+            raise ScorerFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"SAE {data.sae_id!r} has too few features for distractors")
         rng = random.Random(task.seed * 1_000_003 + data.feature_id)
         others = rng.sample([f for f in range(sae.d_sae) if f != data.feature_id], self.settings.distractors)
         lens = await self.toolkit.activation.effects(data.sae_id, [data.feature_id, *others], self.settings.top_k)
