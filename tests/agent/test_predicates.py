@@ -70,8 +70,37 @@ def test_model_tokens_carry_their_words_facts_by_character_offsets() -> None:
     assert "in:paren" in facts[6] and "in:paren" not in facts[4]
 
 
+def test_a_model_token_reads_the_mark_right_before_it() -> None:
+    # The tagger keeps "wikipedia.org" and "os.path" as one word; their model tokens still
+    # come right after a period, as a sentence's first word does.
+    tokens = ("<s>", "See", " en", ".", "wikipedia", ".", "org", ".", " Then", " os", ".", "path", "(", "x", ")")
+    trace = Trace("".join(tokens[1:]), tuple(range(len(tokens))), tokens, frozenset({0}),
+                  np.zeros(len(tokens), np.float32))
+    facts = trace_facts(trace)
+    for i in (4, 6, 8, 11):
+        assert {"after:.", "after:sentence_end"} <= facts[i], tokens[i]
+    assert "after:(" in facts[13] and "after:." not in facts[13]
+    assert not any(k.startswith("after:") for k in facts[2] | facts[9])  # after a space only
+    assert names.name("after:.") == "tokens right after a period"
+    assert "after a period, '!' or '?'" in names.name("after:sentence_end")
+    assert names.conjunction_name(("cap:title", "after:,")) == "capitalised words right after a comma"
+    assert names.conjunction_name(("tag:NNS", "spell:continuation")) == "plural nouns (inside a word)"
+
+
+def test_of_classes_that_fit_equally_the_least_general_comes_first() -> None:
+    from sagex.agent.symbolic.scoring import Evidence, candidates
+
+    text = "In January and in March we rested."
+    facts = [w.keys for w in tag(text).words]
+    ev = Evidence([f for f in facts if "ss:noun.time" in f], [f for f in facts if "ss:noun.time" not in f], [], [])
+    ranked = [c.keys[0] for c in candidates(ev) if c.keys[0].startswith("hyp:")]
+    assert ranked[0] == "hyp:gregorian_calendar_month.n.01" and ranked.index("hyp:calendar_month.n.01") < ranked.index(
+        "hyp:time_period.n.01")
+
+
 @pytest.mark.parametrize("keys", [("hyp:calendar_month.n.01",), ("tag:NNS",), ("in:paren",), ("ent:GPE",),
-                                  ("tag:VBD",), ("at:line_start",), ("tok:0",), ("pos:NOUN", "prev:word:the")])
+                                  ("tag:VBD",), ("at:line_start",), ("tok:0",), ("pos:NOUN", "prev:word:the"),
+                                  ("after:.",), ("after:sentence_end",), ("after:(",)])
 def test_probe_texts_make_the_predicate_true_or_false(keys: tuple[str, ...]) -> None:
     ctx = Context("After the meeting in January 2020 we left", 21, 28)
     trues, falses = probe_texts(keys, [ctx], {"january"}, salt=1, want_true=3, want_false=2)

@@ -38,6 +38,7 @@ TRUE_PER_ROUND = 2
 FALSE_PER_ROUND = 2
 F1_FLOOR = 0.3  # below this no predicate explains the exemplars
 CONFIRM_AGREEMENT = 0.75
+REFINE_KEEPS = 0.75  # a refinement must keep this share of the current reading's F1 on the exemplars
 MERGE_OVERLAP = 0.5  # a second label must cover firing tokens the first does not
 
 
@@ -155,6 +156,9 @@ class SymbolicPolicy:
             pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision]
         else:
             pool = [c for c in pool if c.hits >= cur.hits and c.keys != keys]
+        # A probe or two against a reading the exemplars support far better than any
+        # refinement of it are not reason enough to trade it: it keeps being tested.
+        pool = [c for c in pool if c.f1 >= REFINE_KEEPS * cur.f1]
         return pool[0] if pool else None
 
     async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
