@@ -62,6 +62,13 @@ def test_build_plants_good_probes_and_reports_the_rest(lm, tmp_path: Path) -> No
             assert v["firing_rate"] == 0
     report = json.loads((tmp_path / "out" / "build.json").read_text())
     assert {p["concept"] for p in report["probes"]} == {"digit_number", "after_comma", "never", "coin"}
+    # Where the benchmark mines exemplars (the embedded corpus's exemplar split), how often
+    # each planted concept occurs: digits and commas are everywhere in it.
+    seen = report["observability"]
+    assert set(seen) == {"digit_number", "after_comma"}
+    for row in seen.values():
+        assert row["positives"] >= 5 and 0 < row["tokens_to_first"] <= row["tokens_to_min"] <= row["scanned_tokens"]
+        assert row["at"] == sorted(row["at"]) and row["at"][4] == row["tokens_to_min"]
 
 
 def test_verify_again_measures_the_same(tmp_path: Path) -> None:
