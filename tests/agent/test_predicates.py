@@ -139,3 +139,19 @@ def test_a_missing_resource_says_how_to_install_it(setup: str, hint: str) -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "SAGEX_WORDNET_DIR": ""})
     assert "MISSING" in out.stdout and hint in out.stdout and "make setup" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_reading_is_judged_on_members_and_non_members_alike() -> None:
+    from sagex.agent.policies.symbolic import balanced
+    from sagex.agent.state import Expect, Probe, ProbeDraft
+
+    def probe(expected: Expect, activation: float) -> Probe:
+        trace = Trace("x", (0,), ("x",), frozenset(), np.asarray([activation], np.float32))
+        return Probe(0, 1, ProbeDraft(1, "x", expected), trace, fire_threshold=1.0)
+
+    # 3 of 5 members fire, both non-members stay silent: 5/7 as expected, balanced 0.8.
+    probes = [probe(Expect.FIRES, a) for a in (2.0, 3.0, 4.0, 0.5, 0.2)] + [probe(Expect.SILENT, 0.0)] * 2
+    assert balanced(probes) == pytest.approx((3 / 5 + 1) / 2)
+    # Many easy non-members cannot carry a reading whose members stay silent.
+    assert balanced([probe(Expect.FIRES, 0.0)] * 2 + [probe(Expect.SILENT, 0.0)] * 8) == pytest.approx(0.5)
+    assert balanced([probe(Expect.SILENT, 0.0)] * 3) == 1.0 and balanced([]) == 0.0

@@ -46,6 +46,15 @@ def keys_of(h: Hypothesis) -> tuple[str, ...]:
     return tuple(h.facts["keys"].split("\t")) if h.facts.get("keys") else ()
 
 
+def balanced(probes: Sequence[Probe]) -> float:
+    """Share of probes as expected, members and non-members weighted alike: a reading is
+    judged on how well it predicts both firing and silence, whatever the mix of probes
+    its generators could build (non-members are easy to find, members of a class less so)."""
+    groups = [[p for p in probes if p.draft.expected is e] for e in (Expect.FIRES, Expect.SILENT)]
+    rates = [sum(p.as_expected for p in g) / len(g) for g in groups if g]
+    return sum(rates) / len(rates) if rates else 0.0
+
+
 def agreement(probes: Sequence[Probe]) -> float:
     """Share of probes as expected, pulled toward 1/2 when there are few."""
     return (sum(p.as_expected for p in probes) + 0.5) / (len(probes) + 1)
@@ -178,7 +187,7 @@ class SymbolicPolicy:
             if not probes:
                 verdicts.append(Verdict(h.id, Status.REFUTED, "no probe could be built that makes it true or false"))
                 continue
-            rate = ok / len(probes)
+            rate = balanced(probes)
             if len(probes) >= 3 and rate >= CONFIRM_AGREEMENT and (h.is_control or len(fires) > len(silent_members)):
                 verdicts.append(Verdict(h.id, Status.CONFIRMED, summary))
                 continue
@@ -223,6 +232,7 @@ class SymbolicPolicy:
         ev = self._ev
         assert ev is not None
         ranked: list[tuple[float, Hypothesis, Scored, list[Probe]]] = []
+        order: dict[int, float] = {}
         for h in state.hypotheses:
             keys = keys_of(h)
             if h.is_control or not keys:
@@ -232,8 +242,12 @@ class SymbolicPolicy:
             conf = agreement(probes) if probes else 0.0
             if h.status is not Status.CONFIRMED:
                 conf *= 0.5
-            ranked.append((conf * (0.5 + 0.5 * s.f1), h, s, probes))
-        ranked.sort(key=lambda r: -r[0])
+            ranked.append((conf * (0.5 + 0.5 * s.f1), h, s, probes))  # the label's confidence
+            # The first label is the confirmed reading that explains the most of the firing its
+            # probes agree with (agreement x F1): a wider reading whose probes held is not lost
+            # to a narrower one (a part of it) whose probes agreed a little more often.
+            order[h.id] = conf * s.f1
+        ranked.sort(key=lambda r: -order[r[1].id])
         labels: list[Label] = []
         parts: list[str] = []
         covered: frozenset[int] = frozenset()
