@@ -146,7 +146,7 @@ def test_a_reading_is_judged_on_members_and_non_members_alike() -> None:
     from sagex.agent.state import Expect, Probe, ProbeDraft
 
     def probe(expected: Expect, activation: float) -> Probe:
-        trace = Trace("x", (0,), ("x",), frozenset(), np.asarray([activation], np.float32))
+        trace = Trace("a b", (0, 1), ("a", " b"), frozenset(), np.asarray([0.0, activation], np.float32))
         return Probe(0, 1, ProbeDraft(1, "x", expected), trace, fire_threshold=1.0)
 
     # 3 of 5 members fire, both non-members stay silent: 5/7 as expected, balanced 0.8.
