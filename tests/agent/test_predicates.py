@@ -127,6 +127,8 @@ def test_names_are_plain_english() -> None:
     assert names.name("prev:word:,") == "tokens right after a comma" and names.name("tags:W").startswith("wh-words")
     assert names.conjunction_name(("morph:VerbForm=Part", "morph:Tense=Pres")).startswith("-ing verb forms")
     assert names.name("prev:tag:VBD") == "tokens right after a past-tense verb"
+    assert names.name("prev:pos:ADV") == "tokens right after an adverb"
+    assert names.name("prev:tag:EX") == "tokens right after an existential 'there'"
 
 
 @pytest.mark.parametrize("setup, hint", [

@@ -282,7 +282,7 @@ def add_observability(out: Path) -> dict[str, dict[str, object]]:
     except (OSError, ValueError, KeyError) as exc:
         raise BuildError(f"{out} is not a built planted SAE ({exc})") from None
     settings = data["settings"]
-    known = {c.name: c for c in select("all", tuple(settings.get("extra_concepts", ())))}
+    known = {c.name: c for c in select(settings.get("concepts", "dev"), tuple(settings.get("extra_concepts", ())))}
     planted = [str(r["concept"]) for r in truth.values() if r.get("role") == "planted"]
     missing = [n for n in planted if n not in known]
     if missing:

@@ -151,7 +151,8 @@ def _singular(phrase: str) -> str:
         if w.endswith("s") and not w.endswith("ss") and w not in ("words",) or w == "words":
             words[i] = w[:-1] if not w.endswith("ies") else w[:-3] + "y"
             break
-    return "a " + " ".join(words)
+    phrase = " ".join(words)
+    return ("an " if phrase[:1].lower() in "aeio" else "a ") + phrase
 
 
 # Conjunctions of morphological features that grammar has one name for.
