@@ -414,7 +414,8 @@ def report(settings: BenchSettings, truth: Truth, sae_id: str, runs: Sequence[Ex
     # The counts are of the embedded corpus: not shown for services mining another one.
     own_corpus = settings.activation or (settings.config and "activation" in tomllib.loads(
         Path(settings.config).read_text()))
-    seen = "" if own_corpus else observability_table(settings.planted, settings.mining_tokens)
+    seen = "" if own_corpus or settings.mining_tokens <= 0 else observability_table(settings.planted,
+                                                                                   settings.mining_tokens)
     (settings.out / "planted.md").write_text(
         f"# Planted-feature benchmark\n\n{header}\n\nRecovery: share of planted features whose explanation names "
         f"the concept (95% Wilson interval).\n\n{text}\n\n" + (f"{seen}\n\n" if seen else "")
