@@ -1,6 +1,6 @@
 """Planted-feature recovery per explainer on planted SAEs of several architectures.
 
-    python benchmarks/planted.py --arch topk jumprelu --explainers heuristic [--mining-tokens 100000]
+    python benchmarks/planted.py --arch topk jumprelu --explainers heuristic [--mining-tokens auto|N]
     python benchmarks/planted.py --arch topk --explainers heuristic,symbolic,openai,single_pass \
         --llm-base-url http://127.0.0.1:8091/v1 --llm-model smollm2-135m-instruct \
         --config benchmarks/planted_llm_local.toml --max-rounds 1 --name llm
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import describe
 
-from sagex.bench.planted import BenchSettings, run
+from sagex.bench.planted import BenchSettings, resolve_mining_tokens, run
 from sagex.server.paths import cache_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +55,9 @@ def main() -> int:
     parser.add_argument("--arch", nargs="+", default=["topk", "jumprelu"])
     parser.add_argument("--explainers", default="heuristic")
     parser.add_argument("--concepts", default="dev")
-    parser.add_argument("--mining-tokens", type=int, default=100_000)
+    parser.add_argument("--mining-tokens", default="auto",
+                        help="tokens scanned for exemplars; auto: enough for every planted concept to occur (the build "
+                        "counts them in the exemplar split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--llm-base-url", default="", help="for LLM explainers (openai, single_pass)")
     parser.add_argument("--llm-model", default="")
@@ -76,8 +78,9 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "sagex.activation.planted", "build", "--out", str(folder),
                             "--arch", arch, "--concepts", args.concepts, "--seed", str(args.seed)], check=True)
         out = args.from_out or folder / "bench"
+        mining_tokens = resolve_mining_tokens(folder, args.mining_tokens)
         settings = BenchSettings(planted=folder, explainers=tuple(args.explainers.split(",")),
-                                 mining_tokens=args.mining_tokens, out=out, config=args.config,
+                                 mining_tokens=mining_tokens, out=out, config=args.config,
                                  max_rounds=args.max_rounds, concurrency=args.concurrency,
                                  llm_base_url=args.llm_base_url, llm_model=args.llm_model)
         if args.from_out is None and run(settings) != 0:
@@ -93,7 +96,7 @@ def main() -> int:
             f"{args.explainers} --mining-tokens {args.mining_tokens}{extra}"
             f"{' --name ' + args.name if args.name else ''}` (= `python -m "
             f"sagex.activation.planted build --out DIR --arch {arch} --seed {args.seed}` then `sage bench planted DIR "
-            f"--explainers {args.explainers} --mining-tokens {args.mining_tokens}{extra}`).\n\n"
+            f"--explainers {args.explainers} --mining-tokens {mining_tokens}{extra}`).\n\n"
             f"## Build: probes ({build['tokens']:,} tokens, {build['documents']['train']} train / "
             f"{build['documents']['test']} test documents, {build['seconds']}s)\n\n{build_table(build)}\n\n"
             f"## Build: verification on test documents (through the service's loader and encoder)\n\n"

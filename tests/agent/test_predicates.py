@@ -70,8 +70,37 @@ def test_model_tokens_carry_their_words_facts_by_character_offsets() -> None:
     assert "in:paren" in facts[6] and "in:paren" not in facts[4]
 
 
+def test_a_model_token_reads_the_mark_right_before_it() -> None:
+    # The tagger keeps "wikipedia.org" and "os.path" as one word; their model tokens still
+    # come right after a period, as a sentence's first word does.
+    tokens = ("<s>", "See", " en", ".", "wikipedia", ".", "org", ".", " Then", " os", ".", "path", "(", "x", ")")
+    trace = Trace("".join(tokens[1:]), tuple(range(len(tokens))), tokens, frozenset({0}),
+                  np.zeros(len(tokens), np.float32))
+    facts = trace_facts(trace)
+    for i in (4, 6, 8, 11):
+        assert {"after:.", "after:sentence_end"} <= facts[i], tokens[i]
+    assert "after:(" in facts[13] and "after:." not in facts[13]
+    assert not any(k.startswith("after:") for k in facts[2] | facts[9])  # after a space only
+    assert names.name("after:.") == "tokens right after a period"
+    assert "after a period, '!' or '?'" in names.name("after:sentence_end")
+    assert names.conjunction_name(("cap:title", "after:,")) == "capitalised words right after a comma"
+    assert names.conjunction_name(("tag:NNS", "spell:continuation")) == "plural nouns (inside a word)"
+
+
+def test_of_classes_that_fit_equally_the_least_general_comes_first() -> None:
+    from sagex.agent.symbolic.scoring import Evidence, candidates
+
+    text = "In January and in March we rested."
+    facts = [w.keys for w in tag(text).words]
+    ev = Evidence([f for f in facts if "ss:noun.time" in f], [f for f in facts if "ss:noun.time" not in f], [], [])
+    ranked = [c.keys[0] for c in candidates(ev) if c.keys[0].startswith("hyp:")]
+    assert ranked[0] == "hyp:gregorian_calendar_month.n.01" and ranked.index("hyp:calendar_month.n.01") < ranked.index(
+        "hyp:time_period.n.01")
+
+
 @pytest.mark.parametrize("keys", [("hyp:calendar_month.n.01",), ("tag:NNS",), ("in:paren",), ("ent:GPE",),
-                                  ("tag:VBD",), ("at:line_start",), ("tok:0",), ("pos:NOUN", "prev:word:the")])
+                                  ("tag:VBD",), ("at:line_start",), ("tok:0",), ("pos:NOUN", "prev:word:the"),
+                                  ("after:.",), ("after:sentence_end",), ("after:(",)])
 def test_probe_texts_make_the_predicate_true_or_false(keys: tuple[str, ...]) -> None:
     ctx = Context("After the meeting in January 2020 we left", 21, 28)
     trues, falses = probe_texts(keys, [ctx], {"january"}, salt=1, want_true=3, want_false=2)
@@ -98,6 +127,8 @@ def test_names_are_plain_english() -> None:
     assert names.name("prev:word:,") == "tokens right after a comma" and names.name("tags:W").startswith("wh-words")
     assert names.conjunction_name(("morph:VerbForm=Part", "morph:Tense=Pres")).startswith("-ing verb forms")
     assert names.name("prev:tag:VBD") == "tokens right after a past-tense verb"
+    assert names.name("prev:pos:ADV") == "tokens right after an adverb"
+    assert names.name("prev:tag:EX") == "tokens right after an existential 'there'"
 
 
 @pytest.mark.parametrize("setup, hint", [
@@ -110,3 +141,19 @@ def test_a_missing_resource_says_how_to_install_it(setup: str, hint: str) -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "SAGEX_WORDNET_DIR": ""})
     assert "MISSING" in out.stdout and hint in out.stdout and "make setup" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_reading_is_judged_on_members_and_non_members_alike() -> None:
+    from sagex.agent.policies.symbolic import balanced
+    from sagex.agent.state import Expect, Probe, ProbeDraft
+
+    def probe(expected: Expect, activation: float) -> Probe:
+        trace = Trace("a b", (0, 1), ("a", " b"), frozenset(), np.asarray([0.0, activation], np.float32))
+        return Probe(0, 1, ProbeDraft(1, "x", expected), trace, fire_threshold=1.0)
+
+    # 3 of 5 members fire, both non-members stay silent: 5/7 as expected, balanced 0.8.
+    probes = [probe(Expect.FIRES, a) for a in (2.0, 3.0, 4.0, 0.5, 0.2)] + [probe(Expect.SILENT, 0.0)] * 2
+    assert balanced(probes) == pytest.approx((3 / 5 + 1) / 2)
+    # Many easy non-members cannot carry a reading whose members stay silent.
+    assert balanced([probe(Expect.FIRES, 0.0)] * 2 + [probe(Expect.SILENT, 0.0)] * 8) == pytest.approx(0.5)
+    assert balanced([probe(Expect.SILENT, 0.0)] * 3) == 1.0 and balanced([]) == 0.0

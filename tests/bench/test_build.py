@@ -62,6 +62,13 @@ def test_build_plants_good_probes_and_reports_the_rest(lm, tmp_path: Path) -> No
             assert v["firing_rate"] == 0
     report = json.loads((tmp_path / "out" / "build.json").read_text())
     assert {p["concept"] for p in report["probes"]} == {"digit_number", "after_comma", "never", "coin"}
+    # Where the benchmark mines exemplars (the embedded corpus's exemplar split), how often
+    # each planted concept occurs: digits and commas are everywhere in it.
+    seen = report["observability"]
+    assert set(seen) == {"digit_number", "after_comma"}
+    for row in seen.values():
+        assert row["positives"] >= 5 and 0 < row["tokens_to_first"] <= row["tokens_to_min"] <= row["scanned_tokens"]
+        assert row["at"] == sorted(row["at"]) and row["at"][4] == row["tokens_to_min"]
 
 
 def test_verify_again_measures_the_same(tmp_path: Path) -> None:
@@ -71,6 +78,16 @@ def test_verify_again_measures_the_same(tmp_path: Path) -> None:
     assert again.verification == built.verification
     with pytest.raises(BuildError, match="not a built planted SAE"):
         reverify(tmp_path)
+    # A folder built before the build counted its concepts gets the counts afterwards, the same.
+    from sagex.activation.planted.__main__ import main
+
+    path = tmp_path / "out" / "build.json"
+    data = json.loads(path.read_text())
+    counted = data.pop("observability")
+    path.write_text(json.dumps(data))
+    assert main(["observe", str(tmp_path / "out")]) == 0
+    assert json.loads(path.read_text())["observability"] == counted and counted["digit_number"]["positives"] > 0
+    assert main(["observe", str(tmp_path)]) == 2  # not a built folder: a clear message, no traceback
 
 
 def test_nothing_plantable_is_a_clear_error(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -85,6 +85,28 @@ def test_an_sae_at_a_hook_the_model_lacks_fails_clearly(planted: Path, mining_co
     assert "sage bench planted:" in err and "did not start" in err
 
 
+def test_auto_mining_budget_covers_every_planted_concept(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from sagex.bench.planted import BenchError, auto_mining_tokens, observability_table, resolve_mining_tokens
+
+    def counts(**tokens_to_min: int | None) -> dict[str, dict[str, object]]:
+        return {name: {"positives": 5 if n else 2, "scanned_tokens": 340_000, "tokens_to_first": 10,
+                       "tokens_to_min": n, "at": [10, 20] + ([30, 40, n] if n else [])}
+                for name, n in tokens_to_min.items()}
+
+    (tmp_path / "build.json").write_text(json.dumps({"observability": counts(common=900, rare=157_213)}))
+    assert auto_mining_tokens(tmp_path) == (160_000, [])
+    assert resolve_mining_tokens(tmp_path, "auto") == 160_000 and "160,000 tokens" in capsys.readouterr().out
+    assert resolve_mining_tokens(tmp_path, "5000") == 5000
+    with pytest.raises(BenchError, match="number of tokens or auto"):
+        resolve_mining_tokens(tmp_path, "lots")
+    table = observability_table(tmp_path, 100_000)
+    assert "| rare | 4 | 10 | 157213 |" in table and "| common | 5 | 10 | 900 |" in table
+
+    (tmp_path / "build.json").write_text(json.dumps({"observability": counts(common=900, never=None)}))
+    assert auto_mining_tokens(tmp_path) == (60_000, ["never"])  # the floor; the rare one is named, not hidden
+
+
 def test_not_a_planted_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(BenchSettings(planted=tmp_path)) == 2
     assert "is not a planted SAE folder" in capsys.readouterr().err

@@ -164,6 +164,53 @@ async def test_rendering_escapes_untrusted_text(stack: Stack) -> None:
     assert '<script>alert("x")</script>' not in page and "&lt;script&gt;alert(" in page
 
 
+class LabelItems(HTMLParser):
+    """(feature, data-confidence, text) of every label item of the feature sections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[list[str]] = []
+        self._feature = ""
+        self._in = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and a.get("data-feature"):
+            self._feature = a["data-feature"] or ""
+        if tag == "li" and "data-confidence" in a:
+            self.items.append([self._feature, a["data-confidence"] or "", ""])
+            self._in = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li":
+            self._in = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in:
+            self.items[-1][2] += data
+
+
+async def test_each_label_shows_its_confidence(stack: Stack) -> None:
+    from dataclasses import replace
+
+    from sagex.sdk.types import Label
+
+    parser = LabelItems()
+    parser.feed(stack.html.read_text())
+    expected = [(str(fr.feature_id), lb) for fr in stack.report.features for lb in fr.explanation.labels]
+    assert expected and len(parser.items) == len(expected)
+    for (feature, label), (seen_feature, value, text) in zip(expected, parser.items, strict=True):
+        assert seen_feature == feature and float(value) == label.confidence
+        assert label.name in text
+        assert (f"confidence {label.confidence:.2f}" if label.confidence > 0 else "no confidence given") in text
+    assert any(lb.confidence > 0 for _, lb in expected)  # the symbolic policy gives one from its probes
+    # A policy that gives no confidence is said so, not shown as zero confidence.
+    fr = stack.report.features[0]
+    bare = replace(fr.explanation, labels=(Label("plural nouns", "Fires on plural nouns."),))
+    page = render(replace(stack.report, features=(replace(fr, explanation=bare),)))
+    assert 'data-confidence="0.0"' in page and "no confidence given" in page and "confidence 0.00" not in page
+
+
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
 
@@ -196,9 +243,9 @@ def _look(page: Any, stack: Stack, shot: Path) -> dict[str, Any]:
     # The index links to the feature and sorts by a score column.
     page.click(f'table.index a[href="#f-{fr.feature_id}"]')
     hash_after_click = page.evaluate("location.hash")
-    page.click("table.index th:nth-child(5)")
-    page.click("table.index th:nth-child(5)")
-    sorted_scores = page.locator("table.index tbody tr td:nth-child(5)").evaluate_all(
+    page.click("table.index th:nth-child(6)")  # feature, label, outcome, confidence, probes, then the scores
+    page.click("table.index th:nth-child(6)")
+    sorted_scores = page.locator("table.index tbody tr td:nth-child(6)").evaluate_all(
         "cells => cells.map(c => parseFloat(c.dataset.v))")
     page.fill("#filter", "no such label anywhere")
     visible_rows = page.locator("table.index tbody tr:visible").count()

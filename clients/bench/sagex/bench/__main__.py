@@ -20,13 +20,19 @@ def cmd_planted(args: argparse.Namespace) -> int:
                  "--concepts", args.concepts, "--seed", str(args.seed)]
         if subprocess.run(build, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
             return 2
-    from sagex.bench.planted import BenchSettings, run
+    from sagex.bench.planted import BenchError, BenchSettings, resolve_mining_tokens, run
 
     explainers = tuple(e.strip() for e in args.explainers.split(",") if e.strip())
     if not explainers:
         raise SystemExit("sage bench planted: --explainers names no explainer")
+    try:
+        mining_tokens = (resolve_mining_tokens(planted, args.mining_tokens) if args.from_explanations is None
+                         else int(args.mining_tokens) if args.mining_tokens != "auto" else 0)
+    except (BenchError, ValueError) as exc:
+        print(f"sage bench planted: {exc}", file=sys.stderr)
+        return 2
     settings = BenchSettings(planted=planted, explainers=explainers, sae_id=args.sae_id, activation=args.activation,
-                             agent=args.agent, config=args.config or "", mining_tokens=args.mining_tokens,
+                             agent=args.agent, config=args.config or "", mining_tokens=mining_tokens,
                              max_rounds=args.max_rounds, concurrency=args.concurrency,
                              llm_base_url=args.llm_base_url or "", llm_model=args.llm_model or "", out=Path(args.out))
     judge = args.judge if args.judge != "auto" else ("llm" if args.judge_base_url else "offline")
@@ -51,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "default: start one")
     plan.add_argument("--agent", default="", help="use this agent service; default: start one")
     plan.add_argument("--config", help="TOML with [activation] and [agent] tables for the services started here")
-    plan.add_argument("--mining-tokens", type=int, default=60_000, help="corpus tokens scanned for exemplars")
+    plan.add_argument("--mining-tokens", default="auto",
+                      help="corpus tokens scanned for exemplars; auto (default): enough that every planted concept "
+                      "occurs at least 5 times in the scanned part of the exemplar split (the build counts them)")
     plan.add_argument("--max-rounds", type=int, default=0, help="testing rounds per feature (default: server's)")
     plan.add_argument("--concurrency", type=int, default=4, help="features at once per explainer")
     plan.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for LLM explainers (openai, single_pass)")

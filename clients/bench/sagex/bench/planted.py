@@ -69,6 +69,69 @@ class Truth:
                    {int(k): v for k, v in data["features"].items()})
 
 
+# --- what the explainers can see ------------------------------------------------------
+
+MIN_MINING_TOKENS = 60_000
+MAX_MINING_TOKENS = 400_000  # the activation service's default budget per split
+MIN_POSITIVES = 5  # as the builder's observability count (sagex.activation.planted.observe)
+
+
+def observability(folder: Path, compute: bool = True) -> dict[str, dict[str, Any]]:
+    """The build's count of each planted concept in the exemplar split (build.json),
+    computed first when the folder predates it (in its own process: it needs the tokenizer)."""
+    path = folder / "build.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if "observability" not in data and compute and path.is_file():
+        cmd = [sys.executable, "-m", "sagex.activation.planted", "observe", str(folder)]
+        if subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL).returncode:
+            raise BenchError(f"could not count the planted concepts of {folder} in the exemplar split: {' '.join(cmd)}")
+        data = json.loads(path.read_text())
+    return dict(data.get("observability") or {})
+
+
+def auto_mining_tokens(folder: Path) -> tuple[int, list[str]]:
+    """The mining budget at which every planted concept occurs at least ``MIN_POSITIVES``
+    times in the scanned part of the exemplar split (rounded up to 10,000 tokens; at least
+    ``MIN_MINING_TOKENS``, at most ``MAX_MINING_TOKENS``), and the concepts that stay
+    rarer than that even then (they count as misses; the table says so)."""
+    counts = observability(folder)
+    needs = {name: row.get("tokens_to_min") for name, row in counts.items()}
+    reachable = [n for n in needs.values() if n is not None and n <= MAX_MINING_TOKENS]
+    tokens = max([MIN_MINING_TOKENS, *(-(-n // 10_000) * 10_000 for n in reachable)])
+    rare = sorted(name for name, n in needs.items() if n is None or n > MAX_MINING_TOKENS)
+    return min(tokens, MAX_MINING_TOKENS), rare
+
+
+def resolve_mining_tokens(folder: Path, value: str | int) -> int:
+    """``value`` as a token count; "auto": ``auto_mining_tokens``."""
+    if str(value) != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            raise BenchError(f"--mining-tokens {value!r}: give a number of tokens or auto") from None
+    tokens, rare = auto_mining_tokens(folder)
+    note = f"; rarer than {MIN_POSITIVES} positives even then: {', '.join(rare)}" if rare else ""
+    print(f"mining budget (auto): {tokens:,} tokens, so that each planted concept occurs in the scanned "
+          f"exemplar split{note}", flush=True)
+    return tokens
+
+
+def observability_table(folder: Path, mining_tokens: int) -> str:
+    """Per planted concept: its positives within the scanned tokens (by the concept's own rule)."""
+    counts = observability(folder, compute=False)
+    if not counts:
+        return ""
+    lines = [f"Observability: positive tokens of each planted concept in the first {mining_tokens:,} tokens of the "
+             "exemplar split (the concept's own labelling rule; what the explainers can see at best).", "",
+             "| concept | positives scanned | tokens to first | tokens to 5 |", "|---|---:|---:|---:|"]
+    for name, row in counts.items():
+        at = row.get("at", [])  # the build keeps the first 50 offsets
+        seen = sum(1 for x in at if x <= mining_tokens)
+        shown = f"≥{seen}" if seen == len(at) < row["positives"] else str(seen)
+        lines.append(f"| {name} | {shown} | {row.get('tokens_to_first') or '-'} | {row.get('tokens_to_min') or '-'} |")
+    return "\n".join(lines)
+
+
 # --- services ----------------------------------------------------------------------
 
 
@@ -348,9 +411,15 @@ def report(settings: BenchSettings, truth: Truth, sae_id: str, runs: Sequence[Ex
             shown = str(r.get("judged_text") or r["error"] or r["description"]).replace("|", "\\|").replace("\n", " ")
             per_feature.append(f"| {name} | {r['feature']} | {r['role']} | {r.get('concept') or ''} | {verdict} | "
                                f"{shown[:160]} |")
+    # The counts are of the embedded corpus: not shown for services mining another one.
+    own_corpus = settings.activation or (settings.config and "activation" in tomllib.loads(
+        Path(settings.config).read_text()))
+    seen = "" if own_corpus or settings.mining_tokens <= 0 else observability_table(settings.planted,
+                                                                                   settings.mining_tokens)
     (settings.out / "planted.md").write_text(
         f"# Planted-feature benchmark\n\n{header}\n\nRecovery: share of planted features whose explanation names "
-        f"the concept (95% Wilson interval).\n\n{text}\n\n## Per feature\n\n" + "\n".join(per_feature) + "\n")
+        f"the concept (95% Wilson interval).\n\n{text}\n\n" + (f"{seen}\n\n" if seen else "")
+        + "## Per feature\n\n" + "\n".join(per_feature) + "\n")
     return f"{header}\n\n{text}"
 
 

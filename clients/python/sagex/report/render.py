@@ -14,7 +14,7 @@ from sagex.report.heatmap import heatmap
 from sagex.report.model import FeatureReport, Report
 from sagex.report.plot import differences_plot
 from sagex.sdk import Comparison, Metric, ScorerResult
-from sagex.sdk.types import Explanation, Hypothesis
+from sagex.sdk.types import Explanation, Hypothesis, Label
 
 
 def write(report: Report, path: Path) -> Path:
@@ -66,6 +66,16 @@ def _labels_text(ex: Explanation) -> str:
     return ", ".join(label.name for label in ex.labels) or ex.description[:80] or "(no label)"
 
 
+def _confidence(value: float) -> str:
+    """A label's confidence as shown; 0 is the SDK's "the policy gives none"."""
+    return f"confidence {value:.2f}" if value > 0 else "no confidence given"
+
+
+def _label_item(label: Label) -> str:
+    return (f'<li data-confidence="{label.confidence!r}"><b>{escape(label.name)}</b> '
+            f'<span class="badge conf">{_confidence(label.confidence)}</span>: {escape(label.description)}</li>')
+
+
 def _header(report: Report) -> str:
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
     return (f"<header><h1>{escape(report.title)}</h1>"
@@ -77,7 +87,7 @@ def _header(report: Report) -> str:
 def _index(report: Report) -> str:
     scorers = sorted({s for fr in report.features for s in _headlines(fr)})
     head = ('<th data-sort class="num">feature</th><th data-sort>label</th><th data-sort>outcome</th>'
-            '<th data-sort class="num">probes as expected</th>'
+            '<th data-sort class="num">confidence</th><th data-sort class="num">probes as expected</th>'
             + "".join(f'<th data-sort class="num">{escape(s)}<br><span class="ci">'
                       f"{escape(_first_metric_name(report, s))} [95% CI]</span></th>" for s in scorers))
     rows = []
@@ -85,9 +95,11 @@ def _index(report: Report) -> str:
         ex = fr.explanation
         ok = sum(p.as_expected for p in ex.probes)
         heads = _headlines(fr)
+        top_conf = max((label.confidence for label in ex.labels), default=0.0)
         cells = [f'<td class="num" data-v="{ex.feature_id}"><a href="#f-{ex.feature_id}">{ex.feature_id}</a></td>',
                  f'<td data-v="{escape(_labels_text(ex))}">{escape(_labels_text(ex))}</td>',
                  f'<td data-v="{escape(ex.error_code or ex.triage_class or "loop")}">{_outcome(ex)}</td>',
+                 f'<td class="num" data-v="{top_conf!r}">{f"{top_conf:.2f}" if top_conf > 0 else "-"}</td>',
                  f'<td class="num" data-v="{ok / len(ex.probes) if ex.probes else -1!r}">'
                  f"{ok}/{len(ex.probes)}</td>"]
         cells += [f'<td class="num" data-v="{_sort_value(heads.get(s))}">{_metric(heads.get(s))}</td>'
@@ -147,8 +159,7 @@ def _feature(fr: FeatureReport) -> str:
     if ex.description:
         parts.append(f'<p class="description">{escape(ex.description)}</p>')
     if ex.labels:
-        parts.append('<ul class="labels">' + "".join(
-            f"<li><b>{escape(label.name)}</b>: {escape(label.description)}</li>" for label in ex.labels) + "</ul>")
+        parts.append('<ul class="labels">' + "".join(_label_item(label) for label in ex.labels) + "</ul>")
     parts.append(_scores(fr))
     parts.append(_output_side(fr))
     parts.append(_evidence(ex))

@@ -1,4 +1,4 @@
-"""``python -m sagex.activation.planted build|concepts``: see ``sagex.activation.planted``."""
+"""``python -m sagex.activation.planted build|verify|observe|concepts``: see ``sagex.activation.planted``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from sagex.activation.planted.build import (
     ARCHITECTURES,
     BuildError,
     BuildSettings,
+    add_observability,
     build,
     format_report,
     reverify,
 )
+from sagex.activation.planted.observe import MIN_POSITIVES
 from sagex.activation.planted.registry import SETS, ConceptError, select
 
 
@@ -69,12 +71,26 @@ def main(argv: list[str] | None = None) -> int:
     add_build_arguments(b)
     v = sub.add_parser("verify", help="measure a built folder's features again on its test documents")
     v.add_argument("out", help="the folder given to build --out")
+    o = sub.add_parser("observe", help="count a built folder's planted concepts in the exemplar split "
+                       "(what the benchmark's explainers can see) and store the counts in its build.json")
+    o.add_argument("out", help="the folder given to build --out")
     c = sub.add_parser("concepts", help="list a concept set (names, kinds, descriptions)")
     c.add_argument("--concepts", default="dev", choices=SETS)
     args = parser.parse_args(argv)
     if args.command == "concepts":
         for concept in select(args.concepts):
             print(f"{concept.name:<24} {concept.kind:<11} {concept.description}")
+        return 0
+    if args.command == "observe":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            counts = add_observability(Path(args.out))
+        except (BuildError, ConceptError, FileNotFoundError) as exc:
+            print(f"planted observe: {exc}", file=sys.stderr)
+            return 2
+        for name, row in counts.items():
+            print(f"{name:<24} {row['positives']:>6} positives in {row['scanned_tokens']:,} tokens; "
+                  f"{MIN_POSITIVES} within {row['tokens_to_min'] or 'never'}")
         return 0
     if args.command == "verify":
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -27,6 +27,7 @@ import torch
 
 from sagex.activation.planted.concepts import AMBIGUOUS, POS, Concept
 from sagex.activation.planted.data import Sample, build_samples, corpus_texts, hidden_states, labels_for
+from sagex.activation.planted.observe import observe
 from sagex.activation.planted.probes import MIN_AUROC, Probe, ProbeReport, fit
 
 if TYPE_CHECKING:  # the model loads lazily, in the commands that need it
@@ -248,6 +249,11 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: T
         "architecture": settings.architecture, "hook_name": hook_name, "concepts": settings.concepts,
         "d_sae": len(truth), "features": {str(j): role for j, role in truth.items()}}, indent=1) + "\n")
     verification = verify(out / "sae", truth, concepts, samples, hidden)
+    planted = [p.concept for p in probes]
+    try:  # how often each planted concept occurs where the benchmark mines exemplars
+        observability = observe(lm.tokenizer, planted, corpus_dir)
+    except FileNotFoundError:
+        observability = {}
     (out / "build.json").write_text(json.dumps({
         "settings": asdict(settings), "concept_names": [c.name for c in concepts], "hook_name": hook_name,
         "model": lm.name,
@@ -256,8 +262,39 @@ def build(out: Path, settings: BuildSettings, concepts: Sequence[Concept], lm: T
         "tokens": sum(len(s.doc) for s in samples), "seconds": round(time.perf_counter() - start, 1),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
         "probes": [asdict(r) for r in reports],
-        "verification": {str(j): v for j, v in verification.items()}}, indent=1) + "\n")
+        "verification": {str(j): v for j, v in verification.items()},
+        "observability": observability}, indent=1) + "\n")
     return Built(out, reports, truth, verification)
+
+
+def add_observability(out: Path) -> dict[str, dict[str, object]]:
+    """Count a built folder's planted concepts in the exemplar split (for folders built
+    before the build did it) and store the counts in its build.json."""
+    from transformers import AutoTokenizer
+
+    from sagex.activation.assets.paths import cache_dir
+    from sagex.activation.engine import resolve_model_dir
+    from sagex.activation.planted.registry import select
+
+    try:
+        data = json.loads((out / "build.json").read_text())
+        truth = json.loads((out / "truth.json").read_text())["features"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BuildError(f"{out} is not a built planted SAE ({exc})") from None
+    settings = data["settings"]
+    known = {c.name: c for c in select(settings.get("concepts", "dev"), tuple(settings.get("extra_concepts", ())))}
+    planted = [str(r["concept"]) for r in truth.values() if r.get("role") == "planted"]
+    missing = [n for n in planted if n not in known]
+    if missing:
+        raise BuildError(f"concepts {missing} of this build are not in the registry; give them as --concept entries")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(Path(settings["model"]) if settings.get("model")
+                                                                else None))
+    corpus_dir = Path(settings["corpus_dir"]) if settings.get("corpus_dir") else cache_dir() / "corpus"
+    data["observability"] = observe(tokenizer, [known[n] for n in planted], corpus_dir)
+    tmp = out / "build.json.partial"
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(out / "build.json")
+    return data["observability"]  # type: ignore[no-any-return]
 
 
 def reverify(out: Path) -> Built:

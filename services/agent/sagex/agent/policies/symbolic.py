@@ -38,11 +38,21 @@ TRUE_PER_ROUND = 2
 FALSE_PER_ROUND = 2
 F1_FLOOR = 0.3  # below this no predicate explains the exemplars
 CONFIRM_AGREEMENT = 0.75
+REFINE_KEEPS = 0.75  # a refinement must keep this share of the current reading's F1 on the exemplars
 MERGE_OVERLAP = 0.5  # a second label must cover firing tokens the first does not
 
 
 def keys_of(h: Hypothesis) -> tuple[str, ...]:
     return tuple(h.facts["keys"].split("\t")) if h.facts.get("keys") else ()
+
+
+def balanced(probes: Sequence[Probe]) -> float:
+    """Share of probes as expected, members and non-members weighted alike: a reading is
+    judged on how well it predicts both firing and silence, whatever the mix of probes
+    its generators could build (non-members are easy to find, members of a class less so)."""
+    groups = [[p for p in probes if p.draft.expected is e] for e in (Expect.FIRES, Expect.SILENT)]
+    rates = [sum(p.as_expected for p in g) / len(g) for g in groups if g]
+    return sum(rates) / len(rates) if rates else 0.0
 
 
 def agreement(probes: Sequence[Probe]) -> float:
@@ -155,6 +165,9 @@ class SymbolicPolicy:
             pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision]
         else:
             pool = [c for c in pool if c.hits >= cur.hits and c.keys != keys]
+        # A probe or two against a reading the exemplars support far better than any
+        # refinement of it are not reason enough to trade it: it keeps being tested.
+        pool = [c for c in pool if c.f1 >= REFINE_KEEPS * cur.f1]
         return pool[0] if pool else None
 
     async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
@@ -174,7 +187,7 @@ class SymbolicPolicy:
             if not probes:
                 verdicts.append(Verdict(h.id, Status.REFUTED, "no probe could be built that makes it true or false"))
                 continue
-            rate = ok / len(probes)
+            rate = balanced(probes)
             if len(probes) >= 3 and rate >= CONFIRM_AGREEMENT and (h.is_control or len(fires) > len(silent_members)):
                 verdicts.append(Verdict(h.id, Status.CONFIRMED, summary))
                 continue
@@ -219,6 +232,7 @@ class SymbolicPolicy:
         ev = self._ev
         assert ev is not None
         ranked: list[tuple[float, Hypothesis, Scored, list[Probe]]] = []
+        order: dict[int, float] = {}
         for h in state.hypotheses:
             keys = keys_of(h)
             if h.is_control or not keys:
@@ -228,8 +242,12 @@ class SymbolicPolicy:
             conf = agreement(probes) if probes else 0.0
             if h.status is not Status.CONFIRMED:
                 conf *= 0.5
-            ranked.append((conf * (0.5 + 0.5 * s.f1), h, s, probes))
-        ranked.sort(key=lambda r: -r[0])
+            ranked.append((conf * (0.5 + 0.5 * s.f1), h, s, probes))  # the label's confidence
+            # The first label is the confirmed reading that explains the most of the firing its
+            # probes agree with (agreement x F1): a wider reading whose probes held is not lost
+            # to a narrower one (a part of it) whose probes agreed a little more often.
+            order[h.id] = conf * s.f1
+        ranked.sort(key=lambda r: -order[r[1].id])
         labels: list[Label] = []
         parts: list[str] = []
         covered: frozenset[int] = frozenset()

@@ -79,7 +79,7 @@ WORD_CLASS = {",": "a comma", ".": "a period", ":": "a colon", ";": "a semicolon
               "[": "an opening square bracket", "]": "a closing square bracket", "{": "an opening brace",
               "}": "a closing brace", '"': "a quotation mark", "'": "an apostrophe", "-": "a hyphen",
               "the": "the article 'the'", "a": "the article 'a'", "an": "the article 'an'", "\n": "a line break"}
-KIND = {"tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
+KIND = {"after": "context", "tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
         "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling", "tags": "grammar",
         "spell": "spelling", "len": "spelling", "suffix": "lexical", "prefix": "lexical", "in": "structure",
         "depth": "structure", "at": "structure",
@@ -105,6 +105,10 @@ def name(key: str) -> str:
     head, _, value = key.partition(":")
     if head == "prev":
         return f"tokens right after {_singular(name(value))}"
+    if head == "after":
+        if value == "sentence_end":
+            return "tokens right after a period, '!' or '?' (as at the start of a sentence)"
+        return f"tokens right after {WORD_CLASS.get(value, _shown(value))}"
     if key in FIXED:
         return FIXED[key]
     if head == "tok":
@@ -147,7 +151,8 @@ def _singular(phrase: str) -> str:
         if w.endswith("s") and not w.endswith("ss") and w not in ("words",) or w == "words":
             words[i] = w[:-1] if not w.endswith("ies") else w[:-3] + "y"
             break
-    return "a " + " ".join(words)
+    phrase = " ".join(words)
+    return ("an " if phrase[:1].lower() in "aeio" else "a ") + phrase
 
 
 # Conjunctions of morphological features that grammar has one name for.
@@ -159,14 +164,22 @@ MORPH_PAIRS = {
 }
 
 
+# Where a model token sits in its word: said as a note on the other predicate.
+PIECE_NOTES = {"spell:word_start": "at the start of a word", "spell:continuation": "inside a word"}
+
+
 def conjunction_name(keys: tuple[str, ...]) -> str:
     if len(keys) == 1:
         return name(keys[0])
     if frozenset(keys) in MORPH_PAIRS:
         return MORPH_PAIRS[frozenset(keys)]
     first, second = keys
+    if second in PIECE_NOTES:
+        return f"{name(first)} ({PIECE_NOTES[second]})"
     if second.startswith("prev:"):
         return f"{name(first)} right after {_singular(name(second[5:]))}"
+    if second.startswith("after:"):
+        return f"{name(first)} {name(second).removeprefix('tokens ')}"
     if kind(second) == "structure":
         return f"{name(first)} ({name(second)})"
     return f"{name(first)} that are also {name(second)}"

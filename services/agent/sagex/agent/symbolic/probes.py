@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources as files
 
 from sagex.agent.symbolic import resources
-from sagex.agent.symbolic.tagging import Tagged, meaning, tag
+from sagex.agent.symbolic.tagging import SENTENCE_END, Tagged, meaning, tag
 
 # Fresh members of entity types, for classes WordNet does not list.
 ENTITIES = {
@@ -165,7 +165,30 @@ def _edits(key: str, text: str) -> list[str]:
         return [f"Notes:\n- {text}\n- {words[-1]}", f"Steps:\n1. {text}\n2. Done."]
     if key == "at:sent_start":
         return [text, f"It rained. {text}"]
+    if key.startswith("after:"):
+        mark = "." if key == "after:sentence_end" else key[6:]
+        closing = {"(": ")", "[": "]", "{": "}", '"': '"'}.get(mark, "")
+        # The mark before a middle word (and closed again, so only the word after it changes).
+        inside = (" ".join(words[:mid]) + f" {mark}" + " ".join(words[mid: mid + 2]) + f"{closing} "
+                  + " ".join(words[mid + 2:]))
+        return [f"It rained{mark} {text}", inside] if mark in ".!?,;:" else [inside]
     return []
+
+
+def _context_removed(ctx: Context, key: str) -> str | None:
+    """For "after:MARK": the exemplar's text up to its peak word with the mark before the
+    word taken away (and the text before any earlier such mark cut off, since the
+    feature would fire there too); None for other keys or when no mark is there."""
+    if not key.startswith("after:"):
+        return None
+    marks = SENTENCE_END if key == "after:sentence_end" else key[6:]
+    before = ctx.text[: ctx.start].rstrip(" \t")
+    if not before or before[-1] not in marks:
+        return None
+    head = before[:-1]
+    head = head[max(head.rfind(m) for m in marks) + 1:]
+    text = f"{head.rstrip()} {ctx.word.strip()}".strip()
+    return text if " " in text else None
 
 
 def _flatten(text: str) -> str:
@@ -212,10 +235,13 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
             add(e, True, f"edited so that {main} holds")
         if len(trues) >= want_true:
             break
-    # 3. minimal pairs the other way: the peak word swapped for a non-member
+    # 3. minimal pairs the other way: the peak word swapped for a non-member, or (for a
+    # context predicate, which no swap of the word changes) the context taken away
     for ctx in ctxs:
         if len(falses) >= want_false:
             break
+        if (bare := _context_removed(ctx, main)) is not None:
+            add(bare, False, f"the mark before {ctx.word.strip()!r} taken away")
         like = tag(ctx.text).words
         peak = [w.keys for w in like if w.start < ctx.end and ctx.start < w.end]
         others = non_members(main, peak[0] if peak else frozenset())

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sagex.agent.state import Expect, ProbeDraft
-from sagex.agent.symbolic import names
+from sagex.agent.symbolic import names, resources
 from sagex.agent.symbolic.names import kind
 from sagex.agent.symbolic.probes import Context, sibling_probes
 from sagex.agent.symbolic.tagging import trace_facts
@@ -18,7 +19,10 @@ MIN_SUPPORT = 0.15  # of firing tokens: rarer keys are not candidates
 CONJUNCTION_GAIN = 0.05  # F1 a conjunction must add over its better part
 # Tie-break between keys that cover the same tokens: a class says more than a word.
 PREFERENCE = ["hyp", "ent", "ss", "tag", "tags", "morph", "pos", "in", "depth", "at", "list", "cap", "spell",
-              "suffix", "prefix", "len", "word", "lemma", "stem", "tok", "prev"]
+              "suffix", "prefix", "len", "word", "lemma", "stem", "tok", "after", "prev"]
+# Keys that qualify another (where the token sits, what comes before it): the second
+# part of a conjunction, never its head.
+QUALIFIERS = ("prev:", "after:", "spell:word_start", "spell:continuation")
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,20 @@ def score(keys: tuple[str, ...], ev: Evidence) -> Scored:
     return Scored(keys, len(hits), fp, len(ev.firing) - len(hits), hits)
 
 
-def _rank(s: Scored) -> tuple[float, int, int]:
+def _rank(s: Scored) -> tuple[float, int, int, int]:
     head = s.keys[0].split(":", 1)[0]
     pref = PREFERENCE.index(head) if head in PREFERENCE else len(PREFERENCE)
-    return (-round(s.f1, 3), len(s.keys), pref)
+    return (-round(s.f1, 3), len(s.keys), pref, -_depth(s.keys[0]))
+
+
+@lru_cache(maxsize=20_000)
+def _depth(key: str) -> int:
+    """How specific a WordNet class is (its depth below the root; 0 for other keys). Of
+    classes that fit the firing tokens equally well, the least general one comes first:
+    it is the claim the exemplars support, and its probes (fresh members of it) test
+    it; when members of a wider class fire too, refinement widens it."""
+    head, _, value = key.partition(":")
+    return int(resources.wordnet().synset(value).min_depth()) if head == "hyp" else 0
 
 
 def candidates(ev: Evidence, limit: int = 40) -> list[Scored]:
@@ -110,7 +124,7 @@ def candidates(ev: Evidence, limit: int = 40) -> list[Scored]:
     singles = [score((k,), ev) for k, c in counts.items() if c >= floor]
     singles.sort(key=_rank)
     out = list(singles)
-    heads = [s for s in singles if not s.keys[0].startswith("prev:")][:8]
+    heads = [s for s in singles if not s.keys[0].startswith(QUALIFIERS)][:8]
     partners = singles[:30]
     for a in heads:
         for b in partners:

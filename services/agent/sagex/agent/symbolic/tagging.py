@@ -29,6 +29,8 @@ WN_POS = {"NOUN": "n", "PROPN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 MAX_HYPERNYMS = 12
 _LIST = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)]|[a-z][.)])[ \t]+")
 _OPEN = {"(": "paren", "[": "bracket", "{": "brace"}
+SENTENCE_END = ".!?"
+_INNER_MARK = re.compile(r"[^\w\s](?=\w)")
 _CLOSE = {")": "paren", "]": "bracket", "}": "brace"}
 
 
@@ -190,6 +192,9 @@ def tag(text: str) -> Tagged:
             keys.add("at:line_end")
         if t.is_sent_start and not t.is_punct:
             keys.add("at:sent_start")
+        keys.update(after_keys(before))
+        for mark in _INNER_MARK.finditer(s):  # "org" of "wikipedia.org": a model token after a mark
+            keys.update(after_keys(s[: mark.end()]))
         if not before.strip():
             keys.add("at:text_start")
         elif before.rstrip(" \t").endswith("\n\n"):
@@ -199,6 +204,18 @@ def tag(text: str) -> Tagged:
         words.append(Word(t.idx, t.idx + len(s), s, frozen))
         prev_keys = frozenset(k for k in frozen if k.startswith(PREV_KINDS))
     return Tagged(text, tuple(words))
+
+
+def after_keys(before: str) -> set[str]:
+    """Context at the character level: the punctuation mark right before a word or a
+    model token (spaces skipped, a line break ends the search). It sees what a word
+    tagger folds into one word ("en.wikipedia.org", "os.path"), which is where a model
+    token's own context lies."""
+    stripped = before.rstrip(" \t")
+    c = stripped[-1:]
+    if not c or c == "\n" or c.isalnum() or c == "_":
+        return set()
+    return {f"after:{c}", "after:sentence_end"} if c in SENTENCE_END else {f"after:{c}"}
 
 
 _STEMMER = None
@@ -243,8 +260,12 @@ def trace_facts(trace: Trace) -> list[frozenset[str]]:
             out.append(frozenset())
             continue
         lead = len(trace.tokens[i]) - len(trace.tokens[i].lstrip())
-        keys = piece_keys(trace.tokens, trace.special, i)
+        keys: set[str] = set()
         for w in tagged.words_in(a + lead, b) or tagged.words_in(a, b):
             keys |= tagged.words[w].keys
+        # A model token's character context is its own, not its word's (the "org" of
+        # "wikipedia.org" comes right after a period; the word does not).
+        keys = {k for k in keys if not k.startswith("after:")} | after_keys(text[: a + lead])
+        keys |= piece_keys(trace.tokens, trace.special, i)
         out.append(frozenset(keys))
     return out
