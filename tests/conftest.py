@@ -223,7 +223,7 @@ def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Pat
                 counts["batches"] += 1
                 async with lock:
                     await asyncio.sleep(pause_s)
-            return await runtime.batcher.submit(items)
+            return await runtime.batcher.submit(items, exclusive=True)
 
         miner = ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "mining", "test-model",
