@@ -159,6 +159,9 @@ async def test_two_servers_share_the_shards_of_one_build_and_write_one_servers_b
     for stream in streams:
         last = stream[-1]
         assert last.phase == types_pb2.MINING_PHASE_READY and last.windows_done == last.windows_total > 150
+        assert last.shards_done == last.shards_total == SHARDS
+        # The other server's shards count as done here, not toward this server's rate.
+        assert last.resumed and any(m.phase == types_pb2.MINING_PHASE_SCANNING for m in stream)
     mined = [log.read_text().count("shard_done") for log in logs]
     assert sum(mined) == SHARDS and min(mined) > 0, f"each server mined some of the shards: {mined}"
     assert_same_bytes(_index(tmp_path / "cache"), single[1])

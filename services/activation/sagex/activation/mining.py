@@ -157,8 +157,9 @@ class BuildProgress:
         self.shards_done += 1
         self.shard = None
 
-    def loaded(self, index: MiningIndex) -> None:
+    def loaded(self, index: MiningIndex, shards: int) -> None:
         self.phase = "ready"
+        self.shards_total = self.shards_done = shards
         self.windows_total = self.windows_done = index.n_windows
         self.tokens_total = self.tokens_done = int(index.tokens.offsets[-1])
 
@@ -301,7 +302,7 @@ class ExemplarMiner:
             await self._merge(root, sae, split)
             log.info("mining_done", key=key, windows=progress.windows_total, tokens=progress.tokens_total)
         index = await asyncio.to_thread(MiningIndex, root)
-        progress.loaded(index)
+        progress.loaded(index, self.shards)
         progress.finished()
         return index
 
