@@ -52,13 +52,14 @@ async def test_progress_streams_until_ready_and_a_caller_leaving_does_not_stop_t
     assert not last.cached and last.sae_id == EMBEDDED_SAE_ID and last.split == types_pb2.CORPUS_SPLIT_EXEMPLAR
     # Every shard's windows in batches of 4 of their own.
     [root] = [p for p in miner._cache_root.iterdir() if (p / "complete.json").is_file()]
-    per_shard = np.bincount(np.fromfile(root / "shard_of.u16", np.uint16), minlength=miner.shards)
-    assert len(per_shard) == miner.shards > 1 and per_shard.sum() == last.windows_total
+    shards = miner.shard_count(last.windows_total)
+    per_shard = np.bincount(np.fromfile(root / "shard_of.u16", np.uint16), minlength=shards)
+    assert len(per_shard) == shards > 1 and per_shard.sum() == last.windows_total
     batches = int(sum(-(-int(n) // 4) for n in per_shard))
-    assert last.shards_done == last.shards_total == miner.shards
+    assert last.shards_done == last.shards_total == shards
     shards_done = [m.shards_done for m in scanning]
-    assert shards_done == sorted(shards_done) and shards_done[0] < miner.shards
-    assert all(m.shards_total == miner.shards for m in scanning)
+    assert shards_done == sorted(shards_done) and shards_done[0] < shards
+    assert all(m.shards_total == shards for m in scanning)
     assert submitted["batches"] == batches, "one build for both callers, every batch run once"
 
     # Now the index is there: one READY message, nothing scanned again.

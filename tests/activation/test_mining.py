@@ -212,10 +212,12 @@ async def test_replicas_sharing_a_cache_volume_share_the_build(runtime, activati
         return ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "shared", "test-model",
             window_tokens=32, max_tokens=2000, batch_windows=4, special_ids=runtime.engine.lm.special_ids, shards=4,
+            checkpoint_every=2,  # blocks of 8 windows: the small split still gets its 4 shards
         )
 
     a, b = await asyncio.gather(replica("a").index(sae, "exemplar"), replica("b").index(sae, "exemplar"))
     per_shard = np.bincount(np.fromfile(a.root / "shard_of.u16", np.uint16), minlength=4)
+    assert len(per_shard) == 4
     assert sum(counts.values()) == sum(-(-int(n) // 4) for n in per_shard), counts
     assert min(counts.values()) > 0, f"both replicas mined: {counts}"
     assert a.window_ids == b.window_ids

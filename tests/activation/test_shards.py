@@ -221,3 +221,13 @@ def test_a_killed_shard_worker_resumes_and_the_merge_is_one_servers_bytes(
 def test_the_mine_command_says_what_to_fix(single: tuple[Path, Path]) -> None:
     bad = _mine(single[0], "--worker", "2", "--workers", "2")
     assert bad.returncode != 0 and "0 <= --worker < --workers" in bad.stderr
+
+
+def test_a_small_split_gets_fewer_shards_so_each_packs_a_whole_block(activation_config) -> None:  # type: ignore[no-untyped-def]
+    from sagex.activation.mining import ExemplarMiner
+
+    miner = ExemplarMiner(lambda items: None, str.split, activation_config.corpus_dir, activation_config.corpus_dir,  # type: ignore[arg-type,return-value]
+                          "m", window_tokens=32, max_tokens=1000, batch_windows=32, special_ids=set(), shards=8)
+    block = 32 * 64
+    assert [miner.shard_count(n) for n in (0, 10, block - 1, 2 * block, 3 * block - 1, 100 * block)] == \
+        [1, 1, 1, 2, 2, 8]

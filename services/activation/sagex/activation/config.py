@@ -50,8 +50,9 @@ class ActivationConfig:
     window_tokens: int = 64
     max_mining_tokens: int = 400_000  # per split; bounds the first scan's time
     mining_batch_windows: int = 32
-    # Hash shards of every index (part of its cache key): the unit of work replicas share,
-    # and what makes an index the same bits however many replicas mined it.
+    # Hash shards of an index (part of its cache key; fewer for a small split, each at least
+    # one block): the unit of work replicas share, and what makes an index the same bits
+    # however many replicas mined it.
     mining_shards: int = 8
     # Batches per block: a shard's windows are packed by length within a block, checkpointed after each.
     mining_block_batches: int = 64

@@ -3,8 +3,8 @@ into the mining cache without serving, e.g. one pod of a Kubernetes Indexed Job 
 
     python -m sagex.activation.mine --worker "$JOB_COMPLETION_INDEX" --workers 4 --merge
 
-An index always has ``mining_shards`` hash shards (the service config's setting).
-Worker I of N mines the shards j with j % N == I (resuming a killed run from its last
+An index has up to ``mining_shards`` hash shards (the service config's setting; fewer
+for a small split, at least one block of windows each). Worker I of N mines the shards j with j % N == I (resuming a killed run from its last
 checkpoint, skipping shards already complete); with ``--merge``, whichever run finds
 every shard complete merges them into the index the activation service then reads
 from the shared cache. ``--merge`` alone only merges; with neither flag the run mines
@@ -30,6 +30,7 @@ from sagex.activation.config import ActivationConfig
 from sagex.activation.mining import BuildProgress, ExemplarMiner
 from sagex.activation.sae import LoadedSae
 from sagex.activation.server import build_runtime
+from sagex.activation.shards import worker_shards
 from sagex.server.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -100,14 +101,15 @@ async def _mine(miner: ExemplarMiner, sae: LoadedSae, split: str, workers: int, 
         return f"index ready: {index.n_windows} windows in {index.root}"
     if worker is not None:
         root = await miner.build_shards(sae, split, worker, workers)
-        mine = list(range(worker, miner.shards, workers))
+        n = miner.shards_of(sae, split) or miner.max_shards
+        mine = worker_shards(n, worker, workers)
         if not merge:
-            return f"shards {mine} of {miner.shards} ready in {root}"
+            return f"shards {mine} of {n} ready in {root}"
         waiting = miner.shards_missing(sae, split)
         if waiting:
-            return f"shards {mine} of {miner.shards} ready; shards {waiting} still to come (the last worker merges)"
+            return f"shards {mine} of {n} ready; shards {waiting} still to come (the last worker merges)"
     index = await miner.merge(sae, split)
-    return f"index merged from {miner.shards} shards: {index.n_windows} windows in {index.root}"
+    return f"index merged from {miner.shard_count(index.n_windows)} shards: {index.n_windows} windows in {index.root}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

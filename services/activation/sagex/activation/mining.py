@@ -245,14 +245,14 @@ class ExemplarMiner:
         self._checkpoint_every = checkpoint_every
         self._pack = pack_by_length  # False: batches in corpus order (the reference for tests and benchmarks)
         self._inflight = max(1, inflight_batches)
-        self.shards = shards
+        self.max_shards = shards
         self._progress: dict[str, BuildProgress] = {}
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
         self.corpus_hash = json.loads((corpus_dir / "manifest.json").read_text())["hash"]
 
     def _key(self, sae: LoadedSae, split: str) -> str:
-        plan = f"s{self.shards}|b{self._batch}|k{self._checkpoint_every}|{'packed' if self._pack else 'ordered'}"
+        plan = f"s{self.max_shards}|b{self._batch}|k{self._checkpoint_every}|{'packed' if self._pack else 'ordered'}"
         return _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens, plan)
 
     def root(self, sae: LoadedSae, split: str) -> Path:
@@ -298,29 +298,43 @@ class ExemplarMiner:
             # Replicas sharing a cache volume share the build: each claims the shards no one
             # holds, waits for the rest, and whichever comes first merges; a replica that
             # dies drops its shard's lock and the next one resumes that shard.
-            await self._mine_shards(key, root, sae, split, range(self.shards), progress)
+            await self._mine_shards(key, root, sae, split, lambda n: list(range(n)), progress)
             await self._merge(root, sae, split)
             log.info("mining_done", key=key, windows=progress.windows_total, tokens=progress.tokens_total)
         index = await asyncio.to_thread(MiningIndex, root)
-        progress.loaded(index, self.shards)
+        progress.loaded(index, self.shard_count(index.n_windows))
         progress.finished()
         return index
 
     async def build_shards(self, sae: LoadedSae, split: str, worker: int = 0, workers: int = 1) -> Path:
         """Mine the shards of worker ``worker`` of ``workers`` (shard j when j % workers ==
         worker), resuming any checkpoint and skipping complete ones. Returns the index folder."""
-        mine = worker_shards(self.shards, worker, workers)
+        worker_shards(self.max_shards, worker, workers)  # checks the numbers before any work
         key = self._key(sae, split)
         root = self._cache_root / key
         progress = self._progress[key] = BuildProgress(sae.id, split)
         if not is_complete(root):
-            await self._mine_shards(key, root, sae, split, mine, progress)
+            await self._mine_shards(key, root, sae, split, lambda n: worker_shards(n, worker, workers), progress)
         progress.finished()
         return root
 
+    def shard_count(self, n_windows: int) -> int:
+        """The index's shards: ``max_shards``, fewer when the split is small, so that each
+        shard holds at least one block of windows to pack by length (a function of the
+        windows alone: every replica finds the same number)."""
+        return max(1, min(self.max_shards, n_windows // (self._batch * self._checkpoint_every)))
+
+    def shards_of(self, sae: LoadedSae, split: str) -> int | None:
+        """How many shards the index has; None until its windows are cut."""
+        cut = windows_complete(self.root(sae, split))
+        return None if cut is None else self.shard_count(cut["windows"])
+
     def shards_missing(self, sae: LoadedSae, split: str) -> list[int]:
         root = self.root(sae, split)
-        return [] if is_complete(root) else [j for j in range(self.shards) if not shard_complete(root, j, self.shards)]
+        n = self.shards_of(sae, split)
+        if n is None:
+            return list(range(self.max_shards))
+        return [] if is_complete(root) else [j for j in range(n) if not shard_complete(root, j, n)]
 
     async def merge(self, sae: LoadedSae, split: str) -> MiningIndex:
         """The index from its complete shards (what one full build would hold);
@@ -335,8 +349,9 @@ class ExemplarMiner:
     async def _merge(self, root: Path, sae: LoadedSae, split: str) -> None:
         async with BuildLock(root):
             if not is_complete(root):
-                _, assignment = await asyncio.to_thread(self._windows, root, split)
-                await asyncio.to_thread(merge_shards, root, self.shards, sae.params.d_sae, assignment)
+                tokens, assignment = await asyncio.to_thread(self._windows, root, split)
+                await asyncio.to_thread(merge_shards, root, self.shard_count(len(tokens)), sae.params.d_sae,
+                                        assignment)
 
     def _windows(self, root: Path, split: str) -> tuple[WindowTokens, np.ndarray]:
         """Every window of the split, in corpus order, written to disk as it is cut (the
@@ -365,32 +380,35 @@ class ExemplarMiner:
         tokens = WindowTokens(root)
         assignment = read_assignment(root, len(tokens))
         if assignment is None:
-            assignment = write_assignment(root, tokens, self.shards)
+            assignment = write_assignment(root, tokens, self.shard_count(len(tokens)))
         return tokens, assignment
 
-    async def _mine_shards(self, key: str, root: Path, sae: LoadedSae, split: str, shards: Sequence[int],
-                           progress: BuildProgress) -> None:
-        """Mine ``shards`` of the index: each one no one else holds, then wait for the others."""
+    async def _mine_shards(self, key: str, root: Path, sae: LoadedSae, split: str,
+                           select: Callable[[int], list[int]], progress: BuildProgress) -> None:
+        """Mine the shards ``select(shard count)`` of the index: each one no one else holds,
+        then wait for the others."""
         async with BuildLock(root):  # the windows: cut once, by whichever replica comes first
             tokens, assignment = await asyncio.to_thread(self._windows, root, split)
         if not len(tokens):
             raise ValueError(f"corpus split {split!r} is empty")
-        windows = np.bincount(assignment, minlength=self.shards)
-        lengths = np.bincount(assignment, weights=tokens.lengths, minlength=self.shards).astype(np.int64)
-        progress.start(int(windows[list(shards)].sum()), int(lengths[list(shards)].sum()), len(shards))
+        n = self.shard_count(len(tokens))
+        shards = select(n)
+        windows = np.bincount(assignment, minlength=n)
+        lengths = np.bincount(assignment, weights=tokens.lengths, minlength=n).astype(np.int64)
+        progress.start(int(windows[shards].sum()), int(lengths[shards].sum()), len(shards))
         log.info("mining_started", key=key, sae=sae.id, split=split, windows=progress.windows_total,
-                 shards=f"{len(shards)} of {self.shards}")
+                 shards=f"{len(shards)} of {n}")
         pending = list(shards)
         while pending:
             for j in list(pending):
-                folder = shard_dir(root, j, self.shards)
+                folder = shard_dir(root, j, n)
                 lock = BuildLock(folder)
-                if not shard_complete(root, j, self.shards):
+                if not shard_complete(root, j, n):
                     if not lock.try_acquire():
                         continue  # another replica mines it: take the next one, look again later
                     try:
-                        if not shard_complete(root, j, self.shards):
-                            await self._mine_shard(key, folder, tokens, np.flatnonzero(assignment == j), sae, j,
+                        if not shard_complete(root, j, n):
+                            await self._mine_shard(key, folder, tokens, np.flatnonzero(assignment == j), sae, j, n,
                                                    progress)
                             pending.remove(j)
                             continue
@@ -403,7 +421,7 @@ class ExemplarMiner:
                 await asyncio.sleep(0.5)
 
     async def _mine_shard(self, key: str, folder: Path, tokens: WindowTokens, mine: np.ndarray, sae: LoadedSae,
-                          shard: int, progress: BuildProgress) -> None:
+                          shard: int, shards: int, progress: BuildProgress) -> None:
         """One shard: its windows in blocks, checkpointed after each (see ``shards``)."""
         d_sae = sae.params.d_sae
         table = await asyncio.to_thread(TableWriter, folder, d_sae)
@@ -427,7 +445,7 @@ class ExemplarMiner:
             await asyncio.to_thread(table.append, feats, maxes, scanned)  # and checkpoint
         (folder / SHARD_DONE).write_text(json.dumps({"windows": len(mine), "tokens": scanned}))
         progress.shard_finished()
-        log.info("shard_done", key=key, shard=shard, shards=self.shards, windows=len(mine))
+        log.info("shard_done", key=key, shard=shard, shards=shards, windows=len(mine))
 
     async def _scan_block(
         self, windows: list[tuple[int, ...]], sae: LoadedSae, d_sae: int, special: np.ndarray, state: ScanState,

@@ -1,7 +1,9 @@
 """Hash shards: the unit of work of every index build, and their merge.
 
-An index always has a fixed number ``S`` of shards (``mining_shards``, part of the
-cache key). A window belongs to shard ``j`` when a content hash of its token ids is
+An index has ``S`` shards: ``mining_shards`` (part of the cache key), fewer for a
+small split so that each shard holds at least a block of windows to pack by length
+(``ExemplarMiner.shard_count``, a function of the window count, so every replica
+finds the same ``S``). A window belongs to shard ``j`` when a content hash of its token ids is
 ``j`` modulo ``S``: the same on every machine and for every replica, whatever else
 the corpus holds. ``shard_of.u16`` in the index folder records every window's shard
 (written with the windows, under the index lock).
