@@ -169,6 +169,17 @@ class WindowTokens(Sequence[tuple[int, ...]]):
         bounds = (self.offsets[lo : hi + 1] - self.offsets[lo]).tolist()
         return [tuple(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def select(self, ids: Sequence[int]) -> list[tuple[int, ...]]:
+        """The windows ``ids`` (ascending): one read of the span they lie in, and only
+        those windows made into tuples (a shard's windows are spread over the corpus)."""
+        if not len(ids):
+            return []
+        base = int(self.offsets[ids[0]])
+        flat = read_items(self._path, np.int32, base, int(self.offsets[ids[-1] + 1]) - base)
+        starts = (self.offsets[ids] - base).tolist()
+        ends = (self.offsets[np.asarray(ids) + 1] - base).tolist()
+        return [tuple(flat[a:b].tolist()) for a, b in zip(starts, ends, strict=True)]
+
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         for lo in range(0, len(self), 4096):
             yield from self.block(lo, min(lo + 4096, len(self)))

@@ -439,7 +439,7 @@ class ExemplarMiner:
         scanned = state.tokens_scanned
         for lo in range(state.windows_done, len(mine), block):
             ids = mine[lo : lo + block].tolist()
-            windows = await asyncio.to_thread(_select, tokens, ids)
+            windows = await asyncio.to_thread(tokens.select, ids)
             feats, maxes, kept = await self._scan_block(windows, sae, d_sae, special, state, progress)
             scanned += kept
             await asyncio.to_thread(table.append, feats, maxes, scanned)  # and checkpoint
@@ -540,12 +540,6 @@ class ExemplarMiner:
             dense[token_of_entry] = r.values.numpy()
             out.append(dense)
         return out
-
-
-def _select(tokens: WindowTokens, ids: list[int]) -> list[tuple[int, ...]]:
-    """The windows ``ids`` (ascending): one read of the span they lie in, not one per window."""
-    span = tokens.block(ids[0], ids[-1] + 1)
-    return [span[w - ids[0]] for w in ids]
 
 
 def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:
