@@ -224,3 +224,42 @@ async def test_replicas_sharing_a_cache_volume_share_the_build(runtime, activati
     np.testing.assert_array_equal(a.feat_ptr, b.feat_ptr)
     np.testing.assert_array_equal(a.activating(int(np.argmax(np.diff(a.feat_ptr))))[0],
                                   b.activating(int(np.argmax(np.diff(b.feat_ptr))))[0])
+
+
+async def test_a_build_under_interactive_load_writes_a_quiet_builds_bytes(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The server's mining batches run alone (``exclusive``): interactive requests of a long
+    text all through a build change no bit of the index (merged into one forward pass, a
+    window would be padded to the long text and round differently)."""
+    import asyncio
+
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    long = tuple(runtime.engine.tokenize(["word " * 200])[0])
+
+    def miner(cache):  # type: ignore[no-untyped-def]
+        return ExemplarMiner(  # the submit the server wires (server.build_runtime)
+            runtime.miner._submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, cache, "test-model",
+            window_tokens=32, max_tokens=4000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+            checkpoint_every=2, shards=4,
+        )
+
+    quiet = await miner(tmp_path / "quiet").index(sae, "exemplar")
+    stop = asyncio.Event()
+
+    async def traffic() -> int:
+        sent = 0
+        while not stop.is_set():
+            await runtime.batcher.submit([WorkItem(long, EMBEDDED_SAE_ID, Threshold(0.0))])
+            sent += 1
+        return sent
+
+    # Eight callers: requests wait in the queue next to the scan's batches (with the server's
+    # submit made non-exclusive, about ten batches merge and this test fails).
+    users = [asyncio.ensure_future(traffic()) for _ in range(8)]
+    busy = await miner(tmp_path / "busy").index(sae, "exemplar")
+    stop.set()
+    assert min(await asyncio.gather(*users)) > 0
+    files = sorted(p.relative_to(quiet.root) for p in quiet.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(busy.root) for p in busy.root.rglob("*") if p.is_file())
+    assert [f for f in files if (quiet.root / f).read_bytes() != (busy.root / f).read_bytes()] == []

@@ -1,8 +1,8 @@
 """Sharded index builds are exact: real processes (the embedded model and SAE, a small
 corpus, one shared cache folder) build the same bytes as one server alone.
 
-* Two activation servers on loopback, asked for the same index at once, share its
-  hash shards; a worker of `python -m sagex.activation.mine` killed (SIGKILL) in the
+* Two activation servers on loopback, asked for the same index at once while they
+  serve other requests, share its hash shards; a worker of `python -m sagex.activation.mine` killed (SIGKILL) in the
   middle of a shard resumes it from its checkpoint, and the last worker merges.
 * Every file of each index is compared byte for byte with a single-process build."""
 
@@ -144,9 +144,27 @@ async def test_two_servers_share_the_shards_of_one_build_and_write_one_servers_b
                                                        interval_seconds=0.1)
                 return [m.progress async for m in stub.BuildExemplarIndex(request, timeout=300)]
 
+        async def traffic(port: int, stop: asyncio.Event) -> int:
+            """Interactive requests of a long text all through the build: were a mining batch
+            merged with one, its windows would be padded to that text and round differently."""
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+                stub = pb_grpc.ActivationServiceStub(channel)
+                sent = 0
+                while not stop.is_set():
+                    request = pb.StreamActivationsRequest(batch_id=str(sent), sae_id=EMBEDDED_SAE_ID,
+                                                          texts=["word " * 200], threshold=pb.ThresholdSelection())
+                    async for _ in stub.StreamActivations(iter([request])):
+                        pass
+                    sent += 1
+                return sent
+
         # Both ready first, then both asked at once: the build is shared, not raced.
         await asyncio.gather(*(_serving(p, s, log) for p, s, log in zip(ports, servers, logs, strict=True)))
+        stop = asyncio.Event()
+        busy = [asyncio.ensure_future(traffic(p, stop)) for p in ports for _ in range(6)]
         streams = await asyncio.gather(*(build(p) for p in ports))
+        stop.set()
+        assert min(await asyncio.gather(*busy)) > 0
     finally:
         for proc in servers:
             proc.send_signal(signal.SIGTERM)
