@@ -11,8 +11,10 @@ mining cache. Rows:
     on the train split, so the large sizes stay short on a CPU. Its tokens/s are
     not the embedded model's; the ratios and the memory are what matter there.
 
-"bare forward" is ``TruncatedLM.hidden_states`` alone (no SAE, no index) over the
-same batches the packed miner ran; "ratio" is its tokens/s over the miner's (the
+Every build mines the config's ``mining_shards`` hash shards (8) one after another,
+each batch one exclusive forward pass, as the service does. "bare forward" is
+``TruncatedLM.hidden_states`` alone (no SAE, no index) over the same batches the
+packed miner ran (each shard's windows, packed by length within blocks); "ratio" is its tokens/s over the miner's (the
 scan alone: reading and tokenizing the corpus is not counted). Builds and forward
 passes alternate, best of ``--repeats`` each.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -33,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _machine import cpu_model
 
@@ -89,12 +93,14 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
 
     async def build() -> tuple[float, float, float, float, list[tuple[int, ...]], float]:
         with tempfile.TemporaryDirectory() as cache:
-            miner = ExemplarMiner(batcher.submit, engine.lm.content_ids, cache_dir() / "corpus", Path(cache), "bench",
-                                  config.window_tokens, max_tokens, config.mining_batch_windows,
-                                  engine.lm.special_ids, engine.lm.prefix, pack_by_length=pack)
+            miner = ExemplarMiner(functools.partial(batcher.submit, exclusive=True), engine.lm.content_ids,
+                                  cache_dir() / "corpus", Path(cache), "bench", config.window_tokens, max_tokens,
+                                  config.mining_batch_windows, engine.lm.special_ids, engine.lm.prefix,
+                                  checkpoint_every=config.mining_block_batches, pack_by_length=pack,
+                                  shards=config.mining_shards)
             start = time.perf_counter()
             # Cut the windows first (the build reuses them), so the CPU time below is the scan's.
-            await asyncio.to_thread(miner._windows, Path(cache) / miner._key(loaded, split), split)
+            _, assignment = await asyncio.to_thread(miner._windows, miner.root(loaded, split), split)
             cpu0 = time.process_time()
             index = await miner.index(loaded, split)
             scan_cpu = time.process_time() - cpu0
@@ -103,12 +109,17 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
             assert progress is not None
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the build's peak, model included
             disk_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 2**20
-            return build_s, progress.scan_seconds, scan_cpu, peak, list(index.tokens), disk_mb
+            return build_s, progress.scan_seconds, scan_cpu, peak, list(index.tokens), disk_mb, assignment
 
     def forward(windows: list[tuple[int, ...]], encode: bool = False) -> tuple[float, float]:
         # The bare truncated forward (or forward + SAE encode, what the scan asks the engine for)
-        # over the very batches the packed scan ran: (wall, CPU) seconds.
-        plan = scan_plan([len(t) for t in windows], config.mining_batch_windows, pack=True)
+        # over the very batches the packed scan ran, shard by shard: (wall, CPU) seconds.
+        plan = []
+        for j in range(config.mining_shards):
+            mine = np.flatnonzero(assignment == j)
+            plan += [[int(mine[i]) for i in batch] for batch in scan_plan(
+                [len(windows[w]) for w in mine], config.mining_batch_windows, pack=True,
+                block_batches=config.mining_block_batches)]
         t0, cpu0 = time.perf_counter(), time.process_time()
         for batch in plan:
             if encode:
@@ -120,7 +131,7 @@ async def one_build(model: Path | None, sae: Path | None, split: str, max_tokens
     # Alternating rounds, best of each: a shared machine only ever slows a run down, and
     # alternating keeps a burst of someone else's load from landing on one side only. CPU
     # seconds (all threads of this process) are what other people's load disturbs least.
-    build_s, scan_s, scan_cpu, rss_peak, windows, disk_mb = await build()
+    build_s, scan_s, scan_cpu, rss_peak, windows, disk_mb, assignment = await build()
     (forward_s, forward_cpu), (encode_s, encode_cpu) = forward(windows), forward(windows, encode=True)
     for _ in range(repeats - 1):
         _, s2, c2, *_ = await build()

@@ -204,7 +204,7 @@ class SlowMining:
 @pytest.fixture
 def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Path) -> Any:
     """``async with slow_mining(pause_s) as server:`` a SlowMining server (batches of 4 windows of 32 tokens,
-    3000 tokens per split)."""
+    blocks of 4 batches, 3000 tokens per split)."""
     import asyncio
     from contextlib import asynccontextmanager
     from dataclasses import replace
@@ -224,11 +224,12 @@ def slow_mining(runtime: Any, activation_config: ActivationConfig, tmp_path: Pat
                 counts["batches"] += 1
                 async with lock:
                     await asyncio.sleep(pause_s)
-            return await runtime.batcher.submit(items)
+            return await runtime.batcher.submit(items, exclusive=True)
 
         miner = ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "mining", "test-model",
             window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+            checkpoint_every=4,  # blocks of 16 windows: a few hash shards, as a large split has
         )
         holder.append(miner)
         config = replace(activation_config, mining_cache_dir=tmp_path / "mining")

@@ -125,3 +125,36 @@ async def test_a_failing_batch_fails_its_callers_and_the_worker_lives_on() -> No
         batcher.close()
     with pytest.raises(Unavailable):
         await batcher.submit([_item(4)])
+
+
+async def test_an_exclusive_submit_is_one_forward_pass_of_its_own() -> None:
+    """Mining's batches: never merged with other callers' work, never split by the budget,
+    and dropped whole when cancelled (a partial group would be another batch)."""
+    run = SlowEcho()
+    run.gate.clear()
+    batcher = DynamicBatcher(run, token_budget=8, max_queue=100)
+    batcher.start()
+    try:
+        blocker = asyncio.ensure_future(batcher.submit([_item(4)]))
+        await asyncio.sleep(0.05)  # the worker is inside the model; the rest queues up behind it
+        before = asyncio.ensure_future(batcher.submit([_item(1, tag=2)]))
+        await asyncio.sleep(0.01)
+        group = asyncio.ensure_future(batcher.submit([_item(4, tag=5)] * 3, exclusive=True))  # 12 tokens > budget 8
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.submit([_item(2, tag=8)] * 2, exclusive=True))
+        await asyncio.sleep(0.01)
+        after = asyncio.ensure_future(batcher.submit([_item(1, tag=3)]))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.sleep(0.05)
+        run.gate.set()
+        await asyncio.gather(blocker, before, after)
+        assert len(await group) == 3
+    finally:
+        run.gate.set()
+        batcher.close()
+    tags = [sorted({ids[0] for ids in batch}) for batch in run.batches]
+    assert [len(b) for b in run.batches if b[0][0] == 5] == [3], "the group ran whole, in one forward pass"
+    assert [5] in tags and all(5 not in t or t == [5] for t in tags), "and alone"
+    assert all(8 not in t for t in tags), "a cancelled group never reaches the model"
+    assert tags == [[1], [2], [5], [3]], "queue order kept: the work queued before and after runs around it"

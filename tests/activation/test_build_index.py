@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def fresh(slow_mining) -> AsyncIterator[tuple[object, dict[str, int]]]:  # type: ignore[no-untyped-def]
+async def fresh(slow_mining) -> AsyncIterator[tuple[object, dict[str, int], object]]:  # type: ignore[no-untyped-def]
     async with slow_mining(0.05) as server:
         async with grpc.aio.insecure_channel(server.address, options=channel_options()) as channel:
-            yield pb_grpc.ActivationServiceStub(channel), server.counts
+            yield pb_grpc.ActivationServiceStub(channel), server.counts, server.miner
 
 
 def _request(**kwargs: object) -> pb.BuildExemplarIndexRequest:
@@ -31,7 +32,7 @@ def _request(**kwargs: object) -> pb.BuildExemplarIndexRequest:
 
 
 async def test_progress_streams_until_ready_and_a_caller_leaving_does_not_stop_the_build(fresh) -> None:  # type: ignore[no-untyped-def]
-    stub, submitted = fresh
+    stub, submitted, miner = fresh
     # One caller reads the first message and leaves: the build goes on.
     first = stub.BuildExemplarIndex(_request(interval_seconds=0.1))
     async for _ in first:
@@ -49,7 +50,16 @@ async def test_progress_streams_until_ready_and_a_caller_leaving_does_not_stop_t
     timed = [m for m in scanning if m.tokens_done > 0]
     assert timed and all(m.HasField("eta_seconds") and m.tokens_per_second > 0 for m in timed)
     assert not last.cached and last.sae_id == EMBEDDED_SAE_ID and last.split == types_pb2.CORPUS_SPLIT_EXEMPLAR
-    batches = -(-last.windows_total // 4)
+    # Every shard's windows in batches of 4 of their own.
+    [root] = [p for p in miner._cache_root.iterdir() if (p / "complete.json").is_file()]
+    shards = miner.shard_count(last.windows_total)
+    per_shard = np.bincount(np.fromfile(root / "shard_of.u16", np.uint16), minlength=shards)
+    assert len(per_shard) == shards > 1 and per_shard.sum() == last.windows_total
+    batches = int(sum(-(-int(n) // 4) for n in per_shard))
+    assert last.shards_done == last.shards_total == shards
+    shards_done = [m.shards_done for m in scanning]
+    assert shards_done == sorted(shards_done) and shards_done[0] < shards
+    assert all(m.shards_total == shards for m in scanning)
     assert submitted["batches"] == batches, "one build for both callers, every batch run once"
 
     # Now the index is there: one READY message, nothing scanned again.
@@ -60,7 +70,7 @@ async def test_progress_streams_until_ready_and_a_caller_leaving_does_not_stop_t
 
 
 async def test_bad_requests_say_what_to_fix(fresh) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = fresh
+    stub, *_ = fresh
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for _ in stub.BuildExemplarIndex(_request(interval_seconds=600)):
             pass

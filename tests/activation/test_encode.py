@@ -45,3 +45,20 @@ def test_selections(arch: str) -> None:
         torch.testing.assert_close(top.values[lo:hi], dense[t, fids.long()], rtol=1e-4, atol=1e-4)
     high = encode_sparse(x, p, Threshold(0.5), backend="torch").to_dense(130)
     torch.testing.assert_close(high, torch.where(dense > 0.5, dense, 0.0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("min_activation", [0.0, 0.5, -1.0])
+def test_topk_threshold_rows_are_the_dense_paths_bits(min_activation: float) -> None:
+    """Mining's path (a TopK SAE, Threshold): rows built from the top k directly are
+    exactly the rows of densifying and scanning, across several token blocks."""
+    from sagex.activation.encode import SparseRows, _rows_from_dense, encode_dense_torch
+
+    p = fold(random_sae("topk", d_in=40, d_sae=130, hook_name="model.layers.0", seed=4))
+    x = torch.randn(1100, 40, generator=torch.Generator().manual_seed(2)) * 8
+    got = encode_sparse(x, p, Threshold(min_activation), backend="torch")
+    dense = [encode_dense_torch(x[s : s + 512], p) for s in range(0, len(x), 512)]
+    want = SparseRows.concat([_rows_from_dense(torch.where(d > min_activation, d, 0.0)) for d in dense])
+    assert int(got.row_offsets[-1]) > 0
+    for a, b in zip((got.row_offsets, got.feature_ids, got.values), (want.row_offsets, want.feature_ids, want.values),
+                    strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -94,4 +94,6 @@ def test_windows_are_read_back_by_offset(tmp_path: Path) -> None:
     tokens = WindowTokens(tmp_path)
     assert len(tokens) == len(windows) and tokens[4321] == windows[4321] and tokens[-1] == windows[-1]
     assert tokens.block(100, 205) == windows[100:205] and list(tokens) == windows
+    spread = [3, 17, 18, 4000, 8999]  # a shard's windows: scattered over the corpus
+    assert tokens.select(spread) == [windows[i] for i in spread] and tokens.select([]) == []
     assert read_items(tmp_path / "lengths.i32", np.int32, 0, 3).tolist() == [4, 5, 6]

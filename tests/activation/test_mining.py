@@ -104,6 +104,8 @@ async def test_statistics_match_brute_force(stub, runtime, brute_force, activati
 
 
 async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A build that dies mid-shard resumes that shard at its last checkpoint, and the
+    index is the same bits as an uninterrupted build's."""
     from sagex.activation.mining import ExemplarMiner
 
     sae = runtime.engine.saes[EMBEDDED_SAE_ID]
@@ -113,37 +115,38 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(runtime, activation_
         calls["n"] += 1
         if calls["n"] > 7:
             raise RuntimeError("replica died")
-        return await runtime.batcher.submit(items)
+        return await runtime.batcher.submit(items, exclusive=True)
 
     def miner(submit, cache):  # type: ignore[no-untyped-def]
         return ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, cache, "test-model",
             window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
-            checkpoint_every=3,
+            checkpoint_every=3, shards=2,
         )
 
     with pytest.raises(RuntimeError, match="replica died"):
         await miner(flaky_submit, tmp_path / "a").index(sae, "exemplar")
     [partial] = list((tmp_path / "a").iterdir())
     assert not (partial / "complete.json").is_file()
-    with np.load(partial / "scan.npz") as ckpt:
+    with np.load(partial / "shards" / "0-of-2" / "scan.npz") as ckpt:
         assert int(ckpt["windows_done"]) == 6 * 4, "two checkpoints of 3 batches were saved"
 
     counted = {"n": 0}
 
     async def counting_submit(items):  # type: ignore[no-untyped-def]
         counted["n"] += 1
-        return await runtime.batcher.submit(items)
+        return await runtime.batcher.submit(items, exclusive=True)
 
     resumed = await miner(counting_submit, tmp_path / "a").index(sae, "exemplar")
-    fresh = await miner(runtime.batcher.submit, tmp_path / "b").index(sae, "exemplar")
-    assert counted["n"] == -(-fresh.n_windows // 4) - 6, "the resumed scan skips the checkpointed batches"
+    fresh = await miner(lambda items: runtime.batcher.submit(items, exclusive=True), tmp_path / "b").index(
+        sae, "exemplar")
+    per_shard = np.bincount(np.fromfile(partial / "shard_of.u16", np.uint16), minlength=2)
+    assert counted["n"] == sum(-(-int(n) // 4) for n in per_shard) - 6, "the resumed scan skips checkpointed batches"
     assert (partial / "complete.json").is_file()
     assert resumed.window_ids == fresh.window_ids
-    np.testing.assert_array_equal(resumed.win_ptr, fresh.win_ptr)
-    np.testing.assert_array_equal(resumed.win_feat, fresh.win_feat)
-    np.testing.assert_allclose(resumed.win_max, fresh.win_max, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(resumed.fire_tokens, fresh.fire_tokens)
+    for name in ("win_count.i32", "win_feat.i32", "win_max.f32", "feat_win.i32", "feat_max.f32", "feat_ptr.npy",
+                 "stats.npz"):
+        assert (resumed.root / name).read_bytes() == (fresh.root / name).read_bytes(), name
 
 
 async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -158,12 +161,12 @@ async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activati
     def miner(pack: bool):  # type: ignore[no-untyped-def]
         async def submit(items):  # type: ignore[no-untyped-def]
             seen[pack].append([len(it.ids) for it in items])
-            return await runtime.batcher.submit(items)
+            return await runtime.batcher.submit(items, exclusive=True)
 
         return ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / str(pack), "test-model",
             window_tokens=32, max_tokens=4000, batch_windows=8, special_ids=runtime.engine.lm.special_ids,
-            pack_by_length=pack,
+            pack_by_length=pack, shards=1,  # one shard: packing alone (a shard packs only its own windows)
         )
 
     packed = await miner(True).index(sae, "exemplar")
@@ -190,9 +193,9 @@ async def test_length_packed_scan_equals_the_corpus_order_scan(runtime, activati
     assert padding(seen[True]) < 0.05 and padding(seen[True]) < padding(seen[False]) / 2
 
 
-async def test_replicas_sharing_a_cache_volume_build_an_index_once(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Two miners (two replicas) on one cache folder: one scans, the other waits for
-    its lock and reads the finished index."""
+async def test_replicas_sharing_a_cache_volume_share_the_build(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two miners (two replicas) on one cache folder: each claims shards the other does
+    not hold, every batch runs once in all, and both read the same index."""
     import asyncio
 
     from sagex.activation.mining import ExemplarMiner
@@ -203,16 +206,60 @@ async def test_replicas_sharing_a_cache_volume_build_an_index_once(runtime, acti
     def replica(name: str) -> ExemplarMiner:
         async def submit(items):  # type: ignore[no-untyped-def]
             counts[name] += 1
-            return await runtime.batcher.submit(items)
+            await asyncio.sleep(0.05)  # slow enough that both replicas find shards to claim
+            return await runtime.batcher.submit(items, exclusive=True)
 
         return ExemplarMiner(
             submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, tmp_path / "shared", "test-model",
-            window_tokens=32, max_tokens=2000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+            window_tokens=32, max_tokens=2000, batch_windows=4, special_ids=runtime.engine.lm.special_ids, shards=4,
+            checkpoint_every=2,  # blocks of 8 windows: the small split still gets its 4 shards
         )
 
     a, b = await asyncio.gather(replica("a").index(sae, "exemplar"), replica("b").index(sae, "exemplar"))
-    assert sorted(counts.values()) == [0, -(-a.n_windows // 4)], counts
+    per_shard = np.bincount(np.fromfile(a.root / "shard_of.u16", np.uint16), minlength=4)
+    assert len(per_shard) == 4
+    assert sum(counts.values()) == sum(-(-int(n) // 4) for n in per_shard), counts
+    assert min(counts.values()) > 0, f"both replicas mined: {counts}"
     assert a.window_ids == b.window_ids
     np.testing.assert_array_equal(a.feat_ptr, b.feat_ptr)
     np.testing.assert_array_equal(a.activating(int(np.argmax(np.diff(a.feat_ptr))))[0],
                                   b.activating(int(np.argmax(np.diff(b.feat_ptr))))[0])
+
+
+async def test_a_build_under_interactive_load_writes_a_quiet_builds_bytes(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The server's mining batches run alone (``exclusive``): interactive requests of a long
+    text all through a build change no bit of the index (merged into one forward pass, a
+    window would be padded to the long text and round differently)."""
+    import asyncio
+
+    from sagex.activation.mining import ExemplarMiner
+
+    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
+    long = tuple(runtime.engine.tokenize(["word " * 200])[0])
+
+    def miner(cache):  # type: ignore[no-untyped-def]
+        return ExemplarMiner(  # the submit the server wires (server.build_runtime)
+            runtime.miner._submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, cache, "test-model",
+            window_tokens=32, max_tokens=4000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
+            checkpoint_every=2, shards=4,
+        )
+
+    quiet = await miner(tmp_path / "quiet").index(sae, "exemplar")
+    stop = asyncio.Event()
+
+    async def traffic() -> int:
+        sent = 0
+        while not stop.is_set():
+            await runtime.batcher.submit([WorkItem(long, EMBEDDED_SAE_ID, Threshold(0.0))])
+            sent += 1
+        return sent
+
+    # Eight callers: requests wait in the queue next to the scan's batches (with the server's
+    # submit made non-exclusive, about ten batches merge and this test fails).
+    users = [asyncio.ensure_future(traffic()) for _ in range(8)]
+    busy = await miner(tmp_path / "busy").index(sae, "exemplar")
+    stop.set()
+    assert min(await asyncio.gather(*users)) > 0
+    files = sorted(p.relative_to(quiet.root) for p in quiet.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(busy.root) for p in busy.root.rglob("*") if p.is_file())
+    assert [f for f in files if (quiet.root / f).read_bytes() != (busy.root / f).read_bytes()] == []

@@ -1,19 +1,32 @@
-"""Sharded index builds: two replicas each mine one shard of 2 onto a shared cache
-folder (one is killed mid-scan and resumes), the shards are merged, and the merged
-index equals one server's full build: the same windows in the same order, the same
-features per window, the same exemplar picks and firing counts; maxima and sums
-equal within float tolerance (the forward pass may round differently when a window
-shares its batch with other windows)."""
+"""Sharded index builds are exact: real processes (the embedded model and SAE, a small
+corpus, one shared cache folder) build the same bytes as one server alone.
+
+* Two activation servers on loopback, asked for the same index at once while they
+  serve other requests, share its hash shards; a worker of `python -m sagex.activation.mine` killed (SIGKILL) in the
+  middle of a shard resumes it from its checkpoint, and the last worker merges.
+* Every file of each index is compared byte for byte with a single-process build."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
-from sagex.activation.shards import shard_dir, shard_of
+from sagex.activation.shards import shard_of, worker_shards
+
+SHARDS = 4
+BLOCK_BATCHES = 2  # blocks of 8 windows: a shard of ~40 windows checkpoints several times
 
 
 def test_shard_of_is_a_stable_content_hash() -> None:
@@ -29,93 +42,212 @@ def test_shard_of_is_a_stable_content_hash() -> None:
 PINNED = [203, 68]
 
 
+def test_workers_split_the_shards_between_them() -> None:
+    assert [worker_shards(8, w, 3) for w in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    assert worker_shards(2, 3, 4) == []
+    with pytest.raises(ValueError, match="0 <= worker < workers"):
+        worker_shards(8, 3, 3)
+
+
+def _config(path: Path, corpus: Path, cache: Path) -> Path:
+    path.write_text(f'[activation]\ncorpus_dir = "{corpus}"\nmining_cache_dir = "{cache}"\n'
+                    "max_mining_tokens = 6000\nwindow_tokens = 32\nmining_batch_windows = 4\n"
+                    f"mining_shards = {SHARDS}\nmining_block_batches = {BLOCK_BATCHES}\n")
+    return path
+
+
+def _mine(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sagex.activation.mine", "--config", str(config), "--log-level",
+                           "info", *flags], capture_output=True, text=True, timeout=300)
+
+
+def _index(cache: Path) -> Path:
+    [root] = [p for p in cache.iterdir() if p.is_dir()]
+    assert (root / "complete.json").is_file()
+    return root
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_bytes(got: Path, expected: Path) -> None:
+    a, b = _files(got), _files(expected)
+    assert got.name == expected.name, "the same settings give the same cache key"
+    assert sorted(a) == sorted(b)
+    assert {"stats.npz", "win_max.f32", "feat_max.f32", "shard_of.u16", f"shards/{SHARDS - 1}-of-{SHARDS}/shard.json"} \
+        <= set(a)
+    differ = [name for name in a if a[name] != b[name]]
+    assert not differ, f"files differ: {differ}"
+
+
+@pytest.fixture(scope="module")
+def single(mining_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One process builds the whole index (every shard, then the merge): (config, index)."""
+    tmp = tmp_path_factory.mktemp("single")
+    config = _config(tmp / "activation.toml", mining_corpus, tmp / "cache")
+    done = _mine(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "index ready" in done.stdout
+    root = _index(tmp / "cache")
+    with np.load(root / "stats.npz") as z:
+        assert int(z["windows"]) > 150 and int(z["fire_tokens"].sum()) > 0
+    return config, root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serving(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from sagex.activation.server import SERVICE_NAME
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(3000):
+            assert proc.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
+            try:
+                resp = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the server never became ready:\n{log.read_text()[-3000:]}")
+
+
 @pytest.mark.asyncio(loop_scope="session")
-async def test_two_replicas_build_shards_that_merge_into_the_full_index(runtime, activation_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_two_servers_share_the_shards_of_one_build_and_write_one_servers_bytes(
+        single: tuple[Path, Path], mining_corpus: Path, tmp_path: Path) -> None:
+    from sagex.api.activation.v1 import activation_service_pb2 as pb
+    from sagex.api.activation.v1 import activation_service_pb2_grpc as pb_grpc
+    from sagex.api.common.v1 import types_pb2
+    from sagex.server.lifecycle import channel_options
+
+    config = _config(tmp_path / "activation.toml", mining_corpus, tmp_path / "cache")
+    ports = [_free_port(), _free_port()]
+    logs = [tmp_path / f"server{i}.log" for i in range(2)]
+    servers = [subprocess.Popen([sys.executable, "-m", "sagex.cli.main", "serve", "activation", "--port", str(port),
+                                 "--config", str(config), "--log-level", "info"],
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+               for port, log in zip(ports, logs, strict=True)]
+    try:
+        async def build(port: int) -> list[types_pb2.MiningProgress]:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+                stub = pb_grpc.ActivationServiceStub(channel)
+                request = pb.BuildExemplarIndexRequest(sae_id=EMBEDDED_SAE_ID, split=types_pb2.CORPUS_SPLIT_EXEMPLAR,
+                                                       interval_seconds=0.1)
+                return [m.progress async for m in stub.BuildExemplarIndex(request, timeout=300)]
+
+        async def traffic(port: int, stop: asyncio.Event) -> int:
+            """Interactive requests of a long text all through the build: were a mining batch
+            merged with one, its windows would be padded to that text and round differently."""
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+                stub = pb_grpc.ActivationServiceStub(channel)
+                sent = 0
+                while not stop.is_set():
+                    request = pb.StreamActivationsRequest(batch_id=str(sent), sae_id=EMBEDDED_SAE_ID,
+                                                          texts=["word " * 200], threshold=pb.ThresholdSelection())
+                    async for _ in stub.StreamActivations(iter([request])):
+                        pass
+                    sent += 1
+                return sent
+
+        # Both ready first, then both asked at once: the build is shared, not raced.
+        await asyncio.gather(*(_serving(p, s, log) for p, s, log in zip(ports, servers, logs, strict=True)))
+        stop = asyncio.Event()
+        busy = [asyncio.ensure_future(traffic(p, stop)) for p in ports for _ in range(6)]
+        streams = await asyncio.gather(*(build(p) for p in ports))
+        stop.set()
+        assert min(await asyncio.gather(*busy)) > 0
+    finally:
+        for proc in servers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in servers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+    for stream in streams:
+        last = stream[-1]
+        assert last.phase == types_pb2.MINING_PHASE_READY and last.windows_done == last.windows_total > 150
+        assert last.shards_done == last.shards_total == SHARDS
+        # The other server's shards count as done here, not toward this server's rate.
+        assert last.resumed and any(m.phase == types_pb2.MINING_PHASE_SCANNING for m in stream)
+    mined = [log.read_text().count("shard_done") for log in logs]
+    assert sum(mined) == SHARDS and min(mined) > 0, f"each server mined some of the shards: {mined}"
+    assert_same_bytes(_index(tmp_path / "cache"), single[1])
+
+
+def test_a_killed_shard_worker_resumes_and_the_merge_is_one_servers_bytes(
+        single: tuple[Path, Path], mining_corpus: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path / "activation.toml", mining_corpus, tmp_path / "cache")
+    log = tmp_path / "worker0.log"
+    worker = subprocess.Popen([sys.executable, "-m", "sagex.activation.mine", "--config", str(config),
+                               "--worker", "0", "--workers", "2", "--merge", "--progress-seconds", "0.2"],
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    ckpt = None
+    try:
+        deadline = time.monotonic() + 300
+        while ckpt is None and worker.poll() is None and time.monotonic() < deadline:
+            for shard in worker_shards(SHARDS, 0, 2):
+                folder = tmp_path / "cache"
+                found = list(folder.glob(f"*/shards/{shard}-of-{SHARDS}/scan.npz"))
+                if found and not (found[0].parent / "shard.json").is_file():
+                    size = int((np.fromfile(found[0].parents[2] / "shard_of.u16", np.uint16) == shard).sum())
+                    block = 4 * BLOCK_BATCHES
+                    try:
+                        with np.load(found[0]) as z:  # two blocks in, and two or more still to go
+                            if 2 * block <= int(z["windows_done"]) <= size - 2 * block:
+                                ckpt = (shard, found[0].parent)
+                    except (OSError, ValueError, KeyError):  # being replaced right now
+                        pass
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGKILL)  # a crash in the middle of a shard: no cleanup at all
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+    assert ckpt is not None, f"the worker never got to the middle of a shard:\n{log.read_text()[-3000:]}"
+    shard, folder = ckpt
+    assert not (folder / "shard.json").is_file(), "killed before the shard was complete"
+    with np.load(folder / "scan.npz") as z:
+        saved = int(z["windows_done"])
+    assert saved >= 8 and saved % (4 * BLOCK_BATCHES) == 0, "a checkpoint per block of 2 batches of 4 windows"
+    assert "shards, " in log.read_text() and " tok/s, ETA " in log.read_text(), "progress was printed while it ran"
+
+    early = _mine(config, "--merge")
+    assert early.returncode != 0 and "are not built yet" in early.stderr
+
+    again = _mine(config, "--worker", "0", "--workers", "2", "--merge")
+    assert again.returncode == 0, again.stderr[-3000:]
+    events = [json.loads(line) for line in (again.stdout + again.stderr).splitlines() if line.startswith("{")]
+    resumed = [(e["shard"], e["windows"]) for e in events if e["event"] == "shard_resumed"]
+    assert resumed == [(shard, saved)], "the killed shard resumed from its checkpoint"
+    assert "shards [1, 3] still to come" in again.stdout
+    last = _mine(config, "--worker", "1", "--workers", "2", "--merge")
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert f"index merged from {SHARDS} shards" in last.stdout
+    assert_same_bytes(_index(tmp_path / "cache"), single[1])
+
+
+def test_the_mine_command_says_what_to_fix(single: tuple[Path, Path]) -> None:
+    bad = _mine(single[0], "--worker", "2", "--workers", "2")
+    assert bad.returncode != 0 and "0 <= --worker < --workers" in bad.stderr
+
+
+def test_a_small_split_gets_fewer_shards_so_each_packs_a_whole_block(activation_config) -> None:  # type: ignore[no-untyped-def]
     from sagex.activation.mining import ExemplarMiner
 
-    sae = runtime.engine.saes[EMBEDDED_SAE_ID]
-    counts = {"a": 0, "b": 0}
-
-    def replica(name: str, cache, die_after: int | None = None) -> ExemplarMiner:  # type: ignore[no-untyped-def]
-        async def submit(items):  # type: ignore[no-untyped-def]
-            counts[name] += 1
-            if die_after is not None and counts[name] > die_after:
-                raise RuntimeError("replica killed")
-            return await runtime.batcher.submit(items)
-
-        return ExemplarMiner(
-            submit, runtime.engine.lm.content_ids, activation_config.corpus_dir, cache, "test-model",
-            window_tokens=32, max_tokens=3000, batch_windows=4, special_ids=runtime.engine.lm.special_ids,
-            checkpoint_every=2,
-        )
-
-    shared = tmp_path / "shared"
-    killed, ok = await asyncio.gather(replica("a", shared, die_after=5).build_shard(sae, "exemplar", 0, 2),
-                                      replica("b", shared).build_shard(sae, "exemplar", 1, 2),
-                                      return_exceptions=True)
-    assert isinstance(killed, RuntimeError) and not isinstance(ok, BaseException)
-    [key] = list(shared.iterdir())
-    partial = shard_dir(key, 0, 2)
-    assert not (partial / "shard.json").is_file()
-    with np.load(partial / "scan.npz") as ckpt:
-        assert int(ckpt["windows_done"]) == 2 * 2 * 4, "two checkpoints of 2 batches of 4 were saved"
-    with pytest.raises(ValueError, match=r"shards \[0\] of 2 are not built"):
-        await replica("b", shared).merge(sae, "exemplar", 2)
-
-    counts["a"] = 0
-    await replica("a", shared).build_shard(sae, "exemplar", 0, 2)  # resumes
-    shard0 = np.fromfile(partial / "windows.i64", np.int64)
-    assert counts["a"] == -(-(len(shard0) - 16) // 4), "the resumed shard scan skips its checkpointed windows"
-    merged = await replica("a", shared).merge(sae, "exemplar", 2)
-    full = await replica("b", tmp_path / "full").index(sae, "exemplar")
-
-    shard1 = np.fromfile(shard_dir(key, 1, 2) / "windows.i64", np.int64)
-    assert len(shard0) and len(shard1) and len(shard0) + len(shard1) == full.n_windows
-    assert merged.window_ids == full.window_ids and merged.tokens == full.tokens
-    np.testing.assert_array_equal(merged.win_ptr, full.win_ptr)
-    np.testing.assert_array_equal(merged.win_feat, full.win_feat)
-    np.testing.assert_allclose(merged.win_max, full.win_max, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(merged.feat_ptr, full.feat_ptr)
-    np.testing.assert_array_equal(merged.fire_tokens, full.fire_tokens)
-    np.testing.assert_allclose(merged.act_sum, full.act_sum, rtol=1e-6)
-    np.testing.assert_allclose(merged.act_max, full.act_max, rtol=1e-5, atol=1e-6)
-    assert merged.tokens_scanned == full.tokens_scanned
-    busy = [int(f) for f in np.argsort(-np.diff(full.feat_ptr))[:8]]
-    for feature in busy:
-        a = ExemplarMiner.pick(merged, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
-        b = ExemplarMiner.pick(full, feature, top_k=5, bands=3, per_band=2, n_random=3, seed=1)
-        assert a == b or ((a.top, a.random, a.activating_windows) == (b.top, b.random, b.activating_windows)
-                          and [w for *_, w in a.bands] == [w for *_, w in b.bands])
-    print("max |merged - full| window maximum:", float(np.abs(merged.win_max - full.win_max).max()),
-          "bytes identical:", np.array_equal(merged.win_max, full.win_max))
-
-
-def test_the_mine_command_builds_shards_and_the_last_one_merges(mining_corpus, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """What each pod of the Indexed Job runs (deploy/k8s/mining-job.yaml), as real processes."""
-    import subprocess
-    import sys
-
-    from sagex.activation.mining import MiningIndex
-
-    config = tmp_path / "activation.toml"
-    config.write_text(f'[activation]\ncorpus_dir = "{mining_corpus}"\nmining_cache_dir = "{tmp_path / "cache"}"\n'
-                      "max_mining_tokens = 1200\nwindow_tokens = 32\nmining_batch_windows = 4\n")
-
-    def mine(*flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "sagex.activation.mine", "--config", str(config), "--shards", "2",
-                               "--log-level", "warning", *flags], capture_output=True, text=True, timeout=240)
-
-    first = mine("--shard", "1", "--merge")
-    assert first.returncode == 0, first.stderr
-    assert "shards [0] still to come" in first.stdout
-    early = mine("--merge")
-    assert early.returncode != 0 and "shards [0] of 2 are not built yet" in early.stderr
-    bad = mine("--shard", "2")
-    assert bad.returncode != 0 and "0 <= --shard < --shards" in bad.stderr
-    last = mine("--shard", "0", "--merge")
-    assert last.returncode == 0, last.stderr
-    assert "index merged from 2 shards" in last.stdout
-    [root] = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
-    index = MiningIndex(root)
-    assert (root / "complete.json").is_file() and index.n_windows > 0
-    assert index.tokens_scanned > 0 and int(index.fire_tokens.sum()) > 0
+    miner = ExemplarMiner(lambda items: None, str.split, activation_config.corpus_dir, activation_config.corpus_dir,  # type: ignore[arg-type,return-value]
+                          "m", window_tokens=32, max_tokens=1000, batch_windows=32, special_ids=set(), shards=8)
+    block = 32 * 64
+    assert [miner.shard_count(n) for n in (0, 10, block - 1, 2 * block, 3 * block - 1, 100 * block)] == \
+        [1, 1, 1, 2, 2, 8]

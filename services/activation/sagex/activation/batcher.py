@@ -6,6 +6,11 @@ request and bounded: a full queue answers RESOURCE_EXHAUSTED at once rather
 than letting latency grow without limit. Cancelled or expired work is dropped
 before it reaches the model.
 
+An ``exclusive`` submit runs as exactly one forward pass of its own, never merged
+with other work nor split: a text's activations can depend (in the last bits) on
+the batch it shares, so exemplar mining, whose index must be the same bits on
+every replica, forms its batches itself and runs each one alone.
+
 Metrics: ``sagex_activation_queue_texts`` (texts waiting, read at scrape time),
 ``sagex_activation_tokens_total`` (tokens run; its rate() is tokens/s),
 ``sagex_activation_texts_total`` and ``sagex_activation_batch_seconds``.
@@ -53,6 +58,7 @@ class _Job:
     future: asyncio.Future[SparseRows]
     loop: asyncio.AbstractEventLoop
     deadline: float | None  # time.monotonic() seconds
+    group: object | None = None  # jobs of one exclusive submit share this marker and run alone, together
 
 
 @dataclass
@@ -96,15 +102,18 @@ class DynamicBatcher:
     def depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, items: Sequence[WorkItem], timeout: float | None = None) -> list[SparseRows]:
-        """Run ``items`` (possibly alongside other callers' work) and return their rows in order.
+    async def submit(self, items: Sequence[WorkItem], timeout: float | None = None,
+                     exclusive: bool = False) -> list[SparseRows]:
+        """Run ``items`` (possibly alongside other callers' work) and return their rows in order;
+        ``exclusive``: as one forward pass of their own, whatever the token budget.
 
         Raises ResourceExhausted when the queue cannot take all of them, DeadlineExceeded
         when ``timeout`` passes first. Cancelling the awaiting task drops the pending work.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else time.monotonic() + timeout
-        jobs = [_Job(it, loop.create_future(), loop, deadline) for it in items]
+        group = object() if exclusive else None
+        jobs = [_Job(it, loop.create_future(), loop, deadline, group) for it in items]
         with self._cond:
             if self._closed or not self._thread.is_alive():
                 raise Unavailable("the activation worker is not running; retry on another replica")
@@ -142,6 +151,10 @@ class DynamicBatcher:
             now = time.monotonic()
             while self._queue:
                 job = self._queue[0]
+                if job.group is not None:
+                    if batch:  # an exclusive group waits for the next forward pass, whole
+                        break
+                    return self._take_group(job.group, now)
                 if job.future.cancelled():
                     self._queue.popleft()
                     self.stats.dropped_cancelled += 1
@@ -157,6 +170,25 @@ class DynamicBatcher:
                 batch.append(self._queue.popleft())
                 width = new_width
             return batch
+
+    def _take_group(self, group: object, now: float) -> list[_Job]:
+        """The exclusive group at the head of the queue (its jobs were queued together).
+        A group missing a member would be another batch, so one cancelled or expired job
+        drops the whole group."""
+        jobs: list[_Job] = []
+        while self._queue and self._queue[0].group is group:
+            jobs.append(self._queue.popleft())
+        if any(j.future.cancelled() for j in jobs):
+            self.stats.dropped_cancelled += len(jobs)
+            for job in jobs:
+                _resolve(job, error=Unavailable("dropped: part of its exclusive batch was cancelled"))
+            return []
+        if any(j.deadline is not None and now > j.deadline for j in jobs):
+            self.stats.dropped_expired += len(jobs)
+            for job in jobs:
+                _resolve(job, error=DeadlineExceeded("deadline passed while queued"))
+            return []
+        return jobs
 
     def _worker(self) -> None:
         while True:

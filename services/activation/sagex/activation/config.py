@@ -50,6 +50,12 @@ class ActivationConfig:
     window_tokens: int = 64
     max_mining_tokens: int = 400_000  # per split; bounds the first scan's time
     mining_batch_windows: int = 32
+    # Hash shards of an index (part of its cache key; fewer for a small split, each at least
+    # one block): the unit of work replicas share, and what makes an index the same bits
+    # however many replicas mined it.
+    mining_shards: int = 8
+    # Batches per block: a shard's windows are packed by length within a block, checkpointed after each.
+    mining_block_batches: int = 64
     # Output side. The logit lens is always served; SteerGenerate needs the full model
     # (every layer after the hook, the final norm and the LM head), which costs memory: opt in.
     steering: bool = False
@@ -78,13 +84,19 @@ class ActivationConfig:
         for name in ("max_texts_per_batch", "max_chars_per_text", "max_tokens_per_text", "max_feature_ids",
                      "max_top_k", "batch_token_budget", "max_queue_texts", "window_tokens", "max_mining_tokens",
                      "max_inflight_batches_per_stream", "mining_batch_windows", "max_steer_prompts",
-                     "max_steer_new_tokens", "max_steer_strength", "max_steer_queue"):
+                     "max_steer_new_tokens", "max_steer_strength", "max_steer_queue", "mining_shards",
+                     "mining_block_batches"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be > 0")
         if self.max_response_bytes < 4096:
             problems.append("max_response_bytes: must be >= 4096")
         if self.max_queue_texts < max(self.max_texts_per_batch, self.mining_batch_windows):
             problems.append("max_queue_texts: must hold at least one full batch (max_texts_per_batch, mining_batch_windows)")
+        if self.mining_shards > 4096:
+            problems.append("mining_shards: must be <= 4096")
+        if self.mining_batch_windows * (self.window_tokens + 1) > self.batch_token_budget:
+            problems.append("mining_batch_windows * (window_tokens + 1) must be <= batch_token_budget: a mining "
+                            "batch is one forward pass of its own")
         if self.batch_token_budget < self.max_tokens_per_text:
             problems.append("batch_token_budget: must be >= max_tokens_per_text so every text fits a batch")
         if problems:

@@ -84,7 +84,7 @@ def activate(pre_gemm: torch.Tensor, p: EncoderParams) -> torch.Tensor:
         assert p.mag_scale is not None and p.mag_bias is not None
         gate = (pre_gemm + p.bias) > 0
         return torch.where(gate, torch.relu(pre_gemm * p.mag_scale + p.mag_bias), 0.0)
-    pre = pre_gemm * p.scale + p.bias if p.scale is not None else pre_gemm + p.bias
+    pre = _pre(pre_gemm, p)
     if p.architecture == "standard":
         return torch.relu(pre)
     if p.architecture == "jumprelu":
@@ -93,6 +93,23 @@ def activate(pre_gemm: torch.Tensor, p: EncoderParams) -> torch.Tensor:
     # topk: the k largest pre-activations survive, then ReLU (sae-lens order).
     values, idx = pre.topk(p.k, dim=-1, sorted=False)
     return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(values))
+
+
+def _pre(pre_gemm: torch.Tensor, p: EncoderParams) -> torch.Tensor:
+    return pre_gemm * p.scale + p.bias if p.scale is not None else pre_gemm + p.bias
+
+
+def _topk_rows(x: torch.Tensor, p: EncoderParams, min_activation: float) -> SparseRows:
+    """A TopK SAE's activations above ``min_activation`` straight from its top k: the same
+    rows as densifying then scanning ``[N, d_sae]`` (what mining asks for), without the
+    dense passes, which cost more than the encoder's matmul on a CPU."""
+    values, idx = _pre((x.to(p.w_enc.dtype) @ p.w_enc).float(), p).topk(p.k, dim=-1, sorted=False)
+    idx, order = idx.sort(dim=-1)  # ascending feature ids, as from a dense row
+    values = torch.relu(values).gather(-1, order)
+    keep = (values > min_activation) & (values != 0)
+    offsets = torch.zeros(x.shape[0] + 1, dtype=torch.int64)
+    offsets[1:] = keep.sum(-1).cpu().cumsum(0)
+    return SparseRows(offsets, idx[keep].to(torch.int32).cpu(), values[keep].cpu())
 
 
 def _subset(p: EncoderParams, cols: torch.Tensor) -> EncoderParams:
@@ -132,6 +149,9 @@ def encode_sparse_torch(
         if p.architecture != "topk":
             sub = _subset(p, ids_t)
     for start in range(0, x.shape[0], block_tokens):
+        if p.architecture == "topk" and isinstance(selection, Threshold):
+            parts.append(_topk_rows(x[start : start + block_tokens], p, selection.min_activation))
+            continue
         acts = encode_dense_torch(x[start : start + block_tokens], sub)
         if isinstance(selection, FeatureIds):
             if sub is p:

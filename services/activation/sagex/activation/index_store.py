@@ -23,10 +23,10 @@ import asyncio
 import fcntl
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,9 +50,15 @@ def read_items(path: Path, dtype: npt.DTypeLike, start: int, count: int) -> np.n
 
 
 def _save_npz(path: Path, **arrays: object) -> None:
+    """An ``.npz`` that ``np.load`` reads, with the same bytes for the same arrays
+    (``np.savez`` stamps the time into the zip): indexes built apart compare byte for byte."""
     tmp = path.with_name(path.name + ".tmp.npz")
-    as_arrays: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-    np.savez(tmp, **as_arrays)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
     tmp.replace(path)  # atomic: a crash leaves the old checkpoint or the new one
 
 
@@ -79,8 +85,25 @@ class BuildLock:
             raise
 
     async def __aexit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        self.release()
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no one holds it (never waits); ``release`` it after."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.root / "build.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = -1
+            return False
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
 
 
 # --- windows --------------------------------------------------------------------------
@@ -145,6 +168,17 @@ class WindowTokens(Sequence[tuple[int, ...]]):
         flat = read_items(self._path, np.int32, int(self.offsets[lo]), int(self.offsets[hi] - self.offsets[lo])).tolist()
         bounds = (self.offsets[lo : hi + 1] - self.offsets[lo]).tolist()
         return [tuple(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def select(self, ids: Sequence[int]) -> list[tuple[int, ...]]:
+        """The windows ``ids`` (ascending): one read of the span they lie in, and only
+        those windows made into tuples (a shard's windows are spread over the corpus)."""
+        if not len(ids):
+            return []
+        base = int(self.offsets[ids[0]])
+        flat = read_items(self._path, np.int32, base, int(self.offsets[ids[-1] + 1]) - base)
+        starts = (self.offsets[ids] - base).tolist()
+        ends = (self.offsets[np.asarray(ids) + 1] - base).tolist()
+        return [tuple(flat[a:b].tolist()) for a, b in zip(starts, ends, strict=True)]
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         for lo in range(0, len(self), 4096):

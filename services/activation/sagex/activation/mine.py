@@ -1,18 +1,22 @@
-"""`python -m sagex.activation.mine`: mine an exemplar index (or one shard of it) into the
-mining cache without serving, e.g. one pod of a Kubernetes Indexed Job per shard:
+"""`python -m sagex.activation.mine`: mine an exemplar index (or some of its hash shards)
+into the mining cache without serving, e.g. one pod of a Kubernetes Indexed Job each:
 
-    python -m sagex.activation.mine --shard "$JOB_COMPLETION_INDEX" --shards 8 --merge
+    python -m sagex.activation.mine --worker "$JOB_COMPLETION_INDEX" --workers 4 --merge
 
-Each run mines its shard (resuming a killed run from its last checkpoint); with
-``--merge``, whichever run finds every shard complete merges them into the index the
-activation service then reads from the shared cache. Without ``--shard`` and with
-``--merge`` it only merges; with neither it builds the whole index in one process.
+An index has up to ``mining_shards`` hash shards (the service config's setting; fewer
+for a small split, at least one block of windows each). Worker I of N mines the shards j with j % N == I (resuming a killed run from its last
+checkpoint, skipping shards already complete); with ``--merge``, whichever run finds
+every shard complete merges them into the index the activation service then reads
+from the shared cache. ``--merge`` alone only merges; with neither flag the run mines
+every shard no one else holds (sharing the work with any other run or server on the
+same cache), then merges. The result is the same bytes however the shards were shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,10 @@ from sagex.activation.__main__ import model_overrides
 from sagex.activation.assets.corpus import SPLITS
 from sagex.activation.assets.paths import EMBEDDED_SAE_ID
 from sagex.activation.config import ActivationConfig
-from sagex.activation.mining import ExemplarMiner
+from sagex.activation.mining import BuildProgress, ExemplarMiner
+from sagex.activation.sae import LoadedSae
 from sagex.activation.server import build_runtime
-from sagex.activation.shards import shard_complete
+from sagex.activation.shards import worker_shards
 from sagex.server.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -39,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mining-cache-dir", help="the (shared) mining cache folder")
     p.add_argument("--sae", default=EMBEDDED_SAE_ID, help="the served SAE id to mine (default: %(default)s)")
     p.add_argument("--split", default="exemplar", choices=SPLITS, help="corpus split (default: %(default)s)")
-    p.add_argument("--shards", type=int, default=1, help="how many shards the split is cut into (default 1)")
-    p.add_argument("--shard", type=int, help="mine only this shard, 0 <= SHARD < SHARDS")
+    p.add_argument("--workers", type=int, default=1, help="how many workers share the shards (default 1)")
+    p.add_argument("--worker", type=int, help="mine only the shards j with j %% WORKERS == WORKER")
     p.add_argument("--merge", action="store_true", help="merge the shards once all are complete")
+    p.add_argument("--progress-seconds", type=float, default=10.0,
+                   help="print progress (windows, tokens/s, ETA) this often; 0: never (default %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -51,29 +58,66 @@ def _config(args: argparse.Namespace) -> ActivationConfig:
     return ActivationConfig.from_toml(Path(args.config), **overrides) if args.config else ActivationConfig(**overrides)
 
 
-async def mine(miner: ExemplarMiner, sae: object, split: str, shards: int, shard: int | None, merge: bool) -> str:
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(p: BuildProgress) -> str:
+    """Windows, tokens/s and ETA of this run's shards, and where the current shard stands."""
+    rate = p.tokens_per_second
+    eta = p.eta_seconds
+    here = f"; shard {p.shard}: {p.shard_windows_done}/{p.shard_windows_total} windows" if p.shard is not None else ""
+    return (f"mining {p.sae_id}/{p.split}: {p.shards_done}/{p.shards_total} shards, "
+            f"{p.windows_done}/{p.windows_total} windows, {p.tokens_done}/{p.tokens_total} tokens, "
+            f"{rate:,.0f} tok/s, ETA {'--' if eta is None else _clock(eta)}{here}")
+
+
+async def _report(miner: ExemplarMiner, sae: LoadedSae, split: str, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        p = miner.progress(sae, split)
+        if p is not None and p.phase == "scanning":
+            print(progress_line(p), flush=True)
+
+
+async def mine(miner: ExemplarMiner, sae: LoadedSae, split: str, workers: int, worker: int | None, merge: bool,
+               progress_s: float = 0.0) -> str:
     """Do what the flags ask; returns a one-line summary."""
-    if shard is None and not merge:
-        index = await miner.index(sae, split)  # type: ignore[arg-type]
+    reporter = asyncio.ensure_future(_report(miner, sae, split, progress_s)) if progress_s > 0 else None
+    try:
+        return await _mine(miner, sae, split, workers, worker, merge)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+
+
+async def _mine(miner: ExemplarMiner, sae: LoadedSae, split: str, workers: int, worker: int | None,
+                merge: bool) -> str:
+    if worker is None and not merge:
+        index = await miner.index(sae, split)
         return f"index ready: {index.n_windows} windows in {index.root}"
-    if shard is not None:
-        folder = await miner.build_shard(sae, split, shard, shards)  # type: ignore[arg-type]
+    if worker is not None:
+        root = await miner.build_shards(sae, split, worker, workers)
+        n = miner.shards_of(sae, split) or miner.max_shards
+        mine = worker_shards(n, worker, workers)
         if not merge:
-            return f"shard {shard} of {shards} ready in {folder}"
-        root = folder.parent.parent
-        waiting = [i for i in range(shards) if not shard_complete(root, i, shards)]
+            return f"shards {mine} of {n} ready in {root}"
+        waiting = miner.shards_missing(sae, split)
         if waiting:
-            return f"shard {shard} of {shards} ready; shards {waiting} still to come (the last one merges)"
-    index = await miner.merge(sae, split, shards)  # type: ignore[arg-type]
-    return f"index merged from {shards} shards: {index.n_windows} windows in {index.root}"
+            return f"shards {mine} of {n} ready; shards {waiting} still to come (the last worker merges)"
+    index = await miner.merge(sae, split)
+    return f"index merged from {miner.shard_count(index.n_windows)} shards: {index.n_windows} windows in {index.root}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    if args.shards < 1 or (args.shard is not None and not 0 <= args.shard < args.shards):
-        raise SystemExit(f"sagex.activation.mine: --shard {args.shard} of --shards {args.shards}: "
-                         "need --shards >= 1 and 0 <= --shard < --shards")
+    if args.workers < 1 or (args.worker is not None and not 0 <= args.worker < args.workers):
+        raise SystemExit(f"sagex.activation.mine: --worker {args.worker} of --workers {args.workers}: "
+                         "need --workers >= 1 and 0 <= --worker < --workers")
     try:
         config = _config(args)
     except (ValueError, OSError, TypeError) as exc:
@@ -84,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sae is None:
             raise SystemExit(f"sagex.activation.mine: no SAE {args.sae!r}; served: {sorted(runtime.engine.saes)}")
         try:
-            print(asyncio.run(mine(runtime.miner, sae, args.split, args.shards, args.shard, args.merge)), flush=True)
+            print(asyncio.run(mine(runtime.miner, sae, args.split, args.workers, args.worker, args.merge,
+                                   args.progress_seconds)), flush=True)
         except ValueError as exc:
             raise SystemExit(f"sagex.activation.mine: {exc}") from None
     finally:

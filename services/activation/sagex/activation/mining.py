@@ -1,14 +1,17 @@
 """Exemplar mining and feature statistics over a corpus split.
 
-One scan per (model, SAE, corpus, split) runs every window through the shared
-batcher and keeps, per window, only the maximum of each feature that fired
-there (a sparse window x feature table) plus per-feature token statistics.
-The corpus is cut into windows once, streaming, onto disk; the scan then takes
-them a block at a time (packed by length within the block, a few batches in
-flight), appends the block's table to disk and checkpoints, so an interrupted
-scan resumes at its last block and memory stays flat as the corpus grows
-(``index_store`` has the file layout). The index is cached under a key of the
-model, SAE and corpus hashes and the scan's settings.
+One scan per (model, SAE, corpus, split) runs every window through the model and
+SAE and keeps, per window, only the maximum of each feature that fired there (a
+sparse window x feature table) plus per-feature token statistics. The corpus is
+cut into windows once, streaming, onto disk, and every window is given to one of a
+fixed number of hash shards (``shards``). Each shard is scanned on its own, a block
+at a time (packed by length within the block, each batch one forward pass of its
+own, a few in flight), appending the block's table to disk and checkpointing, so an
+interrupted scan resumes at its last block and memory stays flat as the corpus
+grows (``index_store`` has the file layout). Replicas sharing a cache share the
+shards; the merge of the shard tables is the index, the same bytes however the
+shards were shared. The index is cached under a key of the model, SAE and corpus
+hashes and the scan's settings.
 
 Queries read the index: the top-k windows of a feature, windows sampled from
 quantile bands of its activating windows, and random windows where it never
@@ -48,12 +51,15 @@ from sagex.activation.index_store import (
 )
 from sagex.activation.sae import LoadedSae
 from sagex.activation.shards import (
+    ASSIGNMENT,
     SHARD_DONE,
-    check_shard,
+    check_shards,
     merge_shards,
+    read_assignment,
     shard_complete,
     shard_dir,
-    shard_windows,
+    worker_shards,
+    write_assignment,
 )
 from sagex.server.errors import ResourceExhausted
 
@@ -107,7 +113,9 @@ def _mapped(path: Path, dtype: type) -> np.ndarray:
 
 @dataclass
 class BuildProgress:
-    """Where one index build stands; read by progress RPCs while the scan runs."""
+    """Where one index build stands; read by progress RPCs while the scan runs. A build
+    mines hash shards (``shards``): those other replicas finished count as done, but
+    not toward this build's rate."""
 
     sae_id: str
     split: str
@@ -116,25 +124,42 @@ class BuildProgress:
     windows_done: int = 0
     tokens_total: int = 0  # tokens the scan computes (whole windows)
     tokens_done: int = 0
-    resumed_tokens: int = 0  # done by an earlier, interrupted build (not part of this one's rate)
+    resumed_tokens: int = 0  # done elsewhere: an interrupted build's checkpoint, another replica's shards
+    shards_total: int = 0
+    shards_done: int = 0
+    shard: int | None = None  # the shard this process mines now
+    shard_windows_total: int = 0
+    shard_windows_done: int = 0
     error: str = ""
     started: float = field(default_factory=time.monotonic)
     scan_started: float = 0.0
     scan_ended: float = 0.0
 
-    def start(self, windows: int, tokens: int) -> None:
-        self.phase, self.windows_total, self.tokens_total = "scanning", windows, tokens
+    def start(self, windows: int, tokens: int, shards: int) -> None:
+        self.phase, self.windows_total, self.tokens_total, self.shards_total = "scanning", windows, tokens, shards
         self.scan_started = time.monotonic()
 
-    def resumed(self, windows: int, tokens: int) -> None:
-        self.windows_done, self.tokens_done, self.resumed_tokens = windows, tokens, tokens
+    def skipped(self, windows: int, tokens: int) -> None:
+        """Work done elsewhere (a checkpoint, another replica)."""
+        self.windows_done += windows
+        self.tokens_done += tokens
+        self.resumed_tokens += tokens
+
+    def shard_started(self, shard: int, windows: int, done: int) -> None:
+        self.shard, self.shard_windows_total, self.shard_windows_done = shard, windows, done
 
     def advance(self, windows: int, tokens: int) -> None:
         self.windows_done += windows
         self.tokens_done += tokens
+        self.shard_windows_done += windows
 
-    def loaded(self, index: MiningIndex) -> None:
+    def shard_finished(self) -> None:
+        self.shards_done += 1
+        self.shard = None
+
+    def loaded(self, index: MiningIndex, shards: int) -> None:
         self.phase = "ready"
+        self.shards_total = self.shards_done = shards
         self.windows_total = self.windows_done = index.n_windows
         self.tokens_total = self.tokens_done = int(index.tokens.offsets[-1])
 
@@ -174,13 +199,20 @@ class FeatureWindows:
     total_windows: int
 
 
-def _key(model_key: str, sae: LoadedSae, corpus_hash: str, split: str, window: int, max_tokens: int) -> str:
-    # Bump the version whenever what an index holds changes meaning.
-    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|v3"
+def _key(model_key: str, sae: LoadedSae, corpus_hash: str, split: str, window: int, max_tokens: int,
+         plan: str) -> str:
+    # Bump the version whenever what an index holds changes meaning. ``plan`` (shards, batch
+    # and block sizes, packing) fixes every forward batch, so it fixes the bits of the index.
+    raw = f"{model_key}|{sae.content_hash}|{corpus_hash}|{split}|{window}|{max_tokens}|{plan}|v4"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
 class ExemplarMiner:
+    """Builds, caches and queries exemplar indexes. ``submit`` must run its items as one
+    forward pass of their own (``DynamicBatcher.submit(..., exclusive=True)``): the miner
+    forms every batch itself, from one hash shard's windows, so the index is the same
+    bits whichever replica mines which shard (see ``shards``)."""
+
     def __init__(
         self,
         submit: Submit,
@@ -196,7 +228,9 @@ class ExemplarMiner:
         checkpoint_every: int = 64,
         pack_by_length: bool = True,
         inflight_batches: int = 2,
+        shards: int = 8,
     ) -> None:
+        check_shards(shards)
         self._submit = submit
         self._tokenize = tokenize
         self._corpus_dir = corpus_dir
@@ -211,13 +245,19 @@ class ExemplarMiner:
         self._checkpoint_every = checkpoint_every
         self._pack = pack_by_length  # False: batches in corpus order (the reference for tests and benchmarks)
         self._inflight = max(1, inflight_batches)
+        self.max_shards = shards
         self._progress: dict[str, BuildProgress] = {}
         self._indexes: dict[str, MiningIndex] = {}
         self._building: dict[str, asyncio.Task[MiningIndex]] = {}
         self.corpus_hash = json.loads((corpus_dir / "manifest.json").read_text())["hash"]
 
     def _key(self, sae: LoadedSae, split: str) -> str:
-        return _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens)
+        plan = f"s{self.max_shards}|b{self._batch}|k{self._checkpoint_every}|{'packed' if self._pack else 'ordered'}"
+        return _key(self._model_key, sae, self.corpus_hash, split, self._window, self._max_tokens, plan)
+
+    def root(self, sae: LoadedSae, split: str) -> Path:
+        """The index's folder in the cache."""
+        return self._cache_root / self._key(sae, split)
 
     async def index(self, sae: LoadedSae, split: str) -> MiningIndex:
         """The index for (sae, split), built on first use. Concurrent callers share
@@ -249,78 +289,76 @@ class ExemplarMiner:
         key = self._key(sae, split)
         return key in self._indexes or is_complete(self._cache_root / key)
 
-    # --- sharded builds (see ``shards``) -------------------------------------------
+    # --- building: every build mines hash shards, then merges them (see ``shards``) ---
 
-    async def build_shard(self, sae: LoadedSae, split: str, shard: int, shards: int) -> Path:
-        """Mine only shard ``shard`` of ``shards`` into its own folder; resumable like a full
-        build, and a no-op when it is already complete. Returns the shard's folder."""
-        check_shard(shard, shards)
-        key = self._key(sae, split)
+    async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
         root = self._cache_root / key
-        async with BuildLock(root):  # the windows: cut once, by whichever replica comes first
-            tokens = await asyncio.to_thread(self._windows, root, split)
-        if not len(tokens):
-            raise ValueError(f"corpus split {split!r} is empty")
-        folder = shard_dir(root, shard, shards)
-        async with BuildLock(folder):
-            if not shard_complete(root, shard, shards):
-                await self._build_shard(key, folder, tokens, sae, split, shard, shards)
-        return folder
-
-    async def _build_shard(self, key: str, folder: Path, tokens: WindowTokens, sae: LoadedSae, split: str,
-                           shard: int, shards: int) -> None:
-        if (folder / "windows.i64").is_file():
-            mine = np.fromfile(folder / "windows.i64", np.int64)
-        else:
-            mine = await asyncio.to_thread(shard_windows, tokens, shard, shards)
-            tmp = folder / "windows.i64.tmp"
-            mine.tofile(tmp)
-            tmp.replace(folder / "windows.i64")
-        d_sae = sae.params.d_sae
-        table = await asyncio.to_thread(TableWriter, folder, d_sae)
-        state = table.state
-        for name in ("win_count.i32", "win_feat.i32", "win_max.f32"):
-            (folder / name).touch()  # an empty shard is a shard too
-        if not len(mine):
-            table.append([], [], 0)
-        progress = self._progress.setdefault(f"{key}/{shard}-of-{shards}", BuildProgress(sae.id, split))
-        progress.start(len(mine), int(tokens.lengths[mine].sum()))
-        progress.resumed(state.windows_done, int(tokens.lengths[mine[: state.windows_done]].sum()))
-        log.info("shard_mining_started", key=key, shard=shard, shards=shards, windows=len(mine),
-                 resumed=state.windows_done)
-        special = np.fromiter(self._special, dtype=np.int64, count=len(self._special))
-        block = self._batch * self._checkpoint_every
-        scanned = state.tokens_scanned
-        for lo in range(state.windows_done, len(mine), block):
-            ids = mine[lo : lo + block].tolist()
-            windows = await asyncio.to_thread(_select, tokens, ids)
-            feats, maxes, kept = await self._scan_block(windows, sae, d_sae, special, state, progress)
-            scanned += kept
-            await asyncio.to_thread(table.append, feats, maxes, scanned)
-        (folder / SHARD_DONE).write_text(json.dumps({"windows": len(mine), "tokens": scanned}))
+        progress = self._progress[key] = BuildProgress(sae.id, split)
+        if not is_complete(root):
+            # Replicas sharing a cache volume share the build: each claims the shards no one
+            # holds, waits for the rest, and whichever comes first merges; a replica that
+            # dies drops its shard's lock and the next one resumes that shard.
+            await self._mine_shards(key, root, sae, split, lambda n: list(range(n)), progress)
+            await self._merge(root, sae, split)
+            log.info("mining_done", key=key, windows=progress.windows_total, tokens=progress.tokens_total)
+        index = await asyncio.to_thread(MiningIndex, root)
+        progress.loaded(index, self.shard_count(index.n_windows))
         progress.finished()
-        log.info("shard_mining_done", key=key, shard=shard, shards=shards, windows=len(mine))
+        return index
 
-    async def merge(self, sae: LoadedSae, split: str, shards: int) -> MiningIndex:
-        """The index from ``shards`` complete shard builds (what one full build would hold);
-        the cached index when it is already complete."""
-        check_shard(0, shards)
+    async def build_shards(self, sae: LoadedSae, split: str, worker: int = 0, workers: int = 1) -> Path:
+        """Mine the shards of worker ``worker`` of ``workers`` (shard j when j % workers ==
+        worker), resuming any checkpoint and skipping complete ones. Returns the index folder."""
+        worker_shards(self.max_shards, worker, workers)  # checks the numbers before any work
         key = self._key(sae, split)
         root = self._cache_root / key
-        async with BuildLock(root):
-            if not is_complete(root):
-                tokens = await asyncio.to_thread(self._windows, root, split)
-                await asyncio.to_thread(merge_shards, root, shards, sae.params.d_sae, len(tokens))
+        progress = self._progress[key] = BuildProgress(sae.id, split)
+        if not is_complete(root):
+            await self._mine_shards(key, root, sae, split, lambda n: worker_shards(n, worker, workers), progress)
+        progress.finished()
+        return root
+
+    def shard_count(self, n_windows: int) -> int:
+        """The index's shards: ``max_shards``, fewer when the split is small, so that each
+        shard holds at least one block of windows to pack by length (a function of the
+        windows alone: every replica finds the same number)."""
+        return max(1, min(self.max_shards, n_windows // (self._batch * self._checkpoint_every)))
+
+    def shards_of(self, sae: LoadedSae, split: str) -> int | None:
+        """How many shards the index has; None until its windows are cut."""
+        cut = windows_complete(self.root(sae, split))
+        return None if cut is None else self.shard_count(cut["windows"])
+
+    def shards_missing(self, sae: LoadedSae, split: str) -> list[int]:
+        root = self.root(sae, split)
+        n = self.shards_of(sae, split)
+        if n is None:
+            return list(range(self.max_shards))
+        return [] if is_complete(root) else [j for j in range(n) if not shard_complete(root, j, n)]
+
+    async def merge(self, sae: LoadedSae, split: str) -> MiningIndex:
+        """The index from its complete shards (what one full build would hold);
+        the cached index when it is already complete."""
+        key = self._key(sae, split)
+        root = self._cache_root / key
+        await self._merge(root, sae, split)
         index = await asyncio.to_thread(MiningIndex, root)
         self._indexes[key] = index
         return index
 
-    # --- building ----------------------------------------------------------------
+    async def _merge(self, root: Path, sae: LoadedSae, split: str) -> None:
+        async with BuildLock(root):
+            if not is_complete(root):
+                tokens, assignment = await asyncio.to_thread(self._windows, root, split)
+                await asyncio.to_thread(merge_shards, root, self.shard_count(len(tokens)), sae.params.d_sae,
+                                        assignment)
 
-    def _windows(self, root: Path, split: str) -> WindowTokens:
+    def _windows(self, root: Path, split: str) -> tuple[WindowTokens, np.ndarray]:
         """Every window of the split, in corpus order, written to disk as it is cut (the
-        corpus is read once, streaming); reused when an earlier build wrote them all."""
+        corpus is read once, streaming), and each window's shard; reused when an earlier
+        build wrote them all. Call it holding the index's BuildLock."""
         if windows_complete(root) is None:
+            (root / ASSIGNMENT).unlink(missing_ok=True)
             writer = WindowWriter(root)
             seen: set[bytes] = set()  # 8-byte digests: a repeated window is dropped
             budget = self._max_tokens
@@ -339,46 +377,75 @@ class ExemplarMiner:
                 if budget <= 0:
                     break
             writer.close()
-        return WindowTokens(root)
+        tokens = WindowTokens(root)
+        assignment = read_assignment(root, len(tokens))
+        if assignment is None:
+            assignment = write_assignment(root, tokens, self.shard_count(len(tokens)))
+        return tokens, assignment
 
-    async def _load_or_build(self, key: str, sae: LoadedSae, split: str) -> MiningIndex:
-        root = self._cache_root / key
-        progress = self._progress[key] = BuildProgress(sae.id, split)
-        if not is_complete(root):
-            # Replicas sharing a cache volume: one builds, the others wait for its lock and read
-            # the result; a builder that dies drops the lock and the next one resumes its build.
-            async with BuildLock(root):
-                if not is_complete(root):
-                    return await self._build(key, root, sae, split, progress)
-        index = await asyncio.to_thread(MiningIndex, root)
-        progress.loaded(index)
-        return index
-
-    async def _build(self, key: str, root: Path, sae: LoadedSae, split: str, progress: BuildProgress) -> MiningIndex:
-        tokens = await asyncio.to_thread(self._windows, root, split)
+    async def _mine_shards(self, key: str, root: Path, sae: LoadedSae, split: str,
+                           select: Callable[[int], list[int]], progress: BuildProgress) -> None:
+        """Mine the shards ``select(shard count)`` of the index: each one no one else holds,
+        then wait for the others."""
+        async with BuildLock(root):  # the windows: cut once, by whichever replica comes first
+            tokens, assignment = await asyncio.to_thread(self._windows, root, split)
         if not len(tokens):
             raise ValueError(f"corpus split {split!r} is empty")
+        n = self.shard_count(len(tokens))
+        shards = select(n)
+        windows = np.bincount(assignment, minlength=n)
+        lengths = np.bincount(assignment, weights=tokens.lengths, minlength=n).astype(np.int64)
+        progress.start(int(windows[shards].sum()), int(lengths[shards].sum()), len(shards))
+        log.info("mining_started", key=key, sae=sae.id, split=split, windows=progress.windows_total,
+                 shards=f"{len(shards)} of {n}")
+        pending = list(shards)
+        while pending:
+            for j in list(pending):
+                folder = shard_dir(root, j, n)
+                lock = BuildLock(folder)
+                if not shard_complete(root, j, n):
+                    if not lock.try_acquire():
+                        continue  # another replica mines it: take the next one, look again later
+                    try:
+                        if not shard_complete(root, j, n):
+                            await self._mine_shard(key, folder, tokens, np.flatnonzero(assignment == j), sae, j, n,
+                                                   progress)
+                            pending.remove(j)
+                            continue
+                    finally:
+                        lock.release()
+                progress.skipped(int(windows[j]), int(lengths[j]))  # done by another replica
+                progress.shard_finished()
+                pending.remove(j)
+            if pending:
+                await asyncio.sleep(0.5)
+
+    async def _mine_shard(self, key: str, folder: Path, tokens: WindowTokens, mine: np.ndarray, sae: LoadedSae,
+                          shard: int, shards: int, progress: BuildProgress) -> None:
+        """One shard: its windows in blocks, checkpointed after each (see ``shards``)."""
         d_sae = sae.params.d_sae
-        table = await asyncio.to_thread(TableWriter, root, d_sae)
+        table = await asyncio.to_thread(TableWriter, folder, d_sae)
         state = table.state
-        progress.start(len(tokens), int(tokens.offsets[-1]))
+        for name in ("win_count.i32", "win_feat.i32", "win_max.f32"):
+            (folder / name).touch()  # an empty shard is a shard too
+        if not len(mine):
+            table.append([], [], 0)
+        progress.shard_started(shard, len(mine), state.windows_done)
         if state.windows_done:
-            progress.resumed(state.windows_done, int(tokens.offsets[state.windows_done]))
-            log.info("mining_resumed", key=key, windows=state.windows_done, of=len(tokens))
-        log.info("mining_started", key=key, sae=sae.id, split=split, windows=len(tokens))
+            progress.skipped(state.windows_done, int(tokens.lengths[mine[: state.windows_done]].sum()))
+            log.info("shard_resumed", key=key, shard=shard, windows=state.windows_done, of=len(mine))
         special = np.fromiter(self._special, dtype=np.int64, count=len(self._special))
         block = self._batch * self._checkpoint_every
         scanned = state.tokens_scanned
-        for lo in range(state.windows_done, len(tokens), block):
-            windows = await asyncio.to_thread(tokens.block, lo, min(lo + block, len(tokens)))
+        for lo in range(state.windows_done, len(mine), block):
+            ids = mine[lo : lo + block].tolist()
+            windows = await asyncio.to_thread(tokens.select, ids)
             feats, maxes, kept = await self._scan_block(windows, sae, d_sae, special, state, progress)
             scanned += kept
             await asyncio.to_thread(table.append, feats, maxes, scanned)  # and checkpoint
-        await asyncio.to_thread(table.finish)
-        log.info("mining_done", key=key, windows=len(tokens), tokens=scanned)
-        index = await asyncio.to_thread(MiningIndex, root)
-        progress.finished()
-        return index
+        (folder / SHARD_DONE).write_text(json.dumps({"windows": len(mine), "tokens": scanned}))
+        progress.shard_finished()
+        log.info("shard_done", key=key, shard=shard, shards=shards, windows=len(mine))
 
     async def _scan_block(
         self, windows: list[tuple[int, ...]], sae: LoadedSae, d_sae: int, special: np.ndarray, state: ScanState,
@@ -473,12 +540,6 @@ class ExemplarMiner:
             dense[token_of_entry] = r.values.numpy()
             out.append(dense)
         return out
-
-
-def _select(tokens: WindowTokens, ids: list[int]) -> list[tuple[int, ...]]:
-    """The windows ``ids`` (ascending): one read of the span they lie in, not one per window."""
-    span = tokens.block(ids[0], ids[-1] + 1)
-    return [span[w - ids[0]] for w in ids]
 
 
 def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:

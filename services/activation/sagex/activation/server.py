@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,7 +59,7 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
     if not (corpus_dir / "manifest.json").is_file():
         build_corpus(corpus_dir)
     miner = ExemplarMiner(
-        submit=batcher.submit,
+        submit=functools.partial(batcher.submit, exclusive=True),  # a mining batch runs alone: same bits anywhere
         tokenize=engine.lm.content_ids,
         corpus_dir=Path(corpus_dir),
         cache_root=config.mining_cache_dir or cache_dir() / "mining",
@@ -68,6 +69,8 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
         batch_windows=config.mining_batch_windows,
         special_ids=engine.lm.special_ids,
         prefix=engine.lm.prefix,
+        shards=config.mining_shards,
+        checkpoint_every=config.mining_block_batches,
     )
     lm = engine.lm
     eos = lm.tokenizer.eos_token_id

@@ -309,6 +309,7 @@ def _progress_message(p: BuildProgress, split: types_pb2.CorpusSplit.ValueType, 
         phase=_PHASES.get(p.phase, types_pb2.MINING_PHASE_UNSPECIFIED), windows_done=p.windows_done,
         windows_total=p.windows_total, tokens_done=p.tokens_done, tokens_total=p.tokens_total,
         tokens_per_second=p.tokens_per_second, resumed=p.resumed_tokens > 0, cached=cached,
+        shards_done=p.shards_done, shards_total=p.shards_total,
     )
     eta = p.eta_seconds
     if eta is not None:

@@ -1,20 +1,29 @@
-"""Sharded index builds: which windows a shard holds, and the merge of shard tables.
+"""Hash shards: the unit of work of every index build, and their merge.
 
-A window belongs to shard ``i`` of ``n`` when a content hash of its token ids is
-``i`` modulo ``n``: the same on every machine and for every replica, whatever else
-the corpus holds. A shard build writes the window-major table of its windows (in
-corpus order) with the same block format and checkpoints as a full build
-(``index_store.TableWriter``) into ``<index>/shards/<i>-of-<n>/``, plus
-``windows.i64`` (the global index of each of its windows). The merge interleaves
-the shard tables back into corpus order and combines the statistics (counts add,
-maxima take the maximum, sums add), then writes the feature-major view like a
-full build, so the merged folder reads as one index.
+An index has ``S`` shards: ``mining_shards`` (part of the cache key), fewer for a
+small split so that each shard holds at least a block of windows to pack by length
+(``ExemplarMiner.shard_count``, a function of the window count, so every replica
+finds the same ``S``). A window belongs to shard ``j`` when a content hash of its token ids is
+``j`` modulo ``S``: the same on every machine and for every replica, whatever else
+the corpus holds. ``shard_of.u16`` in the index folder records every window's shard
+(written with the windows, under the index lock).
+
+A shard is mined on its own into ``<index>/shards/<j>-of-<S>/``: its windows (in
+corpus order) in blocks, packed by length within a block, each batch one forward
+pass of its own (``DynamicBatcher.submit(exclusive=True)``), with the same table
+format and checkpoints as ``index_store.TableWriter``. So a window's activations,
+and every number of the shard, are the same bits whoever mines it, alone or next
+to other replicas, in one run or resumed after a crash. The merge interleaves the
+shard tables back into corpus order and combines the statistics in shard order
+(counts add, maxima take the maximum, float sums add in that fixed order), so one
+server mining all ``S`` shards and ``n`` replicas sharing them write the same bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +32,10 @@ import numpy as np
 from sagex.activation.index_store import TableWriter, WindowTokens, read_items
 
 SHARD_DONE = "shard.json"
+ASSIGNMENT = "shard_of.u16"
+MAX_SHARDS = 4096
 _WINDOWS_PER_CHUNK = 1 << 16
+_KEEP = (SHARD_DONE, "build.lock")
 
 
 def shard_of(window: Sequence[int], shards: int) -> int:
@@ -36,46 +48,64 @@ def shard_dir(root: Path, shard: int, shards: int) -> Path:
     return root / "shards" / f"{shard}-of-{shards}"
 
 
-def check_shard(shard: int, shards: int) -> None:
-    if shards < 1 or not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} of {shards}: need shards >= 1 and 0 <= shard < shards")
+def check_shards(shards: int) -> None:
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"mining_shards is {shards}: it must be between 1 and {MAX_SHARDS}")
 
 
-def shard_windows(tokens: WindowTokens, shard: int, shards: int) -> np.ndarray:
-    """The global indices (ascending) of the windows in ``shard``, read block by block."""
-    out = []
+def worker_shards(shards: int, worker: int, workers: int) -> list[int]:
+    """The shards worker ``worker`` of ``workers`` takes: those equal to it modulo ``workers``."""
+    if workers < 1 or not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} of {workers}: need workers >= 1 and 0 <= worker < workers")
+    return list(range(worker, shards, workers))
+
+
+def write_assignment(root: Path, tokens: WindowTokens, shards: int) -> np.ndarray:
+    """Every window's shard, computed block by block and written atomically."""
+    out = np.zeros(len(tokens), np.uint16)
     for lo in range(0, len(tokens), 4096):
         block = tokens.block(lo, min(lo + 4096, len(tokens)))
-        out.append(lo + np.flatnonzero([shard_of(w, shards) == shard for w in block]))
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+        out[lo : lo + len(block)] = [shard_of(w, shards) for w in block]
+    tmp = root / (ASSIGNMENT + ".tmp")
+    out.tofile(tmp)
+    os.replace(tmp, root / ASSIGNMENT)
+    return out
+
+
+def read_assignment(root: Path, n_windows: int) -> np.ndarray | None:
+    path = root / ASSIGNMENT
+    if not path.is_file():
+        return None
+    out = np.fromfile(path, np.uint16)
+    return out if len(out) == n_windows else None
 
 
 def shard_complete(root: Path, shard: int, shards: int) -> bool:
     return (shard_dir(root, shard, shards) / SHARD_DONE).is_file()
 
 
-def merge_shards(root: Path, shards: int, d_sae: int, n_windows: int) -> None:
-    """Write the index in ``root`` from its ``shards`` complete shard tables."""
+def merge_shards(root: Path, shards: int, d_sae: int, assignment: np.ndarray) -> None:
+    """Write the index in ``root`` from its ``shards`` complete shard tables; their
+    window-major tables are removed after (the merged index holds the same rows)."""
     missing = [i for i in range(shards) if not shard_complete(root, i, shards)]
     if missing:
         raise ValueError(f"shards {missing} of {shards} are not built yet; build them before merging")
+    n_windows = len(assignment)
     parts = []
     for i in range(shards):
         d = shard_dir(root, i, shards)
-        wins = np.fromfile(d / "windows.i64", np.int64)
+        wins = np.flatnonzero(assignment == i)
         counts = np.fromfile(d / "win_count.i32", np.int32)
         if len(wins) != len(counts):
             raise ValueError(f"shard {i} of {shards} in {d} is inconsistent: {len(wins)} windows, {len(counts)} rows")
         ptr = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=ptr[1:])
         parts.append((d, wins, counts, ptr))
-    if sum(len(p[1]) for p in parts) != n_windows:
-        raise ValueError(f"the shards hold {sum(len(p[1]) for p in parts)} windows, the split has {n_windows}")
 
     (root / "scan.npz").unlink(missing_ok=True)  # a merge is redone whole: it costs no scan
     table = TableWriter(root, d_sae)
     s = table.state
-    for d, *_ in parts:
+    for d, *_ in parts:  # shard order: the float sums add up the same way on every machine
         with np.load(d / "scan.npz") as z:
             s.fire_tokens += z["fire_tokens"]
             s.act_sum += z["act_sum"]
@@ -103,6 +133,10 @@ def merge_shards(root: Path, shards: int, d_sae: int, n_windows: int) -> None:
                      s.tokens_scanned)
     table.finish()
     (root / "merged.json").write_text(json.dumps({"shards": shards}))
+    for d, *_ in parts:  # keep only each shard's completion mark (late replicas see it done) and lock
+        for path in d.iterdir():
+            if path.name not in _KEEP:
+                path.unlink()
 
 
 def _bounds(counts: np.ndarray) -> list[tuple[int, int]]:

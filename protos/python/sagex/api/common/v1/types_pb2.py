@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsagex/api/common/v1/types.proto\x12\x13sagex.api.common.v1\"a\n\x11SparseActivations\x12\x12\n\nnum_tokens\x18\x01 \x01(\r\x12\x13\n\x0brow_offsets\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x01(\x0c\"n\n\rTokenSequence\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x19\n\x11special_positions\x18\x03 \x03(\r\x12\x13\n\x0b\x63har_starts\x18\x04 \x03(\r\x12\x11\n\tchar_ends\x18\x05 \x03(\r\"2\n\x0c\x46\x65\x61tureTrace\x12\x12\n\nfeature_id\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x01(\x0c\"\xc2\x01\n\x08\x45xemplar\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x06tokens\x18\x03 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12\x30\n\x05trace\x18\x04 \x01(\x0b\x32!.sagex.api.common.v1.FeatureTrace\x12\x16\n\x0emax_activation\x18\x05 \x01(\x02\x12\x17\n\x0fmax_token_index\x18\x06 \x01(\r\"\xc0\x02\n\x0eMiningProgress\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\x05split\x18\x02 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12/\n\x05phase\x18\x03 \x01(\x0e\x32 .sagex.api.common.v1.MiningPhase\x12\x14\n\x0cwindows_done\x18\x04 \x01(\r\x12\x15\n\rwindows_total\x18\x05 \x01(\r\x12\x13\n\x0btokens_done\x18\x06 \x01(\x04\x12\x14\n\x0ctokens_total\x18\x07 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x08 \x01(\x02\x12\x18\n\x0b\x65ta_seconds\x18\t \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07resumed\x18\n \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x0b \x01(\x08\x42\x0e\n\x0c_eta_seconds*x\n\x0b\x43orpusSplit\x12\x1c\n\x18\x43ORPUS_SPLIT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ORPUS_SPLIT_TRAIN\x10\x01\x12\x19\n\x15\x43ORPUS_SPLIT_EXEMPLAR\x10\x02\x12\x18\n\x14\x43ORPUS_SPLIT_HELDOUT\x10\x03*z\n\x0bMiningPhase\x12\x1c\n\x18MINING_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MINING_PHASE_PREPARING\x10\x01\x12\x19\n\x15MINING_PHASE_SCANNING\x10\x02\x12\x16\n\x12MINING_PHASE_READY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsagex/api/common/v1/types.proto\x12\x13sagex.api.common.v1\"a\n\x11SparseActivations\x12\x12\n\nnum_tokens\x18\x01 \x01(\r\x12\x13\n\x0brow_offsets\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66\x65\x61ture_ids\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x01(\x0c\"n\n\rTokenSequence\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x19\n\x11special_positions\x18\x03 \x03(\r\x12\x13\n\x0b\x63har_starts\x18\x04 \x03(\r\x12\x11\n\tchar_ends\x18\x05 \x03(\r\"2\n\x0c\x46\x65\x61tureTrace\x12\x12\n\nfeature_id\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x01(\x0c\"\xc2\x01\n\x08\x45xemplar\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x06tokens\x18\x03 \x01(\x0b\x32\".sagex.api.common.v1.TokenSequence\x12\x30\n\x05trace\x18\x04 \x01(\x0b\x32!.sagex.api.common.v1.FeatureTrace\x12\x16\n\x0emax_activation\x18\x05 \x01(\x02\x12\x17\n\x0fmax_token_index\x18\x06 \x01(\r\"\xeb\x02\n\x0eMiningProgress\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\x05split\x18\x02 \x01(\x0e\x32 .sagex.api.common.v1.CorpusSplit\x12/\n\x05phase\x18\x03 \x01(\x0e\x32 .sagex.api.common.v1.MiningPhase\x12\x14\n\x0cwindows_done\x18\x04 \x01(\r\x12\x15\n\rwindows_total\x18\x05 \x01(\r\x12\x13\n\x0btokens_done\x18\x06 \x01(\x04\x12\x14\n\x0ctokens_total\x18\x07 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x08 \x01(\x02\x12\x18\n\x0b\x65ta_seconds\x18\t \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07resumed\x18\n \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x0b \x01(\x08\x12\x13\n\x0bshards_done\x18\x0c \x01(\r\x12\x14\n\x0cshards_total\x18\r \x01(\rB\x0e\n\x0c_eta_seconds*x\n\x0b\x43orpusSplit\x12\x1c\n\x18\x43ORPUS_SPLIT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ORPUS_SPLIT_TRAIN\x10\x01\x12\x19\n\x15\x43ORPUS_SPLIT_EXEMPLAR\x10\x02\x12\x18\n\x14\x43ORPUS_SPLIT_HELDOUT\x10\x03*z\n\x0bMiningPhase\x12\x1c\n\x18MINING_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MINING_PHASE_PREPARING\x10\x01\x12\x19\n\x15MINING_PHASE_SCANNING\x10\x02\x12\x16\n\x12MINING_PHASE_READY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sagex.api.common.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CORPUSSPLIT']._serialized_start=839
-  _globals['_CORPUSSPLIT']._serialized_end=959
-  _globals['_MININGPHASE']._serialized_start=961
-  _globals['_MININGPHASE']._serialized_end=1083
+  _globals['_CORPUSSPLIT']._serialized_start=882
+  _globals['_CORPUSSPLIT']._serialized_end=1002
+  _globals['_MININGPHASE']._serialized_start=1004
+  _globals['_MININGPHASE']._serialized_end=1126
   _globals['_SPARSEACTIVATIONS']._serialized_start=56
   _globals['_SPARSEACTIVATIONS']._serialized_end=153
   _globals['_TOKENSEQUENCE']._serialized_start=155
@@ -44,5 +44,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXEMPLAR']._serialized_start=320
   _globals['_EXEMPLAR']._serialized_end=514
   _globals['_MININGPROGRESS']._serialized_start=517
-  _globals['_MININGPROGRESS']._serialized_end=837
+  _globals['_MININGPROGRESS']._serialized_end=880
 # @@protoc_insertion_point(module_scope)

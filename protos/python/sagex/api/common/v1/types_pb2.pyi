@@ -261,6 +261,8 @@ class MiningProgress(_message.Message):
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     RESUMED_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    SHARDS_DONE_FIELD_NUMBER: _builtins.int
+    SHARDS_TOTAL_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     split: Global___CorpusSplit.ValueType
     phase: Global___MiningPhase.ValueType
@@ -274,9 +276,14 @@ class MiningProgress(_message.Message):
     eta_seconds: _builtins.float
     """Seconds left at that rate; absent until a rate is known, 0 when ready."""
     resumed: _builtins.bool
-    """True when the build continued from a checkpoint of an interrupted one."""
+    """True when part of the work was done elsewhere: a checkpoint of an interrupted
+    build, or hash shards other replicas mined (neither counts toward the rate).
+    """
     cached: _builtins.bool
     """True when the index came from the cache or memory: nothing was scanned."""
+    shards_done: _builtins.int
+    """The index's hash shards (the units replicas share) and how many are complete."""
+    shards_total: _builtins.int
     def __init__(
         self,
         *,
@@ -291,10 +298,12 @@ class MiningProgress(_message.Message):
         eta_seconds: _builtins.float | None = ...,
         resumed: _builtins.bool = ...,
         cached: _builtins.bool = ...,
+        shards_done: _builtins.int = ...,
+        shards_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "eta_seconds", b"eta_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "cached", b"cached", "eta_seconds", b"eta_seconds", "phase", b"phase", "resumed", b"resumed", "sae_id", b"sae_id", "split", b"split", "tokens_done", b"tokens_done", "tokens_per_second", b"tokens_per_second", "tokens_total", b"tokens_total", "windows_done", b"windows_done", "windows_total", b"windows_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "cached", b"cached", "eta_seconds", b"eta_seconds", "phase", b"phase", "resumed", b"resumed", "sae_id", b"sae_id", "shards_done", b"shards_done", "shards_total", b"shards_total", "split", b"split", "tokens_done", b"tokens_done", "tokens_per_second", b"tokens_per_second", "tokens_total", b"tokens_total", "windows_done", b"windows_done", "windows_total", b"windows_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
     _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
