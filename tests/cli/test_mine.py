@@ -17,7 +17,7 @@ from tests.cli.test_explain_and_score import sage_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-BAR = re.compile(r"\[[#.]{30}\] +\d+% [\d,]+/[\d,]+ tokens, [\d,]+ tok/s, ETA \d+:\d\d")
+BAR = re.compile(r"\[[#.]{30}\] +\d+% [\d,]+/[\d,]+ tokens(, \d+/\d+ shards done)?, [\d,]+ tok/s, ETA \d+:\d\d")
 
 
 async def test_mine_shows_a_bar_with_rate_and_eta_then_reads_the_cache(slow_mining: Any) -> None:
@@ -26,6 +26,8 @@ async def test_mine_shows_a_bar_with_rate_and_eta_then_reads_the_cache(slow_mini
         assert code == 0, err
         lines = out.splitlines()
         assert any(BAR.search(x) for x in lines), out
+        # This split is cut into several hash shards; the bar says how many are done.
+        assert any(re.search(r", \d+/\d+ shards done", x) for x in lines), out
         assert lines[-1].startswith(f"mining {EMBEDDED_SAE_ID} / exemplar split: ready (") and "built)" in lines[-1]
         code, out, err = await sage_cli("mine", EMBEDDED_SAE_ID, "--split", "exemplar", "--activation", server.address)
         assert code == 0, err

@@ -31,8 +31,9 @@ def mining_line(p: MiningProgress, width: int = 30) -> str:
     rate = f", {p.tokens_per_second:,.0f} tok/s" if p.tokens_per_second else ""
     eta = f", ETA {_duration(p.eta_seconds)}" if p.eta_seconds is not None else ", ETA --"
     resumed = " (resumed)" if p.resumed else ""
+    shards = f", {p.shards_done}/{p.shards_total} shards done" if p.shards_total > 1 else ""
     return (f"{what}: [{'#' * filled}{'.' * (width - filled)}] {p.fraction:4.0%} "
-            f"{p.tokens_done:,}/{p.tokens_total:,} tokens{rate}{eta}{resumed}")
+            f"{p.tokens_done:,}/{p.tokens_total:,} tokens{shards}{rate}{eta}{resumed}")
 
 
 class MiningBar:

@@ -123,5 +123,5 @@ def mining_progress(msg: types_pb2.MiningProgress) -> t.MiningProgress:
         phase=types_pb2.MiningPhase.Name(msg.phase).removeprefix("MINING_PHASE_"), windows_done=msg.windows_done,
         windows_total=msg.windows_total, tokens_done=msg.tokens_done, tokens_total=msg.tokens_total,
         tokens_per_second=msg.tokens_per_second, eta_seconds=msg.eta_seconds if msg.HasField("eta_seconds") else None,
-        resumed=msg.resumed, cached=msg.cached,
+        resumed=msg.resumed, cached=msg.cached, shards_done=msg.shards_done, shards_total=msg.shards_total,
     )

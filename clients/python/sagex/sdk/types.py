@@ -85,6 +85,8 @@ class MiningProgress:
     eta_seconds: float | None  # None until a rate is known
     resumed: bool  # continued from an interrupted build's checkpoint
     cached: bool  # read from the cache: nothing was scanned
+    shards_done: int = 0  # hash shards complete, by this server or another replica
+    shards_total: int = 0  # 0 from a server that does not say
 
     @property
     def fraction(self) -> float:
