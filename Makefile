@@ -122,8 +122,8 @@ bench: setup
 	$(PY) benchmarks/mining.py
 	$(PY) benchmarks/agent.py
 
-bench-planted: setup  # heuristic recovery on planted TopK and JumpReLU SAEs (about 15 min on 2 cores)
-	$(PY) benchmarks/planted.py --arch topk jumprelu --explainers heuristic
+bench-planted: setup  # heuristic and symbolic recovery on planted TopK and JumpReLU SAEs (about 20 min on 2 cores)
+	$(PY) benchmarks/planted.py --arch topk jumprelu --explainers heuristic,symbolic
 
 bench-gpu: setup
 	$(PY) benchmarks/gpu_encode.py
