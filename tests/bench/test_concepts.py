@@ -116,3 +116,54 @@ def test_the_cli_stays_light() -> None:
             "assert bench().parse_args(['planted', *args.flags]).explainers == 'heuristic,symbolic'; "
             "assert 'torch' not in sys.modules and 'sagex.bench.planted' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def dev2_labels(name: str, text: str) -> dict[str, int]:
+    concept = next(c for c in select("dev2") if c.name == name)
+    d = doc(text)
+    return {d.token(i).strip() or repr(d.token(i)): int(v) for i, v in enumerate(concept.label(d))}
+
+
+def test_dev2_is_registered_varied_and_causal() -> None:
+    dev2, dev = select("dev2"), select("dev")
+    assert len(dev2) >= 8 and {c.kind for c in dev2} >= {"lexical", "context"}
+    assert not {c.name for c in dev2} & {c.name for c in dev}
+    assert len(select("all")) == len(dev) + len(select("heldout"))  # "all" stays dev + held-out
+    rng = random.Random(1)
+    for concept in dev2:
+        texts = concept.templates(rng)
+        assert len(texts) >= 40, concept.name
+        assert sum(POS in concept.label(doc(t)) for t in texts) >= 10, concept.name
+        for text in texts[:6]:
+            full = doc(text)
+            whole = concept.label(full)
+            for cut in range(1, len(full)):
+                if not full.token(cut)[:1].isspace() and full.token(cut) != "\n":
+                    continue
+                prefix = Doc(text[: full.spans[cut][0]], full.spans[:cut])
+                assert list(concept.label(prefix)) == list(whole[:cut]), (concept.name, text, cut)
+
+
+def test_dev2_labels_a_sample_sentence() -> None:
+    text = "She said we will not go to the will of her father: 3 days in May."
+    got = dev2_labels("personal_pronoun", text)
+    assert got["She"] == POS and got["we"] == POS and got["her"] == POS and got["father"] == NEG
+    got = dev2_labels("modal_verb", "She said we will not go.")
+    assert got["will"] == POS and got["not"] == NEG and dev2_labels("modal_verb", "I read the will.")["will"] == NEG
+    got = dev2_labels("negation_word", "We will not go, nor can we; I don't know.")
+    assert got["not"] == POS and got["nor"] == POS and got["t"] == POS and got["go"] == NEG
+    got = dev2_labels("family_term", text)
+    assert got["father"] == POS and got["days"] == NEG
+    got = dev2_labels("preposition", "Go to the house of her father in May.")
+    assert got["of"] == POS and got["in"] == POS and got["to"] == AMBIGUOUS and got["house"] == NEG
+    got = dev2_labels("after_preposition", "Go to the house of her father in May.")
+    assert got["her"] == POS and got["May"] == POS and got["the"] == AMBIGUOUS and got["father"] == NEG
+    got = dev2_labels("after_modal", "We should go and they must stay.")
+    assert got["go"] == POS and got["stay"] == POS and got["they"] == NEG
+    assert dev2_labels("after_modal", "They left the will open.")["open"] == NEG  # "the will": a noun
+    got = dev2_labels("after_pronoun", "Then they left the house.")
+    assert got["left"] == POS and got["house"] == NEG
+    got = dev2_labels("after_colon", "Note: it is 3 days.")
+    assert got["it"] == POS and got["is"] == NEG
+    got = dev2_labels("after_digit", "It took 12 days and 3.5 hours.")
+    assert got["days"] == POS and got["hours"] == POS and got["It"] == NEG

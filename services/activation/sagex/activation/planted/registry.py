@@ -14,7 +14,7 @@ import numpy as np
 
 from sagex.activation.planted.concepts import AMBIGUOUS, NEG, POS, Concept, Doc
 
-SETS = ("dev", "heldout", "all", "none")
+SETS = ("dev", "dev2", "heldout", "all", "none")
 
 
 class ConceptError(ValueError):
@@ -30,6 +30,10 @@ def select(which: str, extra: Sequence[str] = ()) -> list[Concept]:
         from sagex.activation.planted.dev import CONCEPTS
 
         out += CONCEPTS
+    if which == "dev2":  # a second development set (not part of "all", which stays dev + held-out)
+        from sagex.activation.planted.dev2 import CONCEPTS as DEV2
+
+        out += DEV2
     if which in ("heldout", "all"):
         from sagex.activation.planted.heldout import CONCEPTS as HELDOUT
 
@@ -41,7 +45,7 @@ def select(which: str, extra: Sequence[str] = ()) -> list[Concept]:
     if dupes:
         raise ConceptError(f"concept names must be unique; repeated: {', '.join(dupes)}")
     if not out:
-        raise ConceptError("no concepts selected: use --concepts dev|heldout|all or add --concept")
+        raise ConceptError("no concepts selected: use --concepts dev|dev2|heldout|all or add --concept")
     return out
 
 
