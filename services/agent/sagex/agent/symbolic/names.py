@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagex.agent.symbolic import resources
+from sagex.agent.symbolic import closed, resources
 
 UPOS = {
     "NOUN": "nouns", "PROPN": "proper nouns", "VERB": "verbs", "AUX": "auxiliary verbs", "ADJ": "adjectives",
@@ -79,10 +79,10 @@ WORD_CLASS = {",": "a comma", ".": "a period", ":": "a colon", ";": "a semicolon
               "[": "an opening square bracket", "]": "a closing square bracket", "{": "an opening brace",
               "}": "a closing brace", '"': "a quotation mark", "'": "an apostrophe", "-": "a hyphen",
               "the": "the article 'the'", "a": "the article 'a'", "an": "the article 'an'", "\n": "a line break"}
-KIND = {"after": "context", "tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
-        "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling", "tags": "grammar",
-        "spell": "spelling", "len": "spelling", "suffix": "lexical", "prefix": "lexical", "in": "structure",
-        "depth": "structure", "at": "structure",
+KIND = {"after": "context", "tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical",
+        "pos": "grammar", "tag": "grammar", "morph": "grammar", "cls": "lexical", "ss": "meaning", "hyp": "meaning",
+        "ent": "meaning", "cap": "spelling", "tags": "grammar", "spell": "spelling", "len": "spelling",
+        "suffix": "lexical", "prefix": "lexical", "in": "structure", "depth": "structure", "at": "structure",
         "list": "structure", "prev": "context"}
 
 
@@ -139,6 +139,8 @@ def name(key: str) -> str:
         return f"{_synset_words(value)} words"
     if head == "ent":
         return ENTITY.get(value, f"{value} entities")
+    if head == "cls":
+        return closed.name(value)
     return key
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources as files
 
-from sagex.agent.symbolic import resources
+from sagex.agent.symbolic import closed, resources
 from sagex.agent.symbolic.tagging import SENTENCE_END, Tagged, meaning, tag
 
 # Fresh members of entity types, for classes WordNet does not list.
@@ -131,6 +131,8 @@ def members(key: str, context_word: str) -> list[str]:
         out += list(wordnet_members(key))
     elif head == "ent":
         out += ENTITIES.get(value, [])
+    elif head == "cls":  # a closed class: every member is known
+        out += [m.capitalize() if context_word.strip()[:1].isupper() else m for m in closed.members(value)]
     firsts: dict[str, str] = {}  # each word once, in its first spelling, in order
     for member in out:
         firsts.setdefault(member.lower(), member)

@@ -18,7 +18,7 @@ from sagex.remote.traces import Trace
 MIN_SUPPORT = 0.15  # of firing tokens: rarer keys are not candidates
 CONJUNCTION_GAIN = 0.05  # F1 a conjunction must add over its better part
 # Tie-break between keys that cover the same tokens: a class says more than a word.
-PREFERENCE = ["hyp", "ent", "ss", "tag", "tags", "morph", "pos", "in", "depth", "at", "list", "cap", "spell",
+PREFERENCE = ["hyp", "ent", "ss", "cls", "tag", "tags", "morph", "pos", "in", "depth", "at", "list", "cap", "spell",
               "suffix", "prefix", "len", "word", "lemma", "stem", "tok", "after", "prev"]
 # Keys that qualify another (where the token sits, what comes before it): the second
 # part of a conjunction, never its head.

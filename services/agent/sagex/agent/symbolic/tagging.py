@@ -14,12 +14,12 @@ from functools import lru_cache
 
 from nltk.stem.porter import PorterStemmer  # at import: importing it from two threads can deadlock
 
-from sagex.agent.symbolic import resources
+from sagex.agent.symbolic import closed, resources
 from sagex.remote.traces import Trace
 
 # Word-level keys copied onto the next word as "prev:KEY" (a predicate applied to the
 # previous word). Hypernyms are left out: they would multiply the keys for little gain.
-PREV_KINDS = ("word:", "lemma:", "pos:", "tag:", "ss:", "ent:", "cap:", "spell:punct", "spell:digit")
+PREV_KINDS = ("word:", "lemma:", "pos:", "tag:", "ss:", "ent:", "cls:", "cap:", "spell:punct", "spell:digit")
 MORPH = ("Number", "Tense", "Person", "Degree", "VerbForm")
 # Common English affixes: word families by form ("-ly", "un-"), beside the tagger's morphology.
 SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ness", "ment", "able", "ible", "ful", "less",
@@ -165,6 +165,7 @@ def tag(text: str) -> Tagged:
             for v in t.morph.get(feat):
                 keys.add(f"morph:{feat}={v}")
         keys.update(meaning(t.lemma_, t.pos_) if t.is_alpha else ())
+        keys.update(closed.classes_of(s))
         if t.ent_type_:
             keys.add(f"ent:{t.ent_type_}")
         if (cap := _cap(s)) is not None:
