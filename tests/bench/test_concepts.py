@@ -165,5 +165,13 @@ def test_dev2_labels_a_sample_sentence() -> None:
     assert got["left"] == POS and got["house"] == NEG
     got = dev2_labels("after_colon", "Note: it is 3 days.")
     assert got["it"] == POS and got["is"] == NEG
+    got = dev2_labels("colour_word", "The red horse and Mr Green saw blue eyes.")
+    assert got["red"] == POS and got["blue"] == POS and got["Green"] == AMBIGUOUS and got["horse"] == NEG
+    got = dev2_labels("animal_word", "The red horse and a bear saw a fish.")
+    assert got["horse"] == POS and got["bear"] == AMBIGUOUS and got["red"] == NEG
+    got = dev2_labels("body_part", "He raised his hands to his head.")
+    assert got["hands"] == POS and got["head"] == POS and got["raised"] == NEG
+    got = dev2_labels("second_word", "He went home. The old man sat. Dr. Smith came in.")
+    assert got["old"] == POS and got["went"] == AMBIGUOUS and got["man"] == NEG and got["Smith"] == AMBIGUOUS
     got = dev2_labels("after_digit", "It took 12 days and 3.5 hours.")
     assert got["days"] == POS and got["hours"] == POS and got["It"] == NEG

@@ -1,5 +1,5 @@
-"""A SECOND development set of planted concepts, mostly closed word classes and
-previous-word contexts. Like ``dev.py`` it may be read and tuned against; it exists
+"""A SECOND development set of planted concepts, mostly word classes (closed ones and
+semantic ones) and previous-word contexts. Like ``dev.py`` it may be read and tuned against; it exists
 so an explainer can be checked on concepts it was not first fitted to (the
 held-out set in ``heldout.py`` stays unread).
 
@@ -27,6 +27,14 @@ FAMILY = ("father", "mother", "son", "daughter", "brother", "sister", "wife", "h
 PREPOSITIONS = ("in", "on", "at", "of", "from", "with", "by", "for", "into", "onto", "upon", "over", "under",
                 "above", "below", "between", "among", "through", "across", "behind", "beside", "near", "toward",
                 "towards", "without", "within", "against", "during", "after", "before", "around", "about")
+COLOURS = ("red", "blue", "green", "yellow", "white", "black", "purple", "scarlet", "crimson", "grey", "gray",
+           "brown", "orange", "pink", "violet", "golden")
+BODY_PARTS = ("hand", "hands", "head", "heads", "eye", "eyes", "face", "faces", "heart", "foot", "feet", "arm", "arms",
+              "mouth", "ear", "ears", "nose", "finger", "fingers", "neck", "shoulder", "shoulders", "knee", "knees",
+              "tongue", "lips", "hair", "leg", "legs", "teeth", "tooth", "bones", "skin", "belly")
+ANIMALS = ("horse", "horses", "dog", "dogs", "cat", "cats", "sheep", "lamb", "lambs", "goat", "goats", "ox", "oxen",
+           "lion", "lions", "bird", "birds", "fish", "wolf", "wolves", "bear", "camel", "camels", "cattle", "eagle",
+           "serpent", "snake", "mouse", "cow", "cows", "donkey", "ass", "dove", "doves", "bull", "bullock", "fox")
 _MODAL_NOUN_BEFORE = re.compile(r"\b(the|a|his|her|my|your|their|our|its|free|good|ill|god's)\s+$", re.IGNORECASE)
 _MONTH_BEFORE = re.compile(r"\b(in|of|since|until|by|early|late|last|next)\s+$", re.IGNORECASE)
 _PREP_CONJ = {"after", "before", "since", "until", "about"}  # prepositions that also open clauses / are adverbs
@@ -138,6 +146,75 @@ def _preposition_templates(rng: random.Random) -> list[str]:
     return fill(rng, frames, slots, 60)
 
 
+def _colour(doc: Doc) -> object:
+    def pred(w: str, _s: int) -> bool | None:
+        if w.lower() not in COLOURS:
+            return False
+        return None if w[0].isupper() else True  # "Green", "White", "Brown": also surnames
+
+    return words(doc, pred)
+
+
+def _body(doc: Doc) -> object:
+    return words(doc, lambda w, _s: w.lower() in BODY_PARTS)
+
+
+def _animal(doc: Doc) -> object:
+    def pred(w: str, _s: int) -> bool | None:
+        low = w.lower()
+        if low not in ANIMALS:
+            return False
+        return None if low in ("bear", "fish", "ass", "bull") else True  # also verbs, or not only animals
+
+    return words(doc, pred)
+
+
+def _class_templates(rng: random.Random) -> list[str]:
+    frames = ["The {colour} {noun} stood by the {animal}.", "{name} hurt {pron} {body} on the {noun}.",
+              "A {animal} ran past the {adj} {noun}.", "{name} painted the {noun} {colour}.",
+              "The {noun} was {adj} and the {noun} was {adj}.", "{name} raised {pron} {body} and {past} the {noun}.",
+              "The {animal} and the {animal} {past} the {noun}.", "{name} {past} the {adj} {noun} today."]
+    slots = {"colour": [c for c in COLOURS if c != "gray"], "noun": NOUNS, "animal": [a for a in ANIMALS
+             if a not in ("bear", "fish", "ass", "bull")], "name": NAMES, "pron": ("his", "her", "their"),
+             "body": BODY_PARTS, "adj": ADJ, "past": PAST}
+    return fill(rng, frames, slots, 60)
+
+
+# --- position ------------------------------------------------------------------------
+
+
+def _second_word(doc: Doc) -> object:
+    """The first token of a sentence's second word (after '.', '!' or '?' and one word)."""
+    def rule(d: Doc, i: int) -> bool | None:
+        start, end = d.spans[i]
+        tok = d.text[start:end]
+        stripped = tok.lstrip()
+        if not stripped or not stripped[0].isalpha() or (start > 0 and d.text[start - 1].isalpha() and tok == stripped):
+            return False  # not a word's first token
+        before = d.text[: start + len(tok) - len(stripped)]
+        if _ABBREV2.search(before):
+            return None  # "Dr. Smith": a sentence may or may not start here
+        m = re.search(r"(^|[.!?]\s+|\n)([A-Za-z']+)\s+$", before)
+        if m is None:
+            return False
+        if m.group(1) == "" and m.start(2) == 0:
+            return None  # the text's second word: the text may start mid-sentence
+        return None if _ABBREV2.search(d.text[: m.start(2)]) else True
+
+    return tokens(doc, rule)
+
+
+_ABBREV2 = re.compile(r"\b(Mr|Mrs|Dr|St|e\.g|i\.e|etc|vs|No)\.\s*$")
+
+
+def _second_templates(rng: random.Random) -> list[str]:
+    frames = ["The {noun} was {adj}. {name} {past} it.", "{name} {past} the {noun}. Then the {noun} was {adj}.",
+              "Is the {noun} {adj}? Yes, the {noun} is {adj}.", "Dr. {name} {past} the {noun} and the {noun}.",
+              "Old {noun}s {past} slowly. A {adj} {noun} {past} the {noun}!"]
+    slots = {"noun": NOUNS, "adj": ADJ, "name": NAMES, "past": PAST}
+    return fill(rng, frames, slots, 60)
+
+
 # --- context -------------------------------------------------------------------------
 
 
@@ -208,6 +285,15 @@ CONCEPTS: tuple[Concept, ...] = (
             _family_templates),
     Concept("preposition", "lexical", "A preposition (in, on, at, of, from, with, by, for, under ...).",
             (r"\bprepositions?\b", r"\bprepositional\b"), _preposition, _preposition_templates),  # type: ignore[arg-type]
+    Concept("colour_word", "lexical", "A colour word (red, blue, green, white, scarlet ...).",
+            (r"\bcolou?rs?\b", r"\bhues?\b"), _colour, _class_templates),  # type: ignore[arg-type]
+    Concept("body_part", "lexical", "A word for a part of the body (hand, eye, heart, head, foot ...).",
+            (r"body[- ]parts?", r"parts? of the body", r"\banatom"), _body, _class_templates),  # type: ignore[arg-type]
+    Concept("animal_word", "lexical", "A word for an animal (horse, sheep, lion, bird ...).",
+            (r"\banimals?\b", r"\bcreatures?\b", r"\bbeasts?\b"), _animal, _class_templates),  # type: ignore[arg-type]
+    Concept("second_word", "position", "The second word of a sentence (the word right after its first word).",
+            (r"second word", r"after the first word", r"word (right )?after (a |the )?sentence[- ](start|opening)",
+             r"after the first word of a sentence"), _second_word, _second_templates),  # type: ignore[arg-type]
     Concept("after_preposition", "context", "The token right after a preposition (what in, on, of, with ... "
             "introduces).", (r"after (a |the )?prepositions?", r"follow(s|ing)? (a |the )?prepositions?",
                              r"object of (a |the )?preposition"),
