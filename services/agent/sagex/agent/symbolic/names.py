@@ -71,6 +71,12 @@ FIXED = {
     "at:text_start": "the first word of a text", "list:item": "text in list items",
     "list:marker": "list bullets and item numbers",
 }
+# Positions one word on, in the words people use for them.
+PREV_NAMES = {"at:sent_start": "the second word of a sentence (right after its first word)",
+              "at:line_start": "the second word of a line (right after its first word)"}
+# Supersenses whose WordNet hypernyms turn technical ("placental", "angiosperm"): a class
+# under one of them is named with the everyday class too.
+EVERYDAY = ("noun.animal", "noun.plant", "noun.food", "noun.body", "noun.person")
 TAG_FAMILY = {"W": "wh-words (who, which, what, when, where, how)", "NN": "nouns", "VB": "verbs",
               "JJ": "adjectives", "RB": "adverbs", "PR": "pronouns"}
 # Words the names show by their class as well: "a comma" reads better than "the word ','".
@@ -104,7 +110,7 @@ def name(key: str) -> str:
     """A short plain-English name of the tokens ``key`` holds on."""
     head, _, value = key.partition(":")
     if head == "prev":
-        return f"tokens right after {_singular(name(value))}"
+        return PREV_NAMES.get(value) or f"tokens right after {_singular(name(value))}"
     if head == "after":
         if value == "sentence_end":
             return "tokens right after a period, '!' or '?' (as at the start of a sentence)"
@@ -136,7 +142,12 @@ def name(key: str) -> str:
     if head == "ss":
         return SUPERSENSE.get(value, value.replace(".", " ") + " words")
     if head == "hyp":
-        return f"{_synset_words(value)} words"
+        words = _synset_words(value)
+        # A taxonomic class ("placental", "vertebrate") read with the everyday class it falls in.
+        lex = resources.wordnet().synset(value).lexname()
+        everyday = SUPERSENSE.get(lex, "") if lex in EVERYDAY else ""
+        plain = ("people" if lex == "noun.person" else everyday.split()[0].split("-")[0]) if everyday else ""
+        return f"{words} words" + (f" ({everyday})" if everyday and plain not in words else "")
     if head == "ent":
         return ENTITY.get(value, f"{value} entities")
     if head == "cls":

@@ -19,7 +19,8 @@ from sagex.remote.traces import Trace
 
 # Word-level keys copied onto the next word as "prev:KEY" (a predicate applied to the
 # previous word). Hypernyms are left out: they would multiply the keys for little gain.
-PREV_KINDS = ("word:", "lemma:", "pos:", "tag:", "ss:", "ent:", "cls:", "cap:", "spell:punct", "spell:digit")
+PREV_KINDS = ("word:", "lemma:", "pos:", "tag:", "ss:", "ent:", "cls:", "cap:", "spell:punct", "spell:digit",
+              "at:sent_start", "at:line_start")
 MORPH = ("Number", "Tense", "Person", "Degree", "VerbForm")
 # Common English affixes: word families by form ("-ly", "un-"), beside the tagger's morphology.
 SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ness", "ment", "able", "ible", "ful", "less",
@@ -66,6 +67,12 @@ def meaning(lemma: str, upos: str) -> tuple[str, ...]:
         return ()
     first = synsets[0]
     keys = [f"ss:{first.lexname()}"]
+    if wn_pos == "a":
+        # WordNet gives adjectives no hypernyms. One that is also the noun for an attribute
+        # ("blue", "scarlet", "black") takes that noun's classes: "colour words" covers both.
+        nouns = resources.wordnet().synsets(lemma.lower(), pos="n")
+        if nouns and nouns[0].lexname() == "noun.attribute" and lemma.lower() in nouns[0].lemma_names():
+            first = nouns[0]
     seen: set[str] = set()
     frontier = [first]
     while frontier and len(seen) < MAX_HYPERNYMS:
