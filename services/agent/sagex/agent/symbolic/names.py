@@ -42,10 +42,11 @@ SUPERSENSE = {
     "noun.shape": "words for shapes", "noun.motive": "words for motives", "noun.Tops": "very general nouns",
     "verb.motion": "verbs of motion", "verb.communication": "verbs of speaking and writing",
     "verb.cognition": "verbs of thinking", "verb.perception": "verbs of perceiving", "verb.emotion": "verbs of feeling",
-    "verb.possession": "verbs of having and giving", "verb.change": "verbs of change", "verb.creation": "verbs of making",
-    "verb.consumption": "verbs of eating and using", "verb.contact": "verbs of touching and hitting",
-    "verb.social": "verbs of social activity", "verb.competition": "verbs of competing", "verb.stative": "verbs of being",
-    "verb.body": "verbs about the body", "verb.weather": "weather verbs", "adj.all": "descriptive adjectives",
+    "verb.possession": "verbs of having and giving", "verb.change": "verbs of change",
+    "verb.creation": "verbs of making", "verb.consumption": "verbs of eating and using",
+    "verb.contact": "verbs of touching and hitting", "verb.social": "verbs of social activity",
+    "verb.competition": "verbs of competing", "verb.stative": "verbs of being", "verb.body": "verbs about the body",
+    "verb.weather": "weather verbs", "adj.all": "descriptive adjectives",
     "adj.pert": "relational adjectives", "adj.ppl": "participial adjectives", "adv.all": "adverbs",
 }
 ENTITY = {
@@ -79,11 +80,11 @@ WORD_CLASS = {",": "a comma", ".": "a period", ":": "a colon", ";": "a semicolon
               "[": "an opening square bracket", "]": "a closing square bracket", "{": "an opening brace",
               "}": "a closing brace", '"': "a quotation mark", "'": "an apostrophe", "-": "a hyphen",
               "the": "the article 'the'", "a": "the article 'a'", "an": "the article 'an'", "\n": "a line break"}
-KIND = {"after": "context", "tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical", "pos": "grammar",
-        "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning", "cap": "spelling", "tags": "grammar",
-        "spell": "spelling", "len": "spelling", "suffix": "lexical", "prefix": "lexical", "in": "structure",
-        "depth": "structure", "at": "structure",
-        "list": "structure", "prev": "context"}
+KIND = {"after": "context", "tok": "lexical", "word": "lexical", "lemma": "lexical", "stem": "lexical",
+        "pos": "grammar", "tag": "grammar", "morph": "grammar", "ss": "meaning", "hyp": "meaning", "ent": "meaning",
+        "cap": "spelling", "tags": "grammar", "spell": "spelling", "len": "spelling", "suffix": "lexical",
+        "prefix": "lexical", "in": "structure", "depth": "structure", "at": "structure", "list": "structure",
+        "prev": "context"}
 
 
 def kind(key: str) -> str:
