@@ -213,7 +213,8 @@ def main(args: argparse.Namespace) -> None:
         lines.append(
             f"| {r['model']} | {'packed' if r['packed'] else 'corpus order'} | {r['windows']} | {r['tokens']} | "
             f"{r['padding_share']:.1%} | {r['mining_tok_s']:,.0f} | {r['forward_tok_s']:,.0f} | {r['ratio']:.2f} | "
-            f"{r['encode_tok_s']:,.0f} | {r['ratio_encode']:.2f} | {r['cpu_ratio']:.2f} | {r['cpu_ratio_encode']:.2f} | "
+            f"{r['encode_tok_s']:,.0f} | {r['ratio_encode']:.2f} | "
+            f"{r['cpu_ratio']:.2f} | {r['cpu_ratio_encode']:.2f} | "
             f"{r['rss_loaded_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['rss_peak_mb'] - r['rss_loaded_mb']:.0f} | "
             f"{r['index_disk_mb']:.1f} |"
         )

@@ -53,7 +53,8 @@ def test_mining_shards_and_a_mining_batch_that_is_not_one_forward_pass_are_rejec
     assert "mining_shards: must be > 0" in str(info.value) and "mining_block_batches" in str(info.value)
     with pytest.raises(ValueError, match="mining_shards: must be <= 4096"):
         ActivationConfig(mining_shards=5000)
-    with pytest.raises(ValueError, match=r"mining_batch_windows \* \(window_tokens \+ 1\) must be <= batch_token_budget"):
+    with pytest.raises(ValueError,
+                       match=r"mining_batch_windows \* \(window_tokens \+ 1\) must be <= batch_token_budget"):
         ActivationConfig(mining_batch_windows=128, window_tokens=64, batch_token_budget=4096)
     assert ActivationConfig(mining_batch_windows=63, window_tokens=64, batch_token_budget=4096).mining_shards == 8
 

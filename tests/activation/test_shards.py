@@ -191,7 +191,8 @@ def test_a_killed_shard_worker_resumes_and_the_merge_is_one_servers_bytes(
     log = tmp_path / "worker0.log"
     worker = subprocess.Popen([sys.executable, "-m", "sagex.activation.mine", "--config", str(config),
                                "--worker", "0", "--workers", "2", "--merge", "--progress-seconds", "0.2"],
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     ckpt = None
     try:
         deadline = time.monotonic() + 300

@@ -51,7 +51,8 @@ def test_each_pod_is_the_worker_of_its_completion_index(objects: list[dict[str, 
         seen.add(args.worker)
     assert seen == set(range(job["completions"]))
     configmaps = {d["metadata"]["name"]: d for d in yaml_documents(K8S / "configmaps.yaml") if d["kind"] == "ConfigMap"}
-    shards = tomllib.loads(configmaps["sage-activation-config"]["data"]["activation.toml"])["activation"]["mining_shards"]
+    activation_toml = configmaps["sage-activation-config"]["data"]["activation.toml"]
+    shards = tomllib.loads(activation_toml)["activation"]["mining_shards"]
     assert all(worker_shards(shards, w, job["completions"]) for w in range(job["completions"])), "no idle pod"
     assert sorted(sum((worker_shards(shards, w, job["completions"]) for w in range(job["completions"])), [])) == \
         list(range(shards)), "every shard has a worker"

@@ -45,10 +45,12 @@ def differences_plot(differences: Sequence[PairedDifference]) -> str:
         colour = "#1a7f37" if lo > 0 else "#cf222e" if hi < 0 else "#57606a"
         label = f"{d.metric} ({d.a} \u2212 {d.b})"
         parts.append(
-            f'<g class="row" data-metric="{escape(d.metric)}" data-mean="{m.value!r}" data-lo="{lo!r}" data-hi="{hi!r}">'
+            f'<g class="row" data-metric="{escape(d.metric)}" data-mean="{m.value!r}" '
+            f'data-lo="{lo!r}" data-hi="{hi!r}">'
             f'<text x="{LABEL_W}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
             f'<line x1="{x0}" x2="{x0 + PLOT_W}" y1="{y:.1f}" y2="{y:.1f}" class="axis"/>'
-            f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{y - ROW / 2 + 3:.1f}" y2="{y + ROW / 2 - 3:.1f}" class="zero"/>'
+            f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" '
+            f'y1="{y - ROW / 2 + 3:.1f}" y2="{y + ROW / 2 - 3:.1f}" class="zero"/>'
             f'<line x1="{x(lo):.1f}" x2="{x(hi):.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="3"/>'
             f'<circle cx="{x(m.value):.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
             f'<text x="{x0 + PLOT_W + 6}" y="{y + 4:.1f}" class="lim">\u00b1{reach:.3g}</text>'

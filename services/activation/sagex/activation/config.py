@@ -91,7 +91,8 @@ class ActivationConfig:
         if self.max_response_bytes < 4096:
             problems.append("max_response_bytes: must be >= 4096")
         if self.max_queue_texts < max(self.max_texts_per_batch, self.mining_batch_windows):
-            problems.append("max_queue_texts: must hold at least one full batch (max_texts_per_batch, mining_batch_windows)")
+            problems.append("max_queue_texts: must hold at least one full batch "
+                            "(max_texts_per_batch, mining_batch_windows)")
         if self.mining_shards > 4096:
             problems.append("mining_shards: must be <= 4096")
         if self.mining_batch_windows * (self.window_tokens + 1) > self.batch_token_budget:

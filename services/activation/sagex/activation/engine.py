@@ -133,7 +133,8 @@ class ActivationEngine:
             log.warning("sae_model_name_differs", sae=sae_id, trained_on=meta.get("model_name"), served=self.lm.name)
         bos = meta.get("prepend_bos")
         if isinstance(bos, bool) and bos != self.lm.prepend_bos:
-            log.warning("sae_prepend_bos_differs", sae=sae_id, sae_prepend_bos=bos, server_prepend_bos=self.lm.prepend_bos)
+            log.warning("sae_prepend_bos_differs", sae=sae_id, sae_prepend_bos=bos,
+                        server_prepend_bos=self.lm.prepend_bos)
 
     def hook_input(self, sae: LoadedSae, x: torch.Tensor) -> torch.Tensor:
         """The captured tensor in the basis the SAE was trained on."""

@@ -165,7 +165,9 @@ class WindowTokens(Sequence[tuple[int, ...]]):
         return tuple(read_items(self._path, np.int32, int(self.offsets[i]), int(self.lengths[i])).tolist())
 
     def block(self, lo: int, hi: int) -> list[tuple[int, ...]]:
-        flat = read_items(self._path, np.int32, int(self.offsets[lo]), int(self.offsets[hi] - self.offsets[lo])).tolist()
+        flat = read_items(
+            self._path, np.int32, int(self.offsets[lo]), int(self.offsets[hi] - self.offsets[lo])
+        ).tolist()
         bounds = (self.offsets[lo : hi + 1] - self.offsets[lo]).tolist()
         return [tuple(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
@@ -185,7 +187,8 @@ class WindowTokens(Sequence[tuple[int, ...]]):
             yield from self.block(lo, min(lo + 4096, len(self)))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other, strict=True))
+        return (isinstance(other, Sequence) and len(self) == len(other)
+                and all(a == tuple(b) for a, b in zip(self, other, strict=True)))
 
     __hash__ = None  # type: ignore[assignment]
 

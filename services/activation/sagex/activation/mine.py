@@ -4,12 +4,13 @@ into the mining cache without serving, e.g. one pod of a Kubernetes Indexed Job 
     python -m sagex.activation.mine --worker "$JOB_COMPLETION_INDEX" --workers 4 --merge
 
 An index has up to ``mining_shards`` hash shards (the service config's setting; fewer
-for a small split, at least one block of windows each). Worker I of N mines the shards j with j % N == I (resuming a killed run from its last
-checkpoint, skipping shards already complete); with ``--merge``, whichever run finds
-every shard complete merges them into the index the activation service then reads
-from the shared cache. ``--merge`` alone only merges; with neither flag the run mines
-every shard no one else holds (sharing the work with any other run or server on the
-same cache), then merges. The result is the same bytes however the shards were shared.
+for a small split, at least one block of windows each). Worker I of N mines the shards j
+with j % N == I (resuming a killed run from its last checkpoint, skipping shards already
+complete); with ``--merge``, whichever run finds every shard complete merges them into
+the index the activation service then reads from the shared cache. ``--merge`` alone
+only merges; with neither flag the run mines every shard no one else holds (sharing the
+work with any other run or server on the same cache), then merges. The result is the
+same bytes however the shards were shared.
 """
 
 from __future__ import annotations

@@ -512,7 +512,9 @@ class ExemplarMiner:
             for part in np.array_split(ascending, bands):
                 if len(part) == 0:
                     continue
-                chosen: Sequence[int] | np.ndarray = rng.choice(part, size=min(per_band, len(part)), replace=False) if per_band else []
+                chosen: Sequence[int] | np.ndarray = (
+                    rng.choice(part, size=min(per_band, len(part)), replace=False) if per_band else []
+                )
                 band_list.append(
                     (float(maxima[part].min()), float(maxima[part].max()), [int(wins[i]) for i in sorted(chosen)])
                 )
@@ -525,7 +527,9 @@ class ExemplarMiner:
                 random = sorted(int(w) for w in rng.choice(candidates, min(n_random, len(candidates)), replace=False))
         return FeatureWindows(feature, top, band_list, random, len(wins), index.n_windows)
 
-    async def traces(self, index: MiningIndex, sae: LoadedSae, feature: int, windows: Sequence[int]) -> list[np.ndarray]:
+    async def traces(
+        self, index: MiningIndex, sae: LoadedSae, feature: int, windows: Sequence[int]
+    ) -> list[np.ndarray]:
         """Dense per-token activations of ``feature`` in each window."""
         if not windows:
             return []
@@ -542,7 +546,9 @@ class ExemplarMiner:
         return out
 
 
-def scan_plan(lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64) -> list[list[int]]:
+def scan_plan(
+    lengths: Sequence[int], batch_windows: int, pack: bool = True, block_batches: int = 64
+) -> list[list[int]]:
     """The order of the scan: batches of window indices.
 
     Packed, windows are sorted by length (longest first, ties in corpus order) within

@@ -80,7 +80,8 @@ def build_runtime(config: ActivationConfig) -> ActivationRuntime:
 
 
 def activation_service(servicer: ActivationServicer) -> Service:
-    return Service(SERVICE_NAME, lambda server: activation_service_pb2_grpc.add_ActivationServiceServicer_to_server(servicer, server))
+    return Service(SERVICE_NAME,
+                   lambda server: activation_service_pb2_grpc.add_ActivationServiceServicer_to_server(servicer, server))
 
 
 @asynccontextmanager

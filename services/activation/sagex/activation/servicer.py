@@ -82,11 +82,14 @@ class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
             raise Unavailable("the model and SAEs are still loading; retry shortly", retry_after_s=2.0)
         return self._engine
 
-    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: aio.ServicerContext) -> pb.GetModelInfoResponse:
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
         lm = self.engine.lm
         tok = lm.tokenizer
         specials = [
-            pb.SpecialToken(role=role, id=int(getattr(tok, f"{role}_token_id")), text=str(getattr(tok, f"{role}_token")))
+            pb.SpecialToken(role=role, id=int(getattr(tok, f"{role}_token_id")),
+                            text=str(getattr(tok, f"{role}_token")))
             for role in ("bos", "eos", "pad", "unk")
             if getattr(tok, f"{role}_token_id", None) is not None
         ]
@@ -222,7 +225,8 @@ class ActivationServicer(OutputRpcs, pb_grpc.ActivationServiceServicer):
             yield pb.MineExemplarsResponse(
                 feature_id=feature,
                 top=[made[w] for w in picked.top],
-                bands=[pb.QuantileBand(lower=lo, upper=hi, exemplars=[made[w] for w in ws]) for lo, hi, ws in picked.bands],
+                bands=[pb.QuantileBand(lower=lo, upper=hi, exemplars=[made[w] for w in ws])
+                       for lo, hi, ws in picked.bands],
                 random_non_activating=[made[w] for w in picked.random],
                 activating_windows=picked.activating_windows,
                 total_windows=picked.total_windows,
@@ -303,7 +307,9 @@ _PHASES = {"preparing": types_pb2.MINING_PHASE_PREPARING, "scanning": types_pb2.
            "ready": types_pb2.MINING_PHASE_READY}
 
 
-def _progress_message(p: BuildProgress, split: types_pb2.CorpusSplit.ValueType, cached: bool) -> types_pb2.MiningProgress:
+def _progress_message(
+    p: BuildProgress, split: types_pb2.CorpusSplit.ValueType, cached: bool
+) -> types_pb2.MiningProgress:
     msg = types_pb2.MiningProgress(
         sae_id=p.sae_id, split=split or types_pb2.CORPUS_SPLIT_EXEMPLAR,
         phase=_PHASES.get(p.phase, types_pb2.MINING_PHASE_UNSPECIFIED), windows_done=p.windows_done,

@@ -69,7 +69,8 @@ def explanation(o: Outcome, name: str, created: timestamp_pb2.Timestamp) -> pb.E
         msg.probes.extend(probe(p, spec.feature_id) for p in o.state.probes)
     if o.conclusion is not None:
         msg.description = o.conclusion.description
-        msg.labels.extend(pb.Label(name=lb.name, description=lb.description, confidence=lb.confidence) for lb in o.conclusion.labels)
+        msg.labels.extend(pb.Label(name=lb.name, description=lb.description, confidence=lb.confidence)
+                          for lb in o.conclusion.labels)
         msg.evidence.extend(pb.Evidence(source=e.source, activation=e.activation, hypothesis_id=e.hypothesis_id,
                                         supports=e.supports) for e in o.conclusion.evidence)
     if o.error_code is not None:

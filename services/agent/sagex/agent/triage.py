@@ -77,8 +77,8 @@ def triage(view: FeatureView, config: TriageConfig, siblings: Siblings | None = 
     top = prof.top
     sibling_checks = siblings(view, top.token) if siblings is not None and top is not None else []
     # Without class members to contrast with, a token label is not claimed here: the loop decides.
-    if top is not None and top.share >= config.single_token_share and (sibling_checks or not top.token.strip()
-                                                                        or siblings is None and config.unchecked_tokens):
+    if (top is not None and top.share >= config.single_token_share
+            and (sibling_checks or not top.token.strip() or siblings is None and config.unchecked_tokens)):
         word = top.word if top.token.strip() else top.token
         checks = [ProbeDraft(0, text, Expect.FIRES, f"{word!r} in a new context")
                   for text in probetexts.in_frames(word, 2, salt=0)]

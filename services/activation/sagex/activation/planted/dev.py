@@ -72,8 +72,9 @@ def _month(doc: Doc) -> object:
 
 
 def _month_templates(rng: random.Random) -> list[str]:
-    frames = ["The {noun} opened in {month} {day}.", "The {noun} was built by {month} {day}.", "{name} wrote the {noun} in {month}.",
-              "Rent is due on {day} {month} each year.", "In {month} the {noun} was quiet.",
+    frames = ["The {noun} opened in {month} {day}.", "The {noun} was built by {month} {day}.",
+              "{name} wrote the {noun} in {month}.", "Rent is due on {day} {month} each year.",
+              "In {month} the {noun} was quiet.",
               "You may {verb} the {noun} now.", "{name} may {verb} it later.", "They march to the {noun}.",
               "Soldiers march slowly past the {noun}.", "It may be an {adj} {noun}.", "We might {verb} the {noun}."]
     slots = {"noun": NOUNS, "month": MONTHS, "day": [str(d) for d in range(1, 29)], "name": NAMES, "verb": VERBS,

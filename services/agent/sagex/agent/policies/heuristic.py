@@ -122,7 +122,8 @@ class HeuristicPolicy:
             for i in range(2):
                 if members:
                     m = members[(salt * 2 + i) % len(members)]
-                    out += [(t, Expect.FIRES, f"another {f['class']}: {m!r}") for t in probetexts.in_frames(m, 1, salt + i)]
+                    out += [(t, Expect.FIRES, f"another {f['class']}: {m!r}")
+                            for t in probetexts.in_frames(m, 1, salt + i)]
         elif kind == "family":
             words = f["words"].split("\t")
             for i in range(2):
@@ -185,7 +186,8 @@ class HeuristicPolicy:
             bad = [p for p in probes if not p.as_expected]
             cited = "; ".join(f"{_show(p.draft.text, 40)!r} → {p.activation:.2f} ({'fired' if p.fired else 'silent'}, "
                               f"expected {p.draft.expected.value})" for p in probes[-4:])
-            summary = f"{len(ok)}/{len(probes)} probes as expected (fires at ≥ {state.view.fire_threshold:.2f}): {cited}"
+            summary = (f"{len(ok)}/{len(probes)} probes as expected "
+                       f"(fires at ≥ {state.view.fire_threshold:.2f}): {cited}")
             if len(probes) >= 2 and not bad:
                 verdicts.append(Verdict(h.id, Status.CONFIRMED, summary))
             elif len(probes) >= 2 and len(ok) * 2 < len(probes):
@@ -235,7 +237,8 @@ class HeuristicPolicy:
         rank = {"family": 0, "context": 1}
         for h in sorted(confirmed, key=lambda h: rank.get(h.facts.get("kind", ""), 2)):
             kind, token = h.facts.get("kind"), normalize_token(h.facts.get("token", ""))
-            if kind in ("token", "context", "piece") and token and (token in seen_tokens or any(token in w for w in covered)):
+            if (kind in ("token", "context", "piece") and token
+                    and (token in seen_tokens or any(token in w for w in covered))):
                 continue
             seen_tokens.add(token)
             labels.append(Label(self._label_name(h), h.text))

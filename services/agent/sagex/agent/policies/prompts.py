@@ -104,7 +104,8 @@ It fires in {v.stats.window_frequency:.1%} of corpus windows ({v.stats.firing_fr
 Top-activating corpus examples (active tokens followed by their activation):
 {exemplars(v)}
 {output_side(v)}
-{_findings(state)}Task: write exactly {count} competing, testable hypotheses about what makes this feature fire. Make them differ
+{_findings(state)}Task: write exactly {count} competing, testable hypotheses about what makes this feature \
+fire. Make them differ
 (the token itself, its context, a broader category, a structural position...). Exactly one must be a control:
 a claim about text on which the feature should NOT fire, with "is_control": true.
 

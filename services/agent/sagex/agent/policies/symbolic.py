@@ -232,7 +232,8 @@ class SymbolicPolicy:
         out: list[ProbeDraft] = []
         for h in state.hypotheses:
             if h.status is Status.CONFIRMED and not h.is_control and probes_left.get(h.id, 0) > 0:
-                out += await asyncio.to_thread(serial, self._drafts, state, h, state.round + 11, min(3, probes_left[h.id]))
+                out += await asyncio.to_thread(serial, self._drafts, state, h, state.round + 11,
+                                               min(3, probes_left[h.id]))
         return out
 
     # -- conclusion ---------------------------------------------------------------

@@ -42,10 +42,11 @@ SUPERSENSE = {
     "noun.shape": "words for shapes", "noun.motive": "words for motives", "noun.Tops": "very general nouns",
     "verb.motion": "verbs of motion", "verb.communication": "verbs of speaking and writing",
     "verb.cognition": "verbs of thinking", "verb.perception": "verbs of perceiving", "verb.emotion": "verbs of feeling",
-    "verb.possession": "verbs of having and giving", "verb.change": "verbs of change", "verb.creation": "verbs of making",
-    "verb.consumption": "verbs of eating and using", "verb.contact": "verbs of touching and hitting",
-    "verb.social": "verbs of social activity", "verb.competition": "verbs of competing", "verb.stative": "verbs of being",
-    "verb.body": "verbs about the body", "verb.weather": "weather verbs", "adj.all": "descriptive adjectives",
+    "verb.possession": "verbs of having and giving", "verb.change": "verbs of change",
+    "verb.creation": "verbs of making", "verb.consumption": "verbs of eating and using",
+    "verb.contact": "verbs of touching and hitting", "verb.social": "verbs of social activity",
+    "verb.competition": "verbs of competing", "verb.stative": "verbs of being", "verb.body": "verbs about the body",
+    "verb.weather": "weather verbs", "adj.all": "descriptive adjectives",
     "adj.pert": "relational adjectives", "adj.ppl": "participial adjectives", "adv.all": "adverbs",
 }
 ENTITY = {
