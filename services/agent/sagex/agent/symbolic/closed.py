@@ -9,7 +9,7 @@ predicate ("cls:NAME") and as the fresh members its probes swap in."""
 
 from __future__ import annotations
 
-# name -> (plain-English name, members, lowercase). Members are whole words as the tagger
+# name -> (plain-English name, members in lowercase). Members are whole words as the tagger
 # splits them ("n't" of "don't", "not" of "cannot").
 CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "negation": ("negation words (not, no, never, nor)",
