@@ -175,3 +175,64 @@ def test_dev2_labels_a_sample_sentence() -> None:
     assert got["old"] == POS and got["went"] == AMBIGUOUS and got["man"] == NEG and got["Smith"] == AMBIGUOUS
     got = dev2_labels("after_digit", "It took 12 days and 3.5 hours.")
     assert got["days"] == POS and got["hours"] == POS and got["It"] == NEG
+
+
+def dev3_labels(name: str, text: str) -> dict[str, int]:
+    concept = next(c for c in select("dev3") if c.name == name)
+    d = doc(text)
+    return {d.token(i).strip() or repr(d.token(i)): int(v) for i, v in enumerate(concept.label(d))}
+
+
+def test_dev3_is_new_varied_and_causal() -> None:
+    dev3 = select("dev3")
+    assert len(dev3) >= 14 and {c.kind for c in dev3} == {"lexical", "morphology", "position", "structural",
+                                                          "context"}
+    assert not {c.name for c in dev3} & {c.name for c in [*select("dev"), *select("dev2")]}
+    rng = random.Random(2)
+    for concept in dev3:
+        assert all(re.compile(term, re.IGNORECASE) for term in concept.key_terms), concept.name
+        texts = concept.templates(rng)
+        assert len(texts) >= 40, concept.name
+        assert sum(POS in concept.label(doc(t)) for t in texts) >= 10, concept.name
+        for text in texts[:6]:
+            full = doc(text)
+            whole = concept.label(full)
+            for cut in range(1, len(full)):
+                if not full.token(cut)[:1].isspace() and full.token(cut) != "\n":
+                    continue
+                prefix = Doc(text[: full.spans[cut][0]], full.spans[:cut])
+                assert list(concept.label(prefix)) == list(whole[:cut]), (concept.name, text, cut)
+
+
+def test_dev3_labels_sample_sentences() -> None:
+    text = "For two days and a year the priest ate bread in fear, but the river was older than the farmer."
+    got = dev3_labels("time_unit", text)
+    assert got["days"] == POS and got["year"] == POS and got["two"] == NEG
+    got = dev3_labels("food_word", text)
+    assert got["bread"] == POS and got["river"] == NEG
+    got = dev3_labels("emotion_word", text)
+    assert got["fear"] == POS and got["older"] == NEG
+    got = dev3_labels("occupation_word", text)
+    assert got["priest"] == POS and got["farmer"] == POS and got["river"] == NEG
+    got = dev3_labels("conjunction", text)
+    assert got["and"] == POS and got["but"] == POS and got["For"] == AMBIGUOUS and got["in"] == NEG
+    got = dev3_labels("degree_form", text)
+    assert got["older"] == POS and got["river"] == NEG and got["farmer"] == NEG
+    got = dev3_labels("plural_noun", "The gardens and children opens it; this bus runs.")
+    assert got["gardens"] == POS and got["children"] == POS and got["opens"] == NEG and got["this"] == NEG
+    got = dev3_labels("after_and", text)
+    assert got["a"] == POS and got["year"] == NEG
+    got = dev3_labels("after_indefinite_article", "A man saw an apple and a pear in Plan A today.")
+    assert got["man"] == POS and got["apple"] == POS and got["pear"] == POS and got["today"] == AMBIGUOUS
+    got = dev3_labels("after_to", "We want to go to Rome.")
+    assert got["go"] == POS and got["Rome"] == POS and got["want"] == NEG
+    got = dev3_labels("after_open_quote", 'He said "go home" and left.')
+    assert got["go"] == POS and got["home"] == NEG and got["and"] == NEG
+    got = dev3_labels("paragraph_start", "First line.\nSecond line.\n\nThird line.")
+    assert got["Second"] == NEG and got["Third"] == POS and got["First"] == AMBIGUOUS
+    got = dev3_labels("list_item_start", "Steps - two:\n- open the door\n2. close it")
+    assert got["open"] == POS and got["close"] == POS and got["two"] == NEG and got["door"] == NEG
+    got = dev3_labels("inside_square_brackets", "See x[ab] and (cd) today.")
+    assert got["ab"] == POS and got["cd"] == NEG and got["today"] == NEG and got["["] == AMBIGUOUS
+    got = dev3_labels("inside_url", "Go to https://docs.python.org/x now, not /usr/lib.")
+    assert got["docs"] == POS and got["python"] == POS and got["now"] == NEG and got["usr"] == NEG

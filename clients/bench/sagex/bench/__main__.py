@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated: any agent policy (heuristic, openai, ...) and single_pass "
                       "(default %(default)s)")
     plan.add_argument("--arch", default="topk", choices=["topk", "jumprelu", "standard"], help="when building")
-    plan.add_argument("--concepts", default="dev", choices=["dev", "dev2", "heldout", "all"], help="when building")
+    plan.add_argument("--concepts", default="dev", choices=["dev", "dev2", "dev3", "heldout", "all"],
+                      help="when building")
     plan.add_argument("--seed", type=int, default=0, help="when building")
     plan.add_argument("--sae-id", default="", help="id to serve the SAE under (default planted-<arch>)")
     plan.add_argument("--activation", default="", help="use this activation service (it must serve the SAE); "

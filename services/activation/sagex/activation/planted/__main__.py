@@ -24,8 +24,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (sae/, truth.json, build.json)")
     parser.add_argument("--arch", default="topk", choices=ARCHITECTURES)
     parser.add_argument("--concepts", default="dev", choices=SETS,
-                        help="built-in set: dev (default), dev2 (a second development set), heldout (never tune "
-                        "against it), all (dev + heldout), none")
+                        help="built-in set: dev (default), dev2 and dev3 (second and third development sets), "
+                        "heldout (never tune against it), all (dev + heldout), none")
     parser.add_argument("--concept", action="append", default=[], metavar="MODULE:FUNCTION|FILE.jsonl",
                         help="add your own concepts (repeatable)")
     parser.add_argument("--hook", default="", help="hook name (default: the embedded SAE's, model.layers.3)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from sagex.activation.planted.concepts import AMBIGUOUS, NEG, POS, Concept, Doc
 
-SETS = ("dev", "dev2", "heldout", "all", "none")
+SETS = ("dev", "dev2", "dev3", "heldout", "all", "none")
 
 
 class ConceptError(ValueError):
@@ -34,6 +34,10 @@ def select(which: str, extra: Sequence[str] = ()) -> list[Concept]:
         from sagex.activation.planted.dev2 import CONCEPTS as DEV2
 
         out += DEV2
+    if which == "dev3":  # a third development set, measured untouched before any explainer work on it
+        from sagex.activation.planted.dev3 import CONCEPTS as DEV3
+
+        out += DEV3
     if which in ("heldout", "all"):
         from sagex.activation.planted.heldout import CONCEPTS as HELDOUT
 
@@ -45,7 +49,7 @@ def select(which: str, extra: Sequence[str] = ()) -> list[Concept]:
     if dupes:
         raise ConceptError(f"concept names must be unique; repeated: {', '.join(dupes)}")
     if not out:
-        raise ConceptError("no concepts selected: use --concepts dev|dev2|heldout|all or add --concept")
+        raise ConceptError("no concepts selected: use --concepts dev|dev2|dev3|heldout|all or add --concept")
     return out
 
 
