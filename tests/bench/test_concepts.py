@@ -232,7 +232,7 @@ def test_dev3_labels_sample_sentences() -> None:
     assert got["Second"] == NEG and got["Third"] == POS and got["First"] == AMBIGUOUS
     got = dev3_labels("list_item_start", "Steps - two:\n- open the door\n2. close it")
     assert got["open"] == POS and got["close"] == POS and got["two"] == NEG and got["door"] == NEG
-    got = dev3_labels("inside_square_brackets", "See x[ab] and (cd) today.")
-    assert got["ab"] == POS and got["cd"] == NEG and got["today"] == NEG and got["["] == AMBIGUOUS
+    got = dev3_labels("inside_backticks", 'Call `ab` or ``cd`` and "ef" today.')
+    assert got["ab"] == POS and got["cd"] == POS and got["ef"] == NEG and got["today"] == NEG and got["`"] == AMBIGUOUS
     got = dev3_labels("inside_url", "Go to https://docs.python.org/x now, not /usr/lib.")
     assert got["docs"] == POS and got["python"] == POS and got["now"] == NEG and got["usr"] == NEG

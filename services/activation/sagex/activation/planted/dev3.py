@@ -1,14 +1,15 @@
 """A THIRD development set of planted concepts, written after the explainer had been tuned on ``dev.py`` and
 ``dev2.py``, so that its first measurement is an untouched one: semantic word classes (time units, food,
 emotions, occupations) and conjunctions, the word after 'and', 'a/an', 'to' or an opening quote, plural nouns and
-comparative/superlative forms, the start of a paragraph or a list item, and the inside of square brackets or a URL.
+comparative/superlative forms, the start of a paragraph or a list item, and the inside of a backtick code span or
+a URL (inside square brackets was the first choice: its probe reached AUROC 0.785 only, so it could not be planted).
 Like the other development sets it may be read and tuned against (the held-out set in ``heldout.py`` stays unread).
 
 Each concept's templates hold positives beside hard negatives: a food noun beside another concrete noun in the
 same slot, an emotion beside an ordinary adjective, "teacher" and "older" beside "river" and "never", a plural
-noun beside a verb in -s, a paragraph start beside a line start, a list item beside a dash inside a line, square
-brackets beside parentheses, a URL beside a file path, so a probe cannot pass on a surface cue the concept does not
-name.
+noun beside a verb in -s, a paragraph start beside a line start, a list item beside a dash inside a line, backtick
+code beside double quotes and parentheses, a URL beside a file path, so a probe cannot pass on a surface cue the
+concept does not name.
 """
 
 from __future__ import annotations
@@ -328,29 +329,21 @@ def _list_templates(rng: random.Random) -> list[str]:
 # --- structural ----------------------------------------------------------------------
 
 
-def _inside_pair(opening: str, closing: str) -> Callable[[Doc], object]:
-    """Tokens after an unclosed ``opening`` mark (the marks' own tokens: ambiguous)."""
-    def label(doc: Doc) -> object:
-        def inside(before: str) -> bool | None:
-            depth = 0
-            for ch in before:
-                depth = depth + 1 if ch == opening else max(0, depth - 1) if ch == closing else depth
-            return depth > 0
-
-        labels = state(doc, inside)
-        for i in range(len(doc)):
-            if any(c in doc.token(i) for c in opening + closing):
-                labels[i] = AMBIGUOUS
-        return labels
-
-    return label
+def _inside_backticks(doc: Doc) -> object:
+    """Tokens inside an inline code span: after an odd number of backtick runs (` or ``, as in Markdown and
+    reStructuredText); the backticks' own tokens are ambiguous."""
+    labels = state(doc, lambda before: len(re.findall(r"`+", before)) % 2 == 1)
+    for i in range(len(doc)):
+        if "`" in doc.token(i):
+            labels[i] = AMBIGUOUS
+    return labels
 
 
-def _brackets_templates(rng: random.Random) -> list[str]:
-    frames = ["The {noun} [a {adj} {noun}] was {past}.", "{name} {past} the {noun} (a {adj} {noun}) today.",
-              "items = [{n}, {n}, {n}] and the {noun}", "See the {noun} [{n}] and the {noun} ({n}).",
-              "{name} wrote [{verb} the {noun}] in the margin.", "x = {noun}s[{n}] + f({noun})",
-              "The {adj} {noun} was {past} by {name}."]
+def _backticks_templates(rng: random.Random) -> list[str]:
+    frames = ["Call `{verb}_{noun}()` before the {noun}.", "The ``{noun}`` argument is {adj}.",
+              "Use :func:`{noun}.{verb}` to {verb} the {noun}.", 'The "{adj} {noun}" was {past} by {name}.',
+              "The {noun} ({adj} {noun}) was {past}.", "Set ``{noun} = {n}`` in the {noun} file.",
+              "{name} {past} the {adj} {noun} twice."]
     slots = {"noun": NOUNS, "adj": ADJ, "past": PAST, "name": NAMES, "verb": VERBS, "n": [str(n) for n in range(12)]}
     return fill(rng, frames, slots, 60)
 
@@ -460,12 +453,13 @@ CONCEPTS: tuple[Concept, ...] = (
                                                   r"\bbullet", r"\bnumbered lists?\b", r"\benumerat",
                                                   r"\blist (entr(y|ies)|markers?)\b"),
             _list_item_start, _list_templates),  # type: ignore[arg-type]
-    Concept("inside_square_brackets", "structural", "Any token inside an open pair of square brackets (after '[' "
-            "and before its ']').", (r"square brackets?", r"(?<!round )\bbrackets?\b", r"\[", r"\bbracketed\b"),
-            _inside_pair("[", "]"), _brackets_templates),  # type: ignore[arg-type]
+    Concept("inside_backticks", "structural", "Any token inside an inline code span between backticks (`code` or "
+            "``code``, as in Markdown or reStructuredText).", (r"back-?ticks?", r"\bbackquotes?\b", r"\binline code\b",
+                                                             r"\bcode (spans?|literals?)\b"),
+            _inside_backticks, _backticks_templates),  # type: ignore[arg-type]
     Concept("inside_url", "structural", "Any token of a web address (URL), after its 'http://', 'https://' or "
             "'www.'.", (r"\burls?\b", r"\bweb ?(addresses|address|links?|sites?|pages?)\b", r"\bhyperlinks?\b",
-                        r"\blinks?\b", r"\bhttps?\b", r"\bdomain names?\b"), _inside_url,  # type: ignore[arg-type]
+                        r"\bdomain names?\b"), _inside_url,  # type: ignore[arg-type]
             _url_templates),
     Concept("after_and", "context", "The token right after the word 'and' (what the conjunction joins on).",
             (r"after (the word |the conjunction |the token )?['\"\u2018\u201c]?and\b",
