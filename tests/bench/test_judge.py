@@ -45,6 +45,16 @@ def test_word_lists_and_cues_are_not_the_concept() -> None:
     assert not listing.names_it and category.names_it
 
 
+def test_a_named_word_is_read_but_example_words_are_not() -> None:
+    after_and = next(c for c in select("dev3") if c.name == "after_and")
+    target = Target(after_and.name, after_and.description, after_and.key_terms)
+    named, examples = OfflineJudge().judge([
+        (judged_text([("tokens right after the word 'and'", "Fires on tokens right after the word 'and'.")], ""),
+         target),
+        (judged_text([("tokens after 'and'", "Fires on ' the' and ' a' after 'and', 'or'")], ""), target)])
+    assert named.names_it and not examples.names_it
+
+
 def test_noise_flags() -> None:
     assert flags_noise([], "Inconclusive: no hypothesis survived its probes", failed=False)
     assert flags_noise([("a", "b"), ("c", "d")], "Polysemantic: 2 distinct behaviours.", failed=False)

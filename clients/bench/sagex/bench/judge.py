@@ -54,9 +54,18 @@ class Judge(Protocol):
         ...
 
 
+# A quoted word right after one of these is what the explanation names ("right after the word
+# 'and'"), not an example of it: it is kept.
+_NAMED = re.compile(r"\b(the|a|an) (word|token|article|conjunction|preposition|particle|mark|symbol)s? $",
+                    re.IGNORECASE)
+
+
 def _strip_quoted(text: str) -> str:
     # Quoted tokens ("' May'", "','") are examples, not category words.
-    return re.sub(r"(['\"`‘“]).{0,20}?\1", " ", text)
+    def drop(m: re.Match[str]) -> str:
+        return m.group(0) if _NAMED.search(text[max(0, m.start() - 40): m.start()]) else " "
+
+    return re.sub(r"(['\"`‘“]).{0,20}?\1", drop, text)
 
 
 class OfflineJudge:
