@@ -1,6 +1,6 @@
 """Closed word classes of English that neither the tagger's tags nor WordNet's
 hierarchy name: negation words, subject and object pronouns, demonstratives,
-quantifiers, degree adverbs, reflexives. WordNet has no entries for most function
+quantifiers, degree adverbs, reflexives, articles, subordinating conjunctions. WordNet has no entries for most function
 words, and a Penn tag lumps "not" with every adverb, so a feature that fires on
 "not", "never" and "nor" would otherwise read as "adverbs after a lowercase word".
 
@@ -25,6 +25,11 @@ CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "quantifier": ("quantifiers (all, some, many, every, each)",
                    ("all", "some", "any", "every", "each", "many", "much", "few", "several", "most", "both",
                     "either", "enough", "more", "less", "fewer")),
+    "article": ("articles (a, an, the)", ("a", "an", "the")),
+    "indefinite_article": ("indefinite articles (a, an)", ("a", "an")),
+    "subordinator": ("subordinating conjunctions (because, although, if, while)",
+                     ("because", "although", "though", "if", "unless", "while", "whereas", "whether", "since",
+                      "until", "once", "lest")),
     "degree": ("degree adverbs (very, too, quite, rather)",
                ("very", "too", "so", "quite", "rather", "extremely", "really", "fairly", "somewhat", "highly",
                 "slightly", "almost", "nearly", "completely", "totally", "entirely", "barely", "hardly")),

@@ -65,8 +65,9 @@ FIXED = {
     "len:short": "short words (up to 3 letters)", "len:medium": "medium-length words", "len:long":
         "long words (8 letters or more)",
     "in:paren": "text inside parentheses", "in:bracket": "text inside square brackets",
-    "in:brace": "text inside curly braces", "in:quote": "text inside quotation marks", "in:code": "text inside code",
-    "in:comment": "text inside code comments", "depth:2": "text nested two or more brackets deep",
+    "in:brace": "text inside curly braces", "in:quote": "text inside quotation marks",
+    "in:code": "text inside code (between backticks or in a fenced block)", "in:comment": "text inside code comments",
+    "in:url": "text inside a URL (web address)", "depth:2": "text nested two or more brackets deep",
     "at:line_start": "the first word of a line", "at:line_end": "the last token of a line",
     "at:sent_start": "the first word of a sentence", "at:para_start": "the first word of a paragraph",
     "at:text_start": "the first word of a text", "list:item": "text in list items",
@@ -126,8 +127,8 @@ def name(key: str) -> str:
         return TAG_FAMILY.get(value, f"{value}* words")
     if head == "word":
         return f"the word '{value}'"
-    if head == "lemma":
-        return f"forms of the word '{value}'"
+    if head == "lemma":  # a word with no WordNet entry (a function word) has no other forms
+        return f"forms of the word '{value}'" if resources.wordnet().synsets(value) else f"the word '{value}'"
     if head == "stem":
         return f"the word family '{value}-'"
     if head == "suffix":

@@ -15,6 +15,7 @@ from functools import lru_cache
 from importlib import resources as files
 
 from sagex.agent.symbolic import closed, resources
+from sagex.agent.symbolic.names import kind
 from sagex.agent.symbolic.tagging import SENTENCE_END, Tagged, meaning, tag
 
 # Fresh members of entity types, for classes WordNet does not list.
@@ -31,6 +32,7 @@ ENTITIES = {
     "NORP": ["French", "Buddhist", "Canadian"],
     "LOC": ["the Alps", "the Pacific", "the Sahara"],
 }
+TYPICAL = 12  # members a probe swaps in: the most common of a class (its list is ordered so)
 STRUCTURE_EDITS = {
     "in:paren": ("(", ")"), "in:bracket": ("[", "]"), "in:brace": ("{", "}"), "in:quote": ('"', '"'),
     "in:code": ("`", "`"), "depth:2": ("([", "])"),
@@ -110,11 +112,29 @@ def wordnet_members(key: str, limit: int = 40) -> tuple[str, ...]:
             word = lemma.replace("_", " ")
             upos = "PROPN" if word[:1].isupper() else {"n": "NOUN", "v": "VERB", "a": "ADJ", "s": "ADJ",
                                                        "r": "ADV"}[s.pos()]
-            if key in meaning(word, upos):  # a typical member: its most frequent sense is in the class
+            # A typical member: its most frequent sense is in the class, and the word is mostly
+            # used in that part of speech ("young" the adjective is no animal word).
+            pos = "a" if s.pos() == "s" else s.pos()
+            usual = 2 * frequency(word, pos) >= frequency(word) or key in meaning(word, "ADJ", 1)  # "red"
+            if key in meaning(word, upos, 1) and usual:
                 out.append(word)
-    # Typical members first: a word with many senses is a common word.
-    out.sort(key=lambda w: (-len(wn.synsets(w.replace(" ", "_"))), len(w)))
+    # Typical members first: common words (their frequency in a sense-tagged corpus, then
+    # their number of senses). A probe with a rare member ("cuckold" for a relative) tests
+    # what the model knows of the word, not whether the feature stands for the class.
+    out.sort(key=lambda w: (-frequency(w), -len(wn.synsets(w.replace(" ", "_"))), len(w)))
     return tuple(out[:limit])
+
+
+@lru_cache(maxsize=20_000)
+def frequency(word: str, pos: str | None = None) -> int:
+    """How often ``word`` (as a WordNet lemma, in part of speech ``pos`` or any) occurs in
+    WordNet's sense-tagged corpus; 0 without the counts."""
+    key = word.replace(" ", "_").lower()
+    try:
+        return sum(lemma.count() for s in resources.wordnet().synsets(key, pos=pos) for lemma in s.lemmas()
+                   if lemma.name().lower() == key)
+    except OSError:  # no cntlist.rev: no frequencies
+        return 0
 
 
 def members(key: str, context_word: str) -> list[str]:
@@ -125,7 +145,8 @@ def members(key: str, context_word: str) -> list[str]:
         out.append(value if not context_word[:1].isupper() else value.capitalize())
     for text in bank():
         for w in tag(text).words:
-            if key in w.keys or (head == "tok" and f"word:{value}" in w.keys):
+            if (key in w.keys and (head != "hyp" or _first_sense_in(w.keys, key))
+                    or head == "tok" and f"word:{value}" in w.keys):
                 out.append(w.text)
     if head in ("hyp", "ss"):
         out += list(wordnet_members(key))
@@ -137,6 +158,14 @@ def members(key: str, context_word: str) -> list[str]:
     for member in out:
         firsts.setdefault(member.lower(), member)
     return list(firsts.values())
+
+
+def _first_sense_in(word_keys: frozenset[str], key: str) -> bool:
+    """Whether a tagged word is in class ``key`` by its most frequent sense (a typical member),
+    not only by a rarer one ("wheat" the colour)."""
+    lemma = next((k[6:] for k in word_keys if k.startswith("lemma:")), "")
+    pos = next((k[4:] for k in word_keys if k.startswith("pos:")), "")
+    return key in meaning(lemma, pos, 1)
 
 
 def non_members(key: str, like: frozenset[str]) -> list[str]:
@@ -157,6 +186,8 @@ def _edits(key: str, text: str) -> list[str]:
     if key in STRUCTURE_EDITS:
         a, b = STRUCTURE_EDITS[key]
         return [" ".join(words[:mid]) + f" {a}" + " ".join(words[mid: mid + 2]) + f"{b} " + " ".join(words[mid + 2:])]
+    if key == "in:url":
+        return [f"{text} See https://www.example.org/{words[0].strip('.,').lower()}/index.html for more."]
     if key == "in:comment":
         return [f"x = compute(y)  # {text}", f"return total  // {text}"]
     if key in ("at:line_start", "at:line_end"):
@@ -193,6 +224,50 @@ def _context_removed(ctx: Context, key: str) -> str | None:
     return text if " " in text else None
 
 
+def _previous_word(ctx: Context, key: str) -> tuple[int, int, frozenset[str], int] | None:
+    """The span and keys of the word right before ``ctx``'s peak word, and where the text
+    after the last earlier word with ``key`` begins (a silent probe must hold it nowhere)."""
+    tagged = tag(ctx.text)
+    at = tagged.words_in(ctx.start, ctx.end)
+    if not at or at[0] == 0 or f"prev:{key}" not in tagged.words[at[0]].keys:
+        return None  # not an instance of the context reading
+    w = tagged.words[at[0] - 1]
+    cut = max((v.end for v in tagged.words[: at[0] - 1] if key in v.keys), default=0)
+    return w.start, w.end, w.keys, cut
+
+
+def context_pairs(keys: tuple[str, ...], ctx: Context, salt: int) -> list[tuple[str, bool, str]]:
+    """Minimal pairs for a context reading ("right after a preposition"): the exemplar with
+    the word before its peak word swapped for another member of the context's class
+    (expected to fire) or for a non-member (expected silent). The peak word stays, so the
+    pair tests the context alone, which no swap of the peak word can."""
+    ctxkey = next((k for k in keys if k.startswith("prev:")), None)
+    prev = _previous_word(ctx, ctxkey[5:]) if ctxkey is not None else None
+    if ctxkey is None or prev is None:
+        return []
+    inner = ctxkey[5:]
+    start, end, like, cut = prev
+    old = ctx.text[start:end]
+    out: list[tuple[str, bool, str]] = []
+    case = str.lower if old.islower() else (lambda w: w)
+    cands = [case(m) for m in members(inner, old) if m.lower() != old.lower()]
+    if cands:
+        m = cands[salt % len(cands)]
+        out.append((ctx.text[:start] + m + ctx.text[end:], True,
+                    f"the word before {ctx.word.strip()!r}, {old!r}, swapped for another member, {m!r}"))
+    # Of the same part of speech when the class is not one itself ("after 'the'": another determiner).
+    others = [case(o) for o in non_members(inner, like if not inner.startswith(("pos:", "tag:", "tags:")) else
+                                           frozenset())]
+    # Up to the peak word, from after any earlier member of the class (it would fire there),
+    # and long enough that the model reads it as text.
+    if not others or len(ctx.text[cut:start].split()) < 3:
+        return []  # a pair or nothing: the member swap alone keeps the peak word, which may fire by itself
+    o = others[salt % len(others)]
+    out.append((ctx.text[cut:start].lstrip() + o + ctx.text[end: ctx.end], False,
+                f"the word before {ctx.word.strip()!r}, {old!r}, swapped for a non-member, {o!r}"))
+    return out
+
+
 def _flatten(text: str) -> str:
     """``text`` with brackets, quotes, code marks, comments and line breaks removed."""
     for c in "()[]{}\"`“”#":
@@ -220,8 +295,13 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
             used.add(text)
 
     ctxs = [contexts[(salt + i) % len(contexts)] for i in range(len(contexts))] if contexts else []
+    # 0. for a context reading, minimal pairs in its context first: they test what it claims
+    for ctx in ctxs[:3]:
+        for text, truth, why in context_pairs(keys, ctx, salt):
+            add(text, truth, why)
     cands = members(main, ctxs[0].word if ctxs else "")
     fresh = [m for m in cands if m.strip().lower() not in seen] or cands
+    fresh = fresh[:TYPICAL]
     rot = salt * 3
     fresh = fresh[rot % len(fresh):] + fresh[: rot % len(fresh)] if fresh else []
     # 1. minimal pairs: an exemplar context with its peak word swapped for another member
@@ -251,7 +331,8 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
             o = others[(salt + len(falses)) % len(others)]
             add(ctx.swap(o if ctx.word[:1] != " " else " " + o.lstrip()), False,
                 f"{ctx.word.strip()!r} swapped for a non-member, {o!r}")
-        add(_flatten(ctx.text), False, "the context with its structure removed")
+        if kind(main) == "structure":  # for another key it would repeat what the exemplar showed
+            add(_flatten(ctx.text), False, "the context with its structure removed")
     for i in range(len(texts)):
         if len(falses) >= want_false:
             break
@@ -302,4 +383,4 @@ def _nearest_first(text: str, index: int) -> list[str]:
     doc_word = tag(text).words[index]
     lemma = next((k[6:] for k in doc_word.keys if k.startswith("lemma:")), "")
     pos = next((k[4:] for k in doc_word.keys if k.startswith("pos:")), "")
-    return [k for k in meaning(lemma, pos) if k.startswith("hyp:")]
+    return [k for k in meaning(lemma, pos, 1) if k.startswith("hyp:")]

@@ -83,6 +83,9 @@ LEXNAMES = [
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 WORDNET_FILES = [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")] + \
     [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")]
+# Sense frequencies in a tagged corpus (SemCor): how common a word is in each sense. Optional:
+# without it every sense counts 0 and class members are ordered by their number of senses.
+OPTIONAL_FILES = ["cntlist.rev"]
 
 
 def _reader_dir(source: Path) -> Path:
@@ -100,6 +103,10 @@ def _reader_dir(source: Path) -> Path:
         lines = "".join(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES))
         (target / "lexnames.tmp").write_text(lines)
         os.replace(target / "lexnames.tmp", target / "lexnames")  # last: marks the copy complete
+    for name in OPTIONAL_FILES:  # also into a copy made before they were read
+        if (source / name).is_file() and not (target / name).is_file():
+            shutil.copyfile(source / name, target / f"{name}.tmp")
+            os.replace(target / f"{name}.tmp", target / name)
     return target
 
 

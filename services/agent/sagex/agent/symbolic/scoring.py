@@ -99,10 +99,17 @@ def score(keys: tuple[str, ...], ev: Evidence) -> Scored:
     return Scored(keys, len(hits), fp, len(ev.firing) - len(hits), hits)
 
 
+def merit(s: Scored) -> float:
+    """F1 on the exemplars, less CONJUNCTION_GAIN per extra key: a conjunction says more than
+    a single predicate and is likelier to fit a small sample by chance, so it comes first only
+    when it beats every single reading by that much."""
+    return s.f1 - CONJUNCTION_GAIN * (len(s.keys) - 1)
+
+
 def _rank(s: Scored) -> tuple[float, int, int, int]:
     head = s.keys[0].split(":", 1)[0]
     pref = PREFERENCE.index(head) if head in PREFERENCE else len(PREFERENCE)
-    return (-round(s.f1, 3), len(s.keys), pref, -_depth(s.keys[0]))
+    return (-round(merit(s), 3), len(s.keys), pref, -_depth(s.keys[0]))
 
 
 @lru_cache(maxsize=20_000)
@@ -122,19 +129,31 @@ def candidates(ev: Evidence, limit: int = 40) -> list[Scored]:
     counts: Counter[str] = Counter(k for f in ev.firing for k in f)
     floor = max(2, MIN_SUPPORT * len(ev.firing)) if len(ev.firing) > 2 else 1
     singles = [score((k,), ev) for k, c in counts.items() if c >= floor]
+    # A class whose firing members are all one word is that word's reading in disguise (a rare
+    # sense of it, "joy" the positive stimulus): the word's own key stands for it, and sibling
+    # probes widen it to a class when other members fire.
+    singles = [s for s in singles if kind(s.keys[0]) != "meaning" or _distinct_words(s.hits, ev) >= 2]
     singles.sort(key=_rank)
     out = list(singles)
     heads = [s for s in singles if not s.keys[0].startswith(QUALIFIERS)][:8]
-    partners = singles[:30]
+    # Word length is no qualifier of a reading: it separates the words of a small sample by chance.
+    partners = [s for s in singles if not s.keys[0].startswith("len:")][:30]
     for a in heads:
         for b in partners:
-            if b.keys[0] == a.keys[0] or kind(b.keys[0]) == kind(a.keys[0]) == "lexical":
+            # Two words, or two classes, on one token are no reading: a class's keys come from
+            # several senses of a word, and their intersection is a coincidence of spelling.
+            if b.keys[0] == a.keys[0] or kind(b.keys[0]) == kind(a.keys[0]) in ("lexical", "meaning"):
                 continue
             c = score((a.keys[0], b.keys[0]), ev)
             if c.f1 >= max(a.f1, b.f1) + CONJUNCTION_GAIN:
                 out.append(c)
     out.sort(key=_rank)
     return out[:limit]
+
+
+def _distinct_words(hits: frozenset[int], ev: Evidence) -> int:
+    words = {k for i in hits for k in ev.firing[i] if k.startswith("lemma:")}
+    return len(words) if words else len(hits)
 
 
 def sibling_checks(top: Sequence[Trace], token: str, threshold: float, count: int = 2) -> list[ProbeDraft]:

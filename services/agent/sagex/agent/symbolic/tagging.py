@@ -27,12 +27,15 @@ SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ness", "
             "ous", "ive", "al", "ize", "ise", "ity", "ism", "ist", "ship", "ward", "wise")
 PREFIXES = ("un", "re", "in", "im", "dis", "pre", "non", "over", "under", "mis", "sub", "inter", "anti")
 WN_POS = {"NOUN": "n", "PROPN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
-MAX_HYPERNYMS = 12
+MAX_HYPERNYMS = 12  # per sense
+SENSES = 3  # of a lemma, most frequent first
 _LIST = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)]|[a-z][.)])[ \t]+")
 _OPEN = {"(": "paren", "[": "bracket", "{": "brace"}
 SENTENCE_END = ".!?"
+STRUCTURE_HEADS = ("in:", "depth:", "list:item")  # keys of a place in the text (``_structure``)
 _INNER_MARK = re.compile(r"[^\w\s](?=\w)")
 _CLOSE = {")": "paren", "]": "bracket", "}": "brace"}
+_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Word:
 class Tagged:
     text: str
     words: tuple[Word, ...]
+    structure: tuple[frozenset[str], ...] = ()  # per character: inside brackets, quotes, code, a URL ...
 
     def words_in(self, start: int, end: int) -> list[int]:
         return [i for i, w in enumerate(self.words) if w.start < end and start < w.end]
@@ -56,9 +60,13 @@ class Tagged:
 
 
 @lru_cache(maxsize=20_000)
-def meaning(lemma: str, upos: str) -> tuple[str, ...]:
-    """WordNet keys of the lemma's first (most frequent) sense: its supersense and
-    the hypernyms above it, nearest first (instance-of links count as hypernyms)."""
+def meaning(lemma: str, upos: str, senses: int = SENSES) -> tuple[str, ...]:
+    """WordNet keys of the lemma: the supersense of its first (most frequent) sense, and
+    the hypernyms above its first ``senses`` senses, the first sense's nearest first
+    (instance-of links count as hypernyms). More than one sense, because the one a class
+    needs is often not the first: "table" the furniture is the second sense, "child" the
+    offspring (a relative) the second; the scores on the firing tokens decide which class
+    the exemplars support."""
     wn_pos = WN_POS.get(upos)
     if wn_pos is None or not lemma.isalpha():
         return ()
@@ -67,23 +75,26 @@ def meaning(lemma: str, upos: str) -> tuple[str, ...]:
         return ()
     first = synsets[0]
     keys = [f"ss:{first.lexname()}"]
+    roots = synsets[:senses]
     if wn_pos == "a":
         # WordNet gives adjectives no hypernyms. One that is also the noun for an attribute
         # ("blue", "scarlet", "black") takes that noun's classes: "colour words" covers both.
         nouns = resources.wordnet().synsets(lemma.lower(), pos="n")
         if nouns and nouns[0].lexname() == "noun.attribute" and lemma.lower() in nouns[0].lemma_names():
-            first = nouns[0]
+            roots = nouns[:1]
     seen: set[str] = set()
-    frontier = [first]
-    while frontier and len(seen) < MAX_HYPERNYMS:
-        nxt = []
-        for s in frontier:
-            for h in s.hypernyms() + s.instance_hypernyms():
-                if h.name() not in seen:
-                    seen.add(h.name())
-                    keys.append(f"hyp:{h.name()}")
-                    nxt.append(h)
-        frontier = nxt
+    for root in roots:
+        frontier, found = [root], 0
+        while frontier and found < MAX_HYPERNYMS:
+            nxt = []
+            for s in frontier:
+                for h in s.hypernyms() + s.instance_hypernyms():
+                    if h.name() not in seen:
+                        seen.add(h.name())
+                        keys.append(f"hyp:{h.name()}")
+                        nxt.append(h)
+                        found += 1
+            frontier = nxt
     return tuple(keys)
 
 
@@ -118,6 +129,11 @@ def _structure(text: str) -> list[frozenset[str]]:
             out.extend([frozenset(keys)] * 2)
             i += 3
             continue
+        if text.startswith("``", i):  # a reStructuredText literal: one mark, not two
+            code = not code
+            out.append(frozenset(keys))
+            i += 2
+            continue
         if c == "\n":
             comment = False
             quote = False  # an unclosed quote (a window cut mid-string) ends with its line
@@ -130,10 +146,14 @@ def _structure(text: str) -> list[frozenset[str]]:
             quote = not quote if c == '"' else c == "“"
         elif c == "`":
             code = not code
-        elif c == "#" and (i == 0 or text[i - 1].isspace()) and not quote or text.startswith("//", i) and not quote:
-            comment = True
+        elif (c == "#" or text.startswith("//", i)) and (i == 0 or text[i - 1].isspace()) and not quote:
+            comment = True  # "//" after a space: not the "//" of "https://"
         i += 1
-    return out[: len(text)]
+    out = out[: len(text)]
+    for m in _URL.finditer(text):
+        for j in range(m.start(), m.end()):
+            out[j] = out[j] | {"in:url"}
+    return out
 
 
 def _cap(word: str) -> str | None:
@@ -211,7 +231,7 @@ def tag(text: str) -> Tagged:
         frozen = frozenset(keys)
         words.append(Word(t.idx, t.idx + len(s), s, frozen))
         prev_keys = frozenset(k for k in frozen if k.startswith(PREV_KINDS))
-    return Tagged(text, tuple(words))
+    return Tagged(text, tuple(words), tuple(structure))
 
 
 def after_keys(before: str) -> set[str]:
@@ -272,8 +292,11 @@ def trace_facts(trace: Trace) -> list[frozenset[str]]:
         for w in tagged.words_in(a + lead, b) or tagged.words_in(a, b):
             keys |= tagged.words[w].keys
         # A model token's character context is its own, not its word's (the "org" of
-        # "wikipedia.org" comes right after a period; the word does not).
-        keys = {k for k in keys if not k.startswith("after:")} | after_keys(text[: a + lead])
+        # "wikipedia.org" comes right after a period; the word does not), and so is where it
+        # sits (the tagger keeps ":func:`ssl" one word, which starts outside the backticks).
+        at = min(a + lead, len(tagged.structure) - 1)
+        keys = {k for k in keys if not k.startswith(("after:", *STRUCTURE_HEADS))} | after_keys(text[: a + lead])
+        keys |= tagged.structure[at] if at >= 0 else frozenset()
         keys |= piece_keys(trace.tokens, trace.special, i)
         out.append(frozenset(keys))
     return out
