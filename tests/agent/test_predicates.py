@@ -105,9 +105,11 @@ def test_probe_texts_make_the_predicate_true_or_false(keys: tuple[str, ...]) -> 
     ctx = Context("After the meeting in January 2020 we left", 21, 28)
     trues, falses = probe_texts(keys, [ctx], {"january"}, salt=1, want_true=3, want_false=2)
     assert trues and falses, keys
-    assert all(is_true(keys, tag(t)) for t, _ in trues)
-    assert all(is_false(keys, tag(t)) for t, _ in falses)
-    assert not {t for t, _ in trues} & {t for t, _ in falses}
+    assert all(is_true(keys, tag(t)) for t, *_ in trues)
+    assert all(is_false(keys, tag(t)) for t, *_ in falses)
+    assert not {t for t, *_ in trues} & {t for t, *_ in falses}
+    for text, _, focus in trues:  # a true probe is read where its predicate holds
+        assert focus is not None and 0 <= focus[0] < focus[1] <= len(text)
 
 
 def test_minimal_pairs_swap_in_unseen_members_of_the_class() -> None:
@@ -146,9 +148,9 @@ def test_closed_word_classes_the_tagger_and_wordnet_do_not_name() -> None:
 def test_a_closed_class_is_probed_with_its_unseen_members() -> None:
     ctx = Context("The man should not go there", 15, 18)
     trues, falses = probe_texts(("cls:negation",), [ctx], {"not"}, salt=0, want_true=2, want_false=2)
-    swapped = [t for t, why in trues if t.startswith("The man should ") and "swapped" in why]
+    swapped = [t for t, why, _ in trues if t.startswith("The man should ") and "swapped" in why]
     assert swapped and all("not" not in t.split() for t in swapped), trues
-    assert all(is_false(("cls:negation",), tag(t)) for t, _ in falses) and falses
+    assert all(is_false(("cls:negation",), tag(t)) for t, *_ in falses) and falses
 
 
 def test_colour_adjectives_take_their_attribute_nouns_classes() -> None:
@@ -243,10 +245,12 @@ def test_a_context_reading_is_tested_by_swapping_the_word_before() -> None:
     start = text.index(word) + 1
     ctx = Context(text, start, start + len("village"))
     pairs = context_pairs(("prev:tag:JJ",), ctx, salt=0)
-    assert [truth for _, truth, _ in pairs] == [True, False]
-    for probe, truth, _ in pairs:
-        assert "village" in probe and "quiet" not in probe  # the peak word stays, its context changes
-        assert is_true(("prev:tag:JJ",), tag(probe)) if truth else is_false(("prev:tag:JJ",), tag(probe))
+    assert [truth for _, truth in pairs] == [True, False]
+    for probe, truth in pairs:
+        assert "village" in probe.text and "quiet" not in probe.text  # the peak word stays, its context changes
+        assert probe.focus is not None and probe.text[probe.focus[0]: probe.focus[1]] == "village"  # read there
+        keys = ("prev:tag:JJ",)
+        assert is_true(keys, tag(probe.text)) if truth else is_false(keys, tag(probe.text))
     assert context_pairs(("tag:NN",), ctx, salt=0) == []  # not a context reading
 
 
@@ -365,3 +369,21 @@ def test_a_confirmed_reading_of_a_sliver_of_the_firing_is_no_label() -> None:
     conclusion = policy._conclude(state)
     assert all(not label.name.startswith("the word 'yellow'") or "tentative" in label.name
                for label in conclusion.labels)
+
+
+def test_a_minimal_pair_is_read_at_its_swapped_word() -> None:
+    from sagex.agent.policies.symbolic import activation_at, fired
+    from sagex.agent.state import Expect, Probe, ProbeDraft
+
+    tokens = ("<s>", "The", " dark", " cloud", " passed", " and", " many", " clouds", " gathered")
+    text = "".join(tokens[1:])
+    values = np.zeros(len(tokens), np.float32)
+    values[7] = 6.0  # the feature fires on "clouds", which the swap left alone
+    trace = Trace(text, tuple(range(len(tokens))), tokens, frozenset({0}), values)
+    at = text.index("many")
+    pair = Probe(1, 1, ProbeDraft(1, text, Expect.SILENT, "'thick' swapped for 'many'", (at, at + 4)), trace, 2.0)
+    anywhere = Probe(2, 1, ProbeDraft(1, text, Expect.SILENT, "a sentence where it holds nowhere"), trace, 2.0)
+    assert activation_at(pair) == 0.0 and not fired(pair)
+    assert activation_at(anywhere) == 6.0 and fired(anywhere)
+    values[6] = 3.0  # now the swapped word itself fires
+    assert fired(pair)

@@ -92,6 +92,9 @@ class ProbeDraft:
     text: str
     expected: Expect
     rationale: str = ""
+    # The characters of ``text`` the expectation is about (a minimal pair's swapped word);
+    # None: anywhere in it. A policy that sets it reads the probe there.
+    focus: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

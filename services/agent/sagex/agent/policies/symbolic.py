@@ -31,6 +31,7 @@ from sagex.agent.symbolic import names
 from sagex.agent.symbolic.probes import probe_texts, sibling_probes
 from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import Evidence, Scored, candidates, gather, merit, score
+from sagex.agent.symbolic.tagging import token_spans
 from sagex.llm.backend import Usage
 from sagex.remote.traces import Trace
 
@@ -40,22 +41,42 @@ F1_FLOOR = 0.3  # below this no predicate explains the exemplars
 CONFIRM_AGREEMENT = 0.75
 REFINE_KEEPS = 0.75  # a refinement must keep this share of the current reading's F1 on the exemplars
 MERGE_OVERLAP = 0.5  # a second label must cover firing tokens the first does not
+SAME_READING = 0.9  # hits overlap (Jaccard) at which two candidates of one kind are one reading
 SIBLING = "another member of"  # in the rationale of a probe that swaps a word for a class sibling
 
 
 PROBE_FIRE = 0.5  # of the feature's firing threshold: where a probe counts as firing
 
 
+def activation_at(p: Probe) -> float:
+    """The probe's activation where its prediction is about (its draft's focus), else anywhere.
+    An exemplar context with one word swapped may fire elsewhere for its own reasons; the
+    pair tests the swapped word."""
+    span = p.draft.focus
+    if span is None:
+        return p.activation
+    text, spans = token_spans(p.trace.tokens, p.trace.special)
+    inside = [i for i in p.trace.content_positions if spans[i][0] < span[1] and span[0] < spans[i][1]]
+    if text != p.draft.text or not inside:  # the tokens do not spell the text: read it whole
+        return p.activation
+    return max(float(p.trace.values[i]) for i in inside)
+
+
 def fired(p: Probe) -> bool:
     """Whether a probe fired, at half the threshold that defines firing in the exemplars: the
     exemplars are the feature's strongest contexts, and a fresh member of its class in a
-    fresh sentence fires more weakly (a planted month feature at 2.4 on "fear"-like swaps
-    where its exemplars peak at 12), while text the reading excludes stays at or near 0."""
-    return p.activation > 0 and p.activation >= PROBE_FIRE * p.fire_threshold
+    fresh sentence fires more weakly (a planted feature at 2.4 on a swapped-in member where
+    its exemplars peak at 12), while text the reading excludes stays at or near 0."""
+    a = activation_at(p)
+    return a > 0 and a >= PROBE_FIRE * p.fire_threshold
 
 
 def as_expected(p: Probe) -> bool:
     return fired(p) == (p.draft.expected is Expect.FIRES)
+
+
+def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
 
 
 def keys_of(h: Hypothesis) -> tuple[str, ...]:
@@ -121,7 +142,10 @@ class SymbolicPolicy:
         for c in self._cands:
             if len(chosen) >= count - 1:
                 break
-            same = [o for o in chosen if o.hits == c.hits and names.kind(o.keys[0]) == names.kind(c.keys[0])]
+            # One slot per reading: a candidate of the same kind that covers nearly the same firing
+            # tokens ("time period", "fundamental quantity", "words for times") is the same claim.
+            same = [o for o in chosen if _overlap(o.hits, c.hits) >= SAME_READING
+                    and names.kind(o.keys[0]) == names.kind(c.keys[0])]
             if not same and c.tp > 0:
                 chosen.append(c)
         # A simpler competitor: when every choice is a conjunction, the best single predicate
@@ -152,8 +176,8 @@ class SymbolicPolicy:
         n_false = FALSE_PER_ROUND + (1 if h.is_control else 0)
         siblings = [] if h.is_control else self._siblings(h.id, keys, salt)
         trues, falses = probe_texts(keys, ev.contexts, seen, salt, n_true, n_false - len(siblings))
-        out = [ProbeDraft(h.id, t, Expect.FIRES, why) for t, why in trues]
-        out += siblings + [ProbeDraft(h.id, t, Expect.SILENT, why) for t, why in falses]
+        out = [ProbeDraft(h.id, t.text, Expect.FIRES, t.why, t.focus) for t in trues]
+        out += siblings + [ProbeDraft(h.id, t.text, Expect.SILENT, t.why, t.focus) for t in falses]
         return out[:budget]
 
     def _siblings(self, hid: int, keys: tuple[str, ...], salt: int) -> list[ProbeDraft]:
@@ -170,7 +194,7 @@ class SymbolicPolicy:
             c = ctxs[(salt + i) % len(ctxs)]
             for text, member, key in sibling_probes(c, 1 + salt % 2)[salt % 2:]:
                 return [ProbeDraft(hid, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, {SIBLING} "
-                                                            f"{names.name(key)}")]
+                                                            f"{names.name(key)}", c.swapped_span(member))]
         return []
 
     async def design(self, state: RunState, hypotheses: Sequence[Hypothesis], probes_left: dict[int, int]) -> list[
@@ -217,7 +241,7 @@ class SymbolicPolicy:
             loud = [p for p in probes if p.draft.expected is Expect.SILENT and fired(p)]
             at = PROBE_FIRE * state.view.fire_threshold
             summary = (f"{ok}/{len(probes)} probes as expected (a probe fires at ≥ {at:.2f}); "
-                       + "; ".join(f"{p.draft.text[:40]!r} → {p.activation:.2f} ({p.draft.rationale})"
+                       + "; ".join(f"{p.draft.text[:40]!r} → {activation_at(p):.2f} ({p.draft.rationale})"
                                    for p in probes[-3:]))
             if not probes:
                 verdicts.append(Verdict(h.id, Status.REFUTED, "no probe could be built that makes it true or false"))
@@ -336,11 +360,11 @@ class SymbolicPolicy:
         control = next((h for h in state.hypotheses if h.is_control), None)
         if control is not None and control.status is not Status.PENDING:
             held = "held" if control.status is Status.CONFIRMED else "failed"
-            silent = [p.activation for p in state.probes_of(control.id)]
+            silent = [activation_at(p) for p in state.probes_of(control.id)]
             if silent:
                 parts.append(f"Control ({control.text.rstrip('.')}) {held}: silent probes peaked at "
                              f"{max(silent):.2f}.")
-        evidence = [EvidenceItem(p.draft.text, p.activation, p.draft.hypothesis_id, as_expected(p))
+        evidence = [EvidenceItem(p.draft.text, activation_at(p), p.draft.hypothesis_id, as_expected(p))
                     for p in state.probes]
         return Conclusion(" ".join(dict.fromkeys(parts)), labels, evidence)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources as files
+from typing import NamedTuple
 
 from sagex.agent.symbolic import closed, resources
 from sagex.agent.symbolic.names import kind
@@ -39,6 +40,19 @@ STRUCTURE_EDITS = {
 }
 
 
+Span = tuple[int, int]
+
+
+class Proposal(NamedTuple):
+    """A probe text, why it should fire or stay silent, and where: the character span the
+    prediction is about (the swapped word of a minimal pair), or None for anywhere in it.
+    A minimal pair is read at its edit: the exemplar around it may fire for its own reasons."""
+
+    text: str
+    why: str
+    focus: Span | None = None
+
+
 @dataclass(frozen=True)
 class Context:
     """An exemplar's text around its peak, with the peak word's character span."""
@@ -53,6 +67,11 @@ class Context:
 
     def swap(self, replacement: str) -> str:
         return self.text[: self.start] + replacement + self.text[self.end:]
+
+    def swapped_span(self, replacement: str) -> Span:
+        """Where ``replacement`` sits in ``swap(replacement)``."""
+        lead = len(replacement) - len(replacement.lstrip())
+        return self.start + lead, self.start + len(replacement)
 
 
 def holds(keys: Sequence[str], words: Iterable[frozenset[str]]) -> bool:
@@ -236,7 +255,7 @@ def _previous_word(ctx: Context, key: str) -> tuple[int, int, frozenset[str], in
     return w.start, w.end, w.keys, cut
 
 
-def context_pairs(keys: tuple[str, ...], ctx: Context, salt: int) -> list[tuple[str, bool, str]]:
+def context_pairs(keys: tuple[str, ...], ctx: Context, salt: int) -> list[tuple[Proposal, bool]]:
     """Minimal pairs for a context reading ("right after a preposition"): the exemplar with
     the word before its peak word swapped for another member of the context's class
     (expected to fire) or for a non-member (expected silent). The peak word stays, so the
@@ -248,13 +267,16 @@ def context_pairs(keys: tuple[str, ...], ctx: Context, salt: int) -> list[tuple[
     inner = ctxkey[5:]
     start, end, like, cut = prev
     old = ctx.text[start:end]
-    out: list[tuple[str, bool, str]] = []
+    out: list[tuple[Proposal, bool]] = []
     case = str.lower if old.islower() else (lambda w: w)
     cands = [case(m) for m in members(inner, old) if m.lower() != old.lower()]
+    peak = ctx.word.strip()
     if cands:
         m = cands[salt % len(cands)]
-        out.append((ctx.text[:start] + m + ctx.text[end:], True,
-                    f"the word before {ctx.word.strip()!r}, {old!r}, swapped for another member, {m!r}"))
+        shift = len(m) - (end - start)
+        out.append((Proposal(ctx.text[:start] + m + ctx.text[end:],
+                             f"the word before {peak!r}, {old!r}, swapped for another member, {m!r}",
+                             (ctx.start + shift, ctx.end + shift)), True))
     # Of the same part of speech when the class is not one itself ("after 'the'": another determiner).
     others = [case(o) for o in non_members(inner, like if not inner.startswith(("pos:", "tag:", "tags:")) else
                                            frozenset())]
@@ -263,8 +285,9 @@ def context_pairs(keys: tuple[str, ...], ctx: Context, salt: int) -> list[tuple[
     if not others or len(ctx.text[cut:start].split()) < 3:
         return []  # a pair or nothing: the member swap alone keeps the peak word, which may fire by itself
     o = others[salt % len(others)]
-    out.append((ctx.text[cut:start].lstrip() + o + ctx.text[end: ctx.end], False,
-                f"the word before {ctx.word.strip()!r}, {old!r}, swapped for a non-member, {o!r}"))
+    text = ctx.text[cut:start].lstrip() + o + ctx.text[end: ctx.end]
+    out.append((Proposal(text, f"the word before {peak!r}, {old!r}, swapped for a non-member, {o!r}",
+                         (len(text) - (ctx.end - ctx.start), len(text))), False))
     return out
 
 
@@ -275,30 +298,45 @@ def _flatten(text: str) -> str:
     return " ".join(text.replace("//", " ").split())
 
 
+def where(keys: Sequence[str], tagged: Tagged) -> Span | None:
+    """The span of the words of ``tagged`` where ``keys`` hold (first to last; None if none);
+    a model token inside a word ("0" of "2020") is found in the raw text."""
+    pieces = [k[4:] for k in keys if k.startswith("tok:")]
+    wanted = [k for k in keys if not k.startswith("tok:") and k not in ("spell:word_start", "spell:continuation")]
+    hits = [w for w in tagged.words if all(k in w.keys for k in wanted)
+            and all(p in w.text.lower() for p in pieces)]
+    if not hits and pieces and not wanted:
+        at = tagged.text.lower().find(pieces[0])
+        return (at, at + len(pieces[0])) if at >= 0 else None
+    return (hits[0].start, hits[-1].end) if hits else None
+
+
 def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[str], salt: int, want_true: int,
-                want_false: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(true probes, false probes), each a list of (text, why), verified by tagging."""
+                want_false: int) -> tuple[list[Proposal], list[Proposal]]:
+    """(true probes, false probes), verified by tagging. A true probe's focus is where the
+    predicate holds in it (its swapped word, for a minimal pair); a false minimal pair's is
+    its swapped word, any other false probe's the whole text."""
     main = keys[0]
-    trues: list[tuple[str, str]] = []
-    falses: list[tuple[str, str]] = []
+    trues: list[Proposal] = []
+    falses: list[Proposal] = []
     used: set[str] = set()
 
-    def add(text: str, truth: bool, why: str) -> None:
+    def add(text: str, truth: bool, why: str, focus: Span | None = None) -> None:
         if text in used or not text.strip():
             return
         tagged = tag(text)
         if truth and len(trues) < want_true and is_true(keys, tagged):
-            trues.append((text, why))
+            trues.append(Proposal(text, why, focus or where(keys, tagged)))
             used.add(text)
         elif not truth and len(falses) < want_false and is_false(keys, tagged):
-            falses.append((text, why))
+            falses.append(Proposal(text, why, focus))
             used.add(text)
 
     ctxs = [contexts[(salt + i) % len(contexts)] for i in range(len(contexts))] if contexts else []
     # 0. for a context reading, minimal pairs in its context first: they test what it claims
     for ctx in ctxs[:3]:
-        for text, truth, why in context_pairs(keys, ctx, salt):
-            add(text, truth, why)
+        for proposal, truth in context_pairs(keys, ctx, salt):
+            add(proposal.text, truth, proposal.why, proposal.focus)
     cands = members(main, ctxs[0].word if ctxs else "")
     fresh = [m for m in cands if m.strip().lower() not in seen] or cands
     fresh = fresh[:TYPICAL]
@@ -307,7 +345,7 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
     # 1. minimal pairs: an exemplar context with its peak word swapped for another member
     for ctx, m in zip(ctxs, fresh, strict=False):
         if m.strip().lower() != ctx.word.strip().lower():
-            add(ctx.swap(m), True, f"{ctx.word.strip()!r} swapped for another member, {m!r}")
+            add(ctx.swap(m), True, f"{ctx.word.strip()!r} swapped for another member, {m!r}", ctx.swapped_span(m))
     # 2. fresh members in bank sentences, and structural edits of bank sentences
     texts = bank()
     for i in range(len(texts)):
@@ -323,14 +361,16 @@ def probe_texts(keys: tuple[str, ...], contexts: Sequence[Context], seen: set[st
         if len(falses) >= want_false:
             break
         if (bare := _context_removed(ctx, main)) is not None:
-            add(bare, False, f"the mark before {ctx.word.strip()!r} taken away")
+            word = ctx.word.strip()
+            add(bare, False, f"the mark before {word!r} taken away", (len(bare) - len(word), len(bare)))
         like = tag(ctx.text).words
         peak = [w.keys for w in like if w.start < ctx.end and ctx.start < w.end]
         others = non_members(main, peak[0] if peak else frozenset())
         if others:
             o = others[(salt + len(falses)) % len(others)]
-            add(ctx.swap(o if ctx.word[:1] != " " else " " + o.lstrip()), False,
-                f"{ctx.word.strip()!r} swapped for a non-member, {o!r}")
+            o = o if ctx.word[:1] != " " else " " + o.lstrip()
+            add(ctx.swap(o), False, f"{ctx.word.strip()!r} swapped for a non-member, {o.strip()!r}",
+                ctx.swapped_span(o))
         if kind(main) == "structure":  # for another key it would repeat what the exemplar showed
             add(_flatten(ctx.text), False, "the context with its structure removed")
     for i in range(len(texts)):

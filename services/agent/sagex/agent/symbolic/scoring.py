@@ -16,7 +16,8 @@ from sagex.agent.symbolic.tagging import trace_facts
 from sagex.remote.traces import Trace
 
 MIN_SUPPORT = 0.15  # of firing tokens: rarer keys are not candidates
-CONJUNCTION_GAIN = 0.05  # F1 a conjunction must add over its better part
+CONJUNCTION_GAIN = 0.05  # F1 a conjunction must add over its better part to be a candidate
+OCCAM = 0.1  # F1 it must add over the best single reading to rank above it (``merit``)
 # Tie-break between keys that cover the same tokens: a class says more than a word.
 PREFERENCE = ["hyp", "ent", "ss", "cls", "tag", "tags", "morph", "pos", "in", "depth", "at", "list", "cap", "spell",
               "suffix", "prefix", "len", "word", "lemma", "stem", "tok", "after", "prev"]
@@ -100,10 +101,10 @@ def score(keys: tuple[str, ...], ev: Evidence) -> Scored:
 
 
 def merit(s: Scored) -> float:
-    """F1 on the exemplars, less CONJUNCTION_GAIN per extra key: a conjunction says more than
-    a single predicate and is likelier to fit a small sample by chance, so it comes first only
-    when it beats every single reading by that much."""
-    return s.f1 - CONJUNCTION_GAIN * (len(s.keys) - 1)
+    """F1 on the exemplars, less OCCAM per extra key: a conjunction says more than a single
+    predicate and is likelier to fit a small sample by chance (ten exemplars), so it comes
+    first only when it beats every single reading by that much."""
+    return s.f1 - OCCAM * (len(s.keys) - 1)
 
 
 def _rank(s: Scored) -> tuple[float, int, int, int]:
@@ -165,7 +166,7 @@ def sibling_checks(top: Sequence[Trace], token: str, threshold: float, count: in
             continue
         for text, member, key in sibling_probes(c, count - len(out)):
             out.append(ProbeDraft(0, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, another "
-                                                          f"member of {names.name(key)}"))
+                                                          f"member of {names.name(key)}", c.swapped_span(member)))
         if len(out) >= count:
             break
     return out
