@@ -197,6 +197,8 @@ def conjunction_name(keys: tuple[str, ...]) -> str:
         return f"{name(first)} {name(second).removeprefix('tokens ')}"
     if kind(second) == "structure":
         return f"{name(first)} ({name(second)})"
+    if name(first).startswith("the "):  # one position or word: "the first word of a paragraph"
+        return f"{name(first)}, when it is {_singular(name(second))}"
     return f"{name(first)} that are also {name(second)}"
 
 
