@@ -330,8 +330,9 @@ def _probe(state, hid: int, text: str, expected, activation: float, why: str = "
 def test_a_one_word_reading_is_not_confirmed_when_a_class_sibling_fires() -> None:
     import asyncio
 
-    from sagex.agent.policies.symbolic import SIBLING, SymbolicPolicy
+    from sagex.agent.policies.symbolic import SymbolicPolicy
     from sagex.agent.state import Expect, Hypothesis, Status
+    from sagex.agent.symbolic.probes import SIBLING
 
     state = _state(COLOURS)
     policy = SymbolicPolicy()

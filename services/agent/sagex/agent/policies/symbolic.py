@@ -28,7 +28,7 @@ from sagex.agent.state import (
     Verdict,
 )
 from sagex.agent.symbolic import names
-from sagex.agent.symbolic.probes import probe_texts, sibling_probes
+from sagex.agent.symbolic.probes import SIBLING, probe_texts, sibling_probes
 from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import Evidence, Scored, candidates, gather, merit, score
 from sagex.agent.symbolic.tagging import token_spans
@@ -42,9 +42,6 @@ CONFIRM_AGREEMENT = 0.75
 REFINE_KEEPS = 0.75  # a refinement must keep this share of the current reading's F1 on the exemplars
 MERGE_OVERLAP = 0.5  # a second label must cover firing tokens the first does not
 SAME_READING = 0.9  # hits overlap (Jaccard) at which two candidates of one kind are one reading
-SIBLING = "another member of"  # in the rationale of a probe that swaps a word for a class sibling
-
-
 PROBE_FIRE = 0.5  # of the feature's firing threshold: where a probe counts as firing
 
 
@@ -249,14 +246,14 @@ class SymbolicPolicy:
             rate = balanced(probes)
             # A one-word reading whose class siblings fire is wrong however its other probes went:
             # the feature is wider than the word (the rule for single-token labels).
-            loud_siblings = [p for p in loud if SIBLING in p.draft.rationale]
-            if loud_siblings and not h.is_control:
+            loud_siblings = [] if h.is_control else [p for p in loud if SIBLING in p.draft.rationale]
+            if loud_siblings:
                 loud, silent_members = loud_siblings, []
             # Confirmed early only on two probes or more each way: one member that fired is a thin
             # reed for a reading (a noise direction fires on some of anything).
             both = h.is_control or (len(fires) >= 2 and len(probes) - len(fires) >= 2)
             held = rate >= CONFIRM_AGREEMENT and (h.is_control or len(fires) > len(silent_members))
-            if len(probes) >= 3 and both and held and not (loud_siblings and not h.is_control):
+            if len(probes) >= 3 and both and held and not loud_siblings:
                 verdicts.append(Verdict(h.id, Status.CONFIRMED, summary))
                 continue
             if h.is_control:

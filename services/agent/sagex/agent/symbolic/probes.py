@@ -34,6 +34,7 @@ ENTITIES = {
     "LOC": ["the Alps", "the Pacific", "the Sahara"],
 }
 TYPICAL = 12  # members a probe swaps in: the most common of a class (its list is ordered so)
+SIBLING = "another member of"  # in the rationale of a probe that swaps a word for a class sibling
 STRUCTURE_EDITS = {
     "in:paren": ("(", ")"), "in:bracket": ("[", "]"), "in:brace": ("{", "}"), "in:quote": ('"', '"'),
     "in:code": ("`", "`"), "depth:2": ("([", "])"),
@@ -179,12 +180,15 @@ def members(key: str, context_word: str) -> list[str]:
     return list(firsts.values())
 
 
+def _lemma_pos(word_keys: frozenset[str]) -> tuple[str, str]:
+    lemma = next((k[6:] for k in word_keys if k.startswith("lemma:")), "")
+    return lemma, next((k[4:] for k in word_keys if k.startswith("pos:")), "")
+
+
 def _first_sense_in(word_keys: frozenset[str], key: str) -> bool:
     """Whether a tagged word is in class ``key`` by its most frequent sense (a typical member),
     not only by a rarer one ("wheat" the colour)."""
-    lemma = next((k[6:] for k in word_keys if k.startswith("lemma:")), "")
-    pos = next((k[4:] for k in word_keys if k.startswith("pos:")), "")
-    return key in meaning(lemma, pos, 1)
+    return key in meaning(*_lemma_pos(word_keys), 1)
 
 
 def non_members(key: str, like: frozenset[str]) -> list[str]:
@@ -420,7 +424,4 @@ def sibling_probes(ctx: Context, count: int) -> list[tuple[str, str, str]]:
 
 def _nearest_first(text: str, index: int) -> list[str]:
     """The hypernym keys of word ``index`` in the order WordNet gives them (nearest first)."""
-    doc_word = tag(text).words[index]
-    lemma = next((k[6:] for k in doc_word.keys if k.startswith("lemma:")), "")
-    pos = next((k[4:] for k in doc_word.keys if k.startswith("pos:")), "")
-    return [k for k in meaning(lemma, pos, 1) if k.startswith("hyp:")]
+    return [k for k in meaning(*_lemma_pos(tag(text).words[index].keys), 1) if k.startswith("hyp:")]

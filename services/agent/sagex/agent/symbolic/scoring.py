@@ -11,7 +11,7 @@ from functools import lru_cache
 from sagex.agent.state import Expect, ProbeDraft
 from sagex.agent.symbolic import names, resources
 from sagex.agent.symbolic.names import kind
-from sagex.agent.symbolic.probes import Context, sibling_probes
+from sagex.agent.symbolic.probes import SIBLING, Context, sibling_probes
 from sagex.agent.symbolic.tagging import trace_facts
 from sagex.remote.traces import Trace
 
@@ -165,8 +165,8 @@ def sibling_checks(top: Sequence[Trace], token: str, threshold: float, count: in
         if t.peak_token != token or t.max_activation < threshold or (c := _context(t)) is None:
             continue
         for text, member, key in sibling_probes(c, count - len(out)):
-            out.append(ProbeDraft(0, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, another "
-                                                          f"member of {names.name(key)}", c.swapped_span(member)))
+            out.append(ProbeDraft(0, text, Expect.SILENT, f"{c.word.strip()!r} swapped for {member!r}, {SIBLING} "
+                                                          f"{names.name(key)}", c.swapped_span(member)))
         if len(out) >= count:
             break
     return out
