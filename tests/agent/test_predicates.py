@@ -388,3 +388,29 @@ def test_a_minimal_pair_is_read_at_its_swapped_word() -> None:
     assert activation_at(anywhere) == 6.0 and fired(anywhere)
     values[6] = 3.0  # now the swapped word itself fires
     assert fired(pair)
+
+
+def test_a_reading_is_narrowed_by_what_its_silent_members_lack() -> None:
+    import asyncio
+
+    from sagex.agent.policies.symbolic import SymbolicPolicy
+    from sagex.agent.state import Expect, Hypothesis, Probe, ProbeDraft
+
+    state = _state(COLOURS)
+    policy = SymbolicPolicy()
+    asyncio.run(policy._evidence(state))
+    h = Hypothesis(1, "Fires on colour words.", False, facts={"keys": "hyp:chromatic_color.n.01"})
+    state.hypotheses = [h]
+    state.round = 1
+
+    def member(text: str, word: str, activation: float) -> Probe:
+        at = text.index(word)
+        trace = _trace(text, {word.lower()} if activation else set(), activation)
+        return Probe(len(state.probes) + 1, 1, ProbeDraft(1, text, Expect.FIRES, f"swapped for another member, "
+                                                          f"{word!r}", (at, at + len(word))), trace, 2.0)
+
+    # The exemplars' colours are all lowercase; the members that stayed silent were shouted.
+    state.probes += [member("The wall was RED", "RED", 0.0), member("A kite was BLUE", "BLUE", 0.0),
+                     member("The wall was green", "green", 9.0)]
+    narrowed = policy._refined(h, True, state.probes)
+    assert narrowed is not None and narrowed.keys == ("hyp:chromatic_color.n.01", "cap:lower")

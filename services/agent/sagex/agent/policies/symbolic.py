@@ -31,7 +31,7 @@ from sagex.agent.symbolic import names
 from sagex.agent.symbolic.probes import SIBLING, probe_texts, sibling_probes
 from sagex.agent.symbolic.resources import ResourceMissing, serial
 from sagex.agent.symbolic.scoring import Evidence, Scored, candidates, gather, merit, score
-from sagex.agent.symbolic.tagging import token_spans
+from sagex.agent.symbolic.tagging import tag, token_spans
 from sagex.llm.backend import Usage
 from sagex.remote.traces import Trace
 
@@ -43,6 +43,10 @@ REFINE_KEEPS = 0.75  # a refinement must keep this share of the current reading'
 MERGE_OVERLAP = 0.5  # a second label must cover firing tokens the first does not
 SAME_READING = 0.9  # hits overlap (Jaccard) at which two candidates of one kind are one reading
 PROBE_FIRE = 0.5  # of the feature's firing threshold: where a probe counts as firing
+SEPARATES = 0.9  # a narrowing key holds on this share of the reading's firing exemplar tokens
+SEPARATES_SILENT = 2 / 3  # ... and is absent from this share of its members that stayed silent
+# Kinds of key that qualify a reading when its silent members show what it lacks.
+SEPARATORS = ("spell:", "cap:", "morph:", "tag:", "prev:", "after:", "in:", "at:", "suffix:", "prefix:")
 
 
 def activation_at(p: Probe) -> float:
@@ -70,6 +74,13 @@ def fired(p: Probe) -> bool:
 
 def as_expected(p: Probe) -> bool:
     return fired(p) == (p.draft.expected is Expect.FIRES)
+
+
+def _focus_keys(p: Probe) -> frozenset[str]:
+    """The predicate keys of the words at a probe's focus."""
+    assert p.draft.focus is not None
+    tagged = tag(p.draft.text)
+    return frozenset().union(*(tagged.words[i].keys for i in tagged.words_in(*p.draft.focus)))
 
 
 def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
@@ -205,7 +216,7 @@ class SymbolicPolicy:
 
     # -- verdicts -----------------------------------------------------------------
 
-    def _refined(self, h: Hypothesis, members_silent: bool) -> Scored | None:
+    def _refined(self, h: Hypothesis, members_silent: bool, probes: Sequence[Probe] = ()) -> Scored | None:
         """A narrower predicate when members stayed silent, a broader one when
         non-members fired: the best-scoring candidate that covers a subset
         (narrower) or a superset (broader) of the firing tokens it covers."""
@@ -216,14 +227,45 @@ class SymbolicPolicy:
         cur = score(keys, ev)
         tried = {tuple(k.split("\t")) for k in [h.facts.get("keys", "")] + h.facts.get("tried", "").split("|") if k}
         pool = [c for c in self._cands if c.keys not in tried]
+        # Strictly narrower or wider: a synonym over the same tokens ("numbers" for "cardinal
+        # numbers") would be tested again on the probes that just failed it.
         if members_silent:
-            pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision]
+            pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision
+                    and (c.hits < cur.hits or c.fp < cur.fp)]
         else:
-            pool = [c for c in pool if c.hits >= cur.hits and c.keys != keys]
+            pool = [c for c in pool if c.hits >= cur.hits and (c.hits > cur.hits or c.fp > cur.fp)]
+        if members_silent and (split := self._separating(cur, probes)) is not None:
+            pool.insert(0, split)
         # A probe or two against a reading the exemplars support far better than any
         # refinement of it are not reason enough to trade it: it keeps being tested.
         pool = [c for c in pool if c.f1 >= REFINE_KEEPS * cur.f1]
         return pool[0] if pool else None
+
+    def _separating(self, cur: Scored, probes: Sequence[Probe]) -> Scored | None:
+        """The reading narrowed by what its silent members lack: a key that holds on nearly all
+        of its firing exemplar tokens and on every member probe that fired, and on most of
+        those that stayed silent not ("cardinal numbers" whose digit members stayed silent:
+        "... written in letters"). The exemplars alone may not tell the two readings apart."""
+        ev = self._ev
+        if ev is None or len(cur.keys) != 1 or not cur.hits:
+            return None
+        members = [p for p in probes if p.draft.focus is not None and p.draft.expected is Expect.FIRES
+                   and "member" in p.draft.rationale]
+        silent = [_focus_keys(p) for p in members if not fired(p)]
+        loud = [_focus_keys(p) for p in members if fired(p)]
+        if not silent:
+            return None
+        counts: dict[str, int] = {}
+        for i in cur.hits:
+            for k in ev.firing[i]:
+                counts[k] = counts.get(k, 0) + 1
+        # Absent from most silent members (one may have failed for its own reasons), present on
+        # every member that fired.
+        keys = [k for k, n in counts.items() if n >= SEPARATES * len(cur.hits) and k != cur.keys[0]
+                and k.startswith(SEPARATORS) and sum(k not in f for f in silent) >= SEPARATES_SILENT * len(silent)
+                and all(k in f for f in loud)]
+        scored = sorted((score((cur.keys[0], k), ev) for k in keys), key=lambda c: -c.f1)
+        return scored[0] if scored else None
 
     async def judge(self, state: RunState, hypotheses: Sequence[Hypothesis], new: Sequence[Probe]) -> list[Verdict]:
         return await asyncio.to_thread(serial, self._judge, state, hypotheses)
@@ -260,7 +302,7 @@ class SymbolicPolicy:
                 verdicts.append(Verdict(h.id, Status.REFUTED if len(probes) >= 3 else Status.PENDING, summary))
                 continue
             # Nothing to refine when every probe went as predicted (too few yet to confirm it).
-            better = (self._refined(h, members_silent=bool(silent_members) and len(silent_members) >= len(loud))
+            better = (self._refined(h, bool(silent_members) and len(silent_members) >= len(loud), probes)
                       if silent_members or loud else None)
             if loud_siblings and (better is None or h.status is Status.REFINED):
                 verdicts.append(Verdict(h.id, Status.REFUTED, f"{summary}. Other members of its class fire too."))

@@ -61,6 +61,7 @@ FIXED = {
     "cap:title": "capitalised words", "cap:upper": "all-caps words", "cap:lower": "lowercase words",
     "cap:mixed": "mixed-case words", "spell:digit": "numbers written in digits",
     "spell:has_digit": "tokens containing digits", "spell:punct": "punctuation",
+    "spell:letters": "words spelled in letters",
     "spell:word_start": "word-initial tokens", "spell:continuation": "word-continuation pieces (inside a word)",
     "len:short": "short words (up to 3 letters)", "len:medium": "medium-length words", "len:long":
         "long words (8 letters or more)",
@@ -176,6 +177,8 @@ MORPH_PAIRS = {
     frozenset({"morph:VerbForm=Part", "morph:Tense=Past"}): "past participles (-ed/-en forms)",
     frozenset({"morph:VerbForm=Fin", "morph:Tense=Past"}): "past-tense verbs",
     frozenset({"morph:Number=Plur", "pos:NOUN"}): "plural nouns",
+    frozenset({"pos:NUM", "spell:letters"}): "number words (numbers written out in letters)",
+    frozenset({"tag:CD", "spell:letters"}): "number words (numbers written out in letters)",
 }
 
 

@@ -204,6 +204,8 @@ def tag(text: str) -> Tagged:
         if t.is_punct or all(not c.isalnum() for c in s):
             keys.add("spell:punct")
         if t.is_alpha:
+            keys.add("spell:letters")  # with a class: "numbers written in letters", not in digits
+        if t.is_alpha:
             keys.add("len:short" if len(s) <= 3 else "len:long" if len(s) >= 8 else "len:medium")
             if len(s) >= 5:  # a stem of at least three letters left over
                 keys.update(f"suffix:{x}" for x in SUFFIXES if lower.endswith(x) and len(lower) - len(x) >= 3)
