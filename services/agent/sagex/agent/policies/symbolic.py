@@ -47,6 +47,7 @@ SEPARATES = 0.9  # a narrowing key holds on this share of the reading's firing e
 SEPARATES_SILENT = 2 / 3  # ... and is absent from this share of its members that stayed silent
 # Kinds of key that qualify a reading when its silent members show what it lacks.
 SEPARATORS = ("spell:", "cap:", "morph:", "tag:", "prev:", "after:", "in:", "at:", "suffix:", "prefix:")
+WORD_KEYS = ("word:", "lemma:", "stem:", "tok:")
 
 
 def activation_at(p: Probe) -> float:
@@ -227,13 +228,10 @@ class SymbolicPolicy:
         cur = score(keys, ev)
         tried = {tuple(k.split("\t")) for k in [h.facts.get("keys", "")] + h.facts.get("tried", "").split("|") if k}
         pool = [c for c in self._cands if c.keys not in tried]
-        # Strictly narrower or wider: a synonym over the same tokens ("numbers" for "cardinal
-        # numbers") would be tested again on the probes that just failed it.
         if members_silent:
-            pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision
-                    and (c.hits < cur.hits or c.fp < cur.fp)]
+            pool = [c for c in pool if c.hits <= cur.hits and c.precision >= cur.precision]
         else:
-            pool = [c for c in pool if c.hits >= cur.hits and (c.hits > cur.hits or c.fp > cur.fp)]
+            pool = [c for c in pool if c.hits >= cur.hits and c.keys != keys]
         if members_silent and (split := self._separating(cur, probes)) is not None:
             pool.insert(0, split)
         # A probe or two against a reading the exemplars support far better than any
@@ -247,8 +245,8 @@ class SymbolicPolicy:
         those that stayed silent not ("cardinal numbers" whose digit members stayed silent:
         "... written in letters"). The exemplars alone may not tell the two readings apart."""
         ev = self._ev
-        if ev is None or len(cur.keys) != 1 or not cur.hits:
-            return None
+        if ev is None or len(cur.keys) != 1 or not cur.hits or cur.keys[0].startswith(WORD_KEYS):
+            return None  # a word's reading is narrowed by its context, not by its spelling
         members = [p for p in probes if p.draft.focus is not None and p.draft.expected is Expect.FIRES
                    and "member" in p.draft.rationale]
         silent = [_focus_keys(p) for p in members if not fired(p)]
