@@ -20,8 +20,9 @@ def doc(text: str) -> Doc:
     return Doc(text, tuple((m.start(), m.end()) for m in re.finditer(r" ?[A-Za-z]+| ?\d|\n|[^\sA-Za-z\d]| ", text)))
 
 
-def labels_of(name: str, text: str) -> dict[str, int]:
-    concept = next(c for c in select("all") if c.name == name)
+def labels_of(name: str, text: str, concepts: str = "all") -> dict[str, int]:
+    """Concept ``name`` of set ``concepts``: each token of ``text`` (stripped) -> its label."""
+    concept = next(c for c in select(concepts) if c.name == name)
     d = doc(text)
     return {d.token(i).strip() or repr(d.token(i)): int(v) for i, v in enumerate(concept.label(d))}
 
@@ -119,9 +120,7 @@ def test_the_cli_stays_light() -> None:
 
 
 def dev2_labels(name: str, text: str) -> dict[str, int]:
-    concept = next(c for c in select("dev2") if c.name == name)
-    d = doc(text)
-    return {d.token(i).strip() or repr(d.token(i)): int(v) for i, v in enumerate(concept.label(d))}
+    return labels_of(name, text, "dev2")
 
 
 def _templated_and_causal(concepts: list[Concept], rng: random.Random) -> None:
@@ -183,9 +182,7 @@ def test_dev2_labels_a_sample_sentence() -> None:
 
 
 def dev3_labels(name: str, text: str) -> dict[str, int]:
-    concept = next(c for c in select("dev3") if c.name == name)
-    d = doc(text)
-    return {d.token(i).strip() or repr(d.token(i)): int(v) for i, v in enumerate(concept.label(d))}
+    return labels_of(name, text, "dev3")
 
 
 def test_dev3_is_new_varied_and_causal() -> None:
